@@ -1,0 +1,320 @@
+"""`slm-node`: a thin shell over slm/ and node/; every error is one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import MISSING, fields, replace
+from pathlib import Path
+from typing import Any
+
+from slm.config import PRESETS, TrainConfig, get_preset, load_seed_config
+from slm.errors import ConfigError, SLMError
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+EPILOG = """\
+examples:
+  slm-node init
+  slm-node train --data data/corpora/medicine.txt --domain medicine --preset slm-demo
+  slm-node generate "Acute serous otitis media" --max-tokens 40
+  slm-node score "Malignant neoplasm of the left retina"
+  slm-node info --preset slm-63m
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except SLMError as exc:
+        print(f"slm-node: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("slm-node: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from node.home import DEFAULT_HOME
+
+    parser = argparse.ArgumentParser(
+        prog="slm-node",
+        description="Run a SwarmLLM node: train a domain SLM on your own data, use it locally, "
+        "and serve it to a hub.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument(
+        "--home",
+        type=Path,
+        default=DEFAULT_HOME,
+        help="node home: key, node.toml, model (default: $SLM_NODE_HOME or %(default)s)",
+    )
+
+    p = sub.add_parser("init", parents=[home], help="create the node's identity key and node.toml")
+    p.set_defaults(run=cmd_init)
+
+    p = sub.add_parser(
+        "train",
+        parents=[home],
+        help="train the node's model on a text file or folder",
+        description="Train a domain SLM into a model folder. Flags below override the preset; "
+        "an original SLM JSON config (--config) is applied on top of the preset first.",
+    )
+    p.add_argument("--data", type=Path, help="UTF-8 text file, or folder of them")
+    p.add_argument("--domain", required=True, help="domain name, e.g. medicine")
+    p.add_argument(
+        "--preset",
+        default="slm-63m",
+        choices=list(PRESETS),
+        help="model size (default: %(default)s)",
+    )
+    p.add_argument(
+        "--config", type=Path, help="original SLM JSON config (main, SLMOtak, SLMTrainLoad)"
+    )
+    p.add_argument("--out", type=Path, help="model folder (default: <home>/model)")
+    p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
+    p.add_argument("--force", action="store_true", help="replace the model already in --out")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    group = p.add_argument_group("training overrides (default: the preset's value)")
+    standard = PRESETS["slm-63m"].train
+    for f in fields(TrainConfig):
+        kind = (
+            float
+            if f.name == "max_epochs"
+            else type(f.default)
+            if f.default is not MISSING
+            else str
+        )
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=kind,
+            dest=f"train_{f.name}",
+            metavar=kind.__name__.upper(),
+            help=f"slm-63m: {getattr(standard, f.name)}",
+        )
+    p.set_defaults(run=cmd_train)
+
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", type=Path, help="model folder (default: <home>/model)")
+    model.add_argument("--int8", action="store_true", help="int8 dynamic quantisation (CPU)")
+
+    p = sub.add_parser("generate", parents=[home, model], help="stream a completion of a prompt")
+    p.add_argument("prompt", help="the prompt; '-' reads it from standard input")
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument(
+        "--temperature", type=float, default=0.8, help="0 for greedy (default: %(default)s)"
+    )
+    p.add_argument("--top-k", type=int, default=0, help="0 for no cut (default: %(default)s)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (default: %(default)s)")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, help="sampling seed, for repeatable output")
+    p.set_defaults(run=cmd_generate)
+
+    p = sub.add_parser(
+        "score",
+        parents=[home, model],
+        help="how well the model knows a prompt",
+        description="Print loglik (nats), bits per byte and calibrated confidence: the numbers "
+        "a hub routes on.",
+    )
+    p.add_argument("prompt", help="the prompt; '-' reads it from standard input")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(run=cmd_score)
+
+    p = sub.add_parser(
+        "info", parents=[home], help="parameter count, shape, domain, training summary"
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--preset", choices=list(PRESETS), help="describe a preset instead of a model"
+    )
+    which.add_argument("--model", type=Path, help="model folder (default: <home>/model)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("join", parents=[home], help="serve a hub (not available yet)")
+    p.set_defaults(run=cmd_not_yet)
+    return parser
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from node.home import NodeConfig
+    from node.identity import generate_key, load_key, node_id, public_openssh, write_key
+
+    cfg = NodeConfig.load(args.home)
+    if cfg.key_path.exists():
+        key = load_key(cfg.key_path)
+        print(f"node home {args.home} already initialised; node id {node_id(public_openssh(key))}")
+        return
+    key = generate_key()
+    write_key(cfg.key_path, key)
+    if not cfg.settings_path.exists():
+        cfg.save()
+    print(f"node id  {node_id(public_openssh(key))}")
+    print(f"key      {cfg.key_path} (ECDSA P-384, OpenSSH)")
+    print(f"settings {cfg.settings_path}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
+    from node.home import NodeConfig
+    from node.progress import TrainingProgress
+    from slm.train import prepare_out_dir, read_corpus, train
+
+    preset = get_preset(args.preset)
+    model_cfg, train_cfg, data = preset.model, preset.train, args.data
+    if args.config is not None:
+        seed = load_seed_config(args.config, preset)
+        model_cfg, train_cfg = seed.model, seed.train
+        data = data or seed.data_path
+        for note in seed.notes:
+            print(f"slm-node: note: {note}", file=sys.stderr)
+    overrides = {
+        f.name: getattr(args, f"train_{f.name}")
+        for f in fields(TrainConfig)
+        if getattr(args, f"train_{f.name}") is not None
+    }
+    train_cfg = replace(train_cfg, **overrides)
+    if data is None:
+        raise ConfigError("no training data: pass --data FILE|DIR")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    out = args.out or NodeConfig.load(args.home).model_dir
+    text = read_corpus(data)  # check the data before touching the out folder
+    prepare_out_dir(out, resume=args.resume, force=args.force)
+    with TrainingProgress(args.preset, model_cfg.num_parameters()) as progress:
+        result = train(
+            text,
+            args.domain,
+            out,
+            model_cfg,
+            train_cfg,
+            resume=args.resume,
+            on_step=progress.step,
+            on_eval=progress.evaluated,
+        )
+    print(
+        f"trained {args.domain} model in {out}: {result.steps} steps, best validation loss "
+        f"{result.best_val_loss:.4f}, stopped by {result.stop_reason.replace('_', ' ')} "
+        f"after {result.elapsed_s:.0f}s"
+    )
+
+
+def _prompt(args: argparse.Namespace) -> str:
+    text = sys.stdin.read() if args.prompt == "-" else args.prompt
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("the prompt is not valid UTF-8") from None
+    if not text:
+        raise ConfigError("the prompt is empty")
+    return text
+
+
+def _load(args: argparse.Namespace):
+    from node.home import NodeConfig
+    from slm.model_folder import load_model_folder
+    from slm.train import default_device
+
+    folder = args.model or NodeConfig.load(args.home).model_dir
+    device = "cpu" if args.int8 else default_device()
+    return load_model_folder(folder, device=device, int8=args.int8)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from slm.generate import SamplingParams, stream_text
+
+    params = SamplingParams(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        stop=tuple(args.stop),
+        seed=args.seed,
+    )
+    prompt = _prompt(args)
+    loaded = _load(args)
+    for piece in stream_text(loaded.model, loaded.tokenizer, prompt, params):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from slm.scoring import score
+
+    prompt = _prompt(args)
+    loaded = _load(args)
+    s = score(loaded.model, loaded.tokenizer, loaded.quantiles, prompt)
+    if args.json:
+        print(json.dumps({"domain": loaded.domain, "version": loaded.version, **vars(s)}))
+        return
+    print(f"domain         {loaded.domain}")
+    print(f"loglik         {s.loglik:.3f} nats ({s.n_tokens} tokens, {s.n_bytes} bytes)")
+    print(f"bits per byte  {s.bits_per_byte:.4f}")
+    print(f"confidence     {s.confidence:.3f}")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from node.home import NodeConfig
+    from slm.model_folder import load_model_folder
+
+    info: dict[str, Any]
+    if args.preset:
+        preset = get_preset(args.preset)
+        cfg = preset.model
+        info = {"preset": args.preset, "summary": preset.summary}
+    else:
+        loaded = load_model_folder(args.model or NodeConfig.load(args.home).model_dir)
+        cfg = loaded.config
+        counted = loaded.model.num_parameters()
+        if counted != cfg.num_parameters():
+            raise SLMError(
+                f"model has {counted} parameters, config predicts {cfg.num_parameters()}"
+            )
+        info = {
+            "model": str(loaded.path),
+            "domain": loaded.domain,
+            "version": loaded.version,
+            "tokenizer_vocab": loaded.tokenizer.vocab_size,
+            "training": loaded.training,
+        }
+    info = {"parameters": cfg.num_parameters(), **info, "shape": vars(cfg)}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"parameters  {info['parameters']:,}")
+    for key in ("preset", "summary", "model", "domain", "version", "tokenizer_vocab"):
+        if key in info:
+            print(f"{key.replace('_', ' '):<11} {info[key]}")
+    print("shape       " + ", ".join(f"{k}={v}" for k, v in info["shape"].items()))
+    training = info.get("training")
+    if training:
+        print(
+            f"training    {training['steps']} steps, best validation loss "
+            f"{training['best_val_loss']:.4f}, stopped by {training['stop_reason']}, "
+            f"{training['corpus_bytes']:,} bytes of data, {training['elapsed_s']:.0f}s "
+            f"on {training['device']}, finished {training['finished']}"
+        )
+
+
+def cmd_not_yet(args: argparse.Namespace) -> None:
+    raise SLMError(
+        f"`slm-node {args.command}` is not available yet: it lands with the routing plane"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The node's identity: an ECDSA P-384 key in OpenSSH format, and the node id derived from it.
+
+OpenSSH format because Flower's SuperNode authentication takes exactly that kind of key, so one
+key proves the node on both the routing and the training plane.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from slm.atomic import atomic_write_bytes
+from slm.errors import SLMError
+
+
+def generate_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def public_openssh(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+
+
+def node_id(public_key_openssh: bytes) -> str:
+    """sha256 of the OpenSSH public key blob, first 32 hex digits (128 bits)."""
+    blob = base64.b64decode(public_key_openssh.split()[1])
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def write_key(private_path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    """Write the private key (mode 0600) and `<name>.pub` beside it, each atomically."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    atomic_write_bytes(private_path, pem)
+    os.chmod(private_path, 0o600)
+    atomic_write_bytes(private_path.with_suffix(".pub"), public_openssh(key) + b"\n")
+
+
+def load_key(private_path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_ssh_private_key(private_path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise SLMError(f"no node key at {private_path}; run `slm-node init` first") from None
+    except ValueError as exc:
+        raise SLMError(f"{private_path} is not an OpenSSH private key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp384r1":
+        raise SLMError(f"{private_path} must be an ECDSA P-384 key")
+    return key

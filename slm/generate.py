@@ -1,0 +1,135 @@
+"""Generation as small pure functions that yield: sample -> next token -> token ids -> text.
+
+The node's streaming RPC and the CLI only iterate `stream_text`; nothing here knows about
+terminals or sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from slm.errors import ConfigError
+from slm.model import SLM, KVCache
+from slm.tokenizer import SLMTokenizer
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 128
+    temperature: float = 0.8  # 0: greedy
+    top_k: int = 0  # 0: no top-k cut
+    top_p: float = 1.0  # 1: no nucleus cut
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_tokens <= 4096:
+            raise ConfigError(f"max_tokens must be between 1 and 4096, got {self.max_tokens}")
+        if not 0.0 <= self.temperature <= 5.0:
+            raise ConfigError(f"temperature must be between 0 and 5, got {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if any(not s for s in self.stop):
+            raise ConfigError("stop strings must not be empty")
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
+    """One token id from the last position's logits (vocab,)."""
+    if params.temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits.float() / params.temperature
+    if params.top_k:
+        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
+        drop = torch.cumsum(sorted_p, dim=-1) - sorted_p >= params.top_p
+        sorted_p[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+@torch.inference_mode()
+def generate_ids(
+    model: SLM, prompt_ids: list[int], params: SamplingParams, use_cache: bool = True
+) -> Iterator[int]:
+    """Yield up to max_tokens new token ids after prompt_ids (which must start with BOS).
+
+    With the cache, each step feeds one token; when the context fills the block, the cache is
+    rebuilt from the last half block. Without it, each step re-reads the whole (cropped) context:
+    the reference the cached path must match token for token.
+    """
+    block = model.config.block_size
+    device = model.wte.weight.device
+    gen = (
+        torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
+    )
+    context = list(prompt_ids[-(block - 1) :]) if len(prompt_ids) >= block else list(prompt_ids)
+    cache: KVCache | None = None
+    pending = context
+    for _ in range(params.max_tokens):
+        if not use_cache:
+            logits = model(torch.tensor([context[-block:]], device=device))[0, -1]
+        else:
+            if cache is None or cache.length + len(pending) > block:
+                cache = KVCache.empty(model.config, 1, device, model.wte.weight.dtype)
+                pending = context[-(block // 2) :]
+            logits = model(torch.tensor([pending], device=device), cache)[0, -1]
+        token = sample(logits, params, gen)
+        context.append(token)
+        pending = [token]
+        yield token
+
+
+def stream_text(
+    model: SLM, tokenizer: SLMTokenizer, prompt: str, params: SamplingParams
+) -> Iterator[str]:
+    """Yield pieces of generated text; their concatenation is the completion.
+
+    Byte-level tokens can split a UTF-8 character, and a stop string can span tokens, so text is
+    held back until it is whole and cannot be the start of a stop string.
+    """
+    ids: list[int] = []
+    emitted = 0
+    for token in generate_ids(model, [tokenizer.bos_id, *tokenizer.encode(prompt)], params):
+        if token == tokenizer.bos_id:
+            break
+        ids.append(token)
+        text = tokenizer.decode(ids)
+        if text.endswith("\ufffd"):
+            continue  # an incomplete UTF-8 character; wait for its next byte
+        cut = _first_stop(text, params.stop)
+        if cut is not None:
+            if cut > emitted:
+                yield text[emitted:cut]
+            return
+        safe = len(text) - _held_back(text, params.stop)
+        if safe > emitted:
+            yield text[emitted:safe]
+            emitted = safe
+    text = tokenizer.decode(ids)
+    if len(text) > emitted:
+        yield text[emitted:]
+
+
+def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest suffix of text that is a proper prefix of some stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best

@@ -1,0 +1,209 @@
+"""The decoder-only transformer every node runs, with an optional sparse Mixture-of-Experts MLP.
+
+Reads top to bottom like the architecture: token + position embeddings -> N pre-LayerNorm
+blocks (causal self-attention, MLP or MoE, residuals) -> final LayerNorm -> LM head tied to the
+token embedding. Shapes in comments: B batch, T tokens, C d_model, nh heads, hs head size.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slm.config import ModelConfig
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, preallocated to block_size."""
+
+    keys: list[torch.Tensor]  # per layer (B, nh, block_size, hs)
+    values: list[torch.Tensor]
+    length: int = 0
+
+    @classmethod
+    def empty(cls, config: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype):
+        shape = (batch, config.n_head, config.block_size, config.head_dim)
+        make = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        return cls(keys=make, values=[torch.empty_like(k) for k in make])
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        mask = None
+        causal = T > 1
+        if cache is not None:
+            start = cache.length
+            cache.keys[layer][:, :, start : start + T] = k
+            cache.values[layer][:, :, start : start + T] = v
+            k = cache.keys[layer][:, :, : start + T]
+            v = cache.values[layer][:, :, : start + T]
+            if start and T > 1:
+                # New queries see every cached key and the new keys up to their own position.
+                rows = torch.arange(start, start + T, device=x.device).unsqueeze(1)
+                mask = torch.arange(start + T, device=x.device).unsqueeze(0) <= rows
+                causal = False
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.d_ff)
+        self.proj = nn.Linear(config.d_ff, config.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class SparseMoE(nn.Module):
+    """A gate sends each token to its top-k experts; outputs are mixed by renormalised gate weights.
+
+    `aux_loss` after a forward pass is the Switch-Transformer load-balancing loss
+    E * sum_e(f_e * P_e): f_e the share of routed slots that went to expert e, P_e the mean gate
+    probability of e. It is 1 when routing is perfectly balanced and grows as experts collapse.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.top_k = config.top_k
+        self.gate = nn.Linear(config.d_model, config.n_experts, bias=False)
+        self.experts = nn.ModuleList(MLP(config) for _ in range(config.n_experts))
+        self.aux_loss = torch.zeros(())
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(gate probabilities (N, E), chosen experts (N, k), their renormalised weights (N, k))."""
+        probs = F.softmax(self.gate(x), dim=-1, dtype=torch.promote_types(x.dtype, torch.float32))
+        top_p, top_i = probs.topk(self.top_k, dim=-1)
+        weights = (top_p / top_p.sum(dim=-1, keepdim=True)).to(x.dtype)
+        return probs, top_i, weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        flat = x.reshape(-1, C)  # (N, C)
+        probs, top_i, weights = self.route(flat)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            token, slot = torch.nonzero(top_i == e, as_tuple=True)
+            if token.numel():
+                y = expert(flat[token]) * weights[token, slot].unsqueeze(1)
+                out.index_add_(0, token, y)
+        n_experts = len(self.experts)
+        share = F.one_hot(top_i, n_experts).float().sum(dim=(0, 1)) / top_i.numel()
+        self.aux_loss = n_experts * torch.sum(share * probs.mean(dim=0))
+        return out.view(B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.mlp = SparseMoE(config) if config.n_experts else MLP(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x), cache, layer))
+        return x + self.drop(self.mlp(self.ln_2(x)))
+
+
+class SLM(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.wpe = nn.Embedding(config.block_size, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        # Set only by quantize_int8: a quantised copy of the tied head for CPU serving.
+        self.lm_head: nn.Module | None = None
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):  # GPT-2: scale residual projections by depth
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids (B, T); with a cache, positions continue after it."""
+        T = idx.shape[1]
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}"
+            )
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.length += T
+        return self.head(self.ln_f(x))
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        if self.lm_head is not None:
+            return self.lm_head(x)
+        return F.linear(x, self.wte.weight)
+
+    def aux_loss(self) -> torch.Tensor:
+        """Sum of the MoE load-balancing losses of the last forward pass (0 for a dense model)."""
+        losses = [b.mlp.aux_loss for b in self.blocks if isinstance(b.mlp, SparseMoE)]
+        return torch.stack(losses).sum() if losses else torch.zeros(())
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy, plus the weighted MoE auxiliary loss in training."""
+        logits = self(idx)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        if self.training and self.config.n_experts:
+            loss = loss + self.config.aux_loss_weight * self.aux_loss()
+        return loss
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def quantize_int8(model: SLM) -> SLM:
+    """Dynamic int8 quantisation of every Linear, and of a copy of the tied head, for CPU serving.
+
+    Decoding at batch 1 reads every weight once per token, so it is bound by memory bandwidth;
+    int8 weights are a quarter of the bytes. The float embedding stays for the input lookup.
+    """
+    head = nn.Linear(model.config.d_model, model.config.vocab_size, bias=False)
+    head.weight = nn.Parameter(model.wte.weight.detach().clone(), requires_grad=False)
+    model.lm_head = head
+    with warnings.catch_warnings():  # torch marks the eager quantisation API as deprecated
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)

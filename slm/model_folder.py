@@ -1,0 +1,180 @@
+"""A trained model is one folder; this module writes it and loads it back, checking every file.
+
+config.json        model shape, domain, training summary (written last: marks completion)
+model.safetensors  weights (the tied head is stored once, as the token embedding)
+tokenizer.json     byte-level BPE
+calibration.json   validation bits-per-byte quantiles, for confidence
+profile.npy        domain profile vector (slm.profile)
+metrics.jsonl      one line per validation run
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from slm.atomic import atomic_write_bytes, atomic_write_text
+from slm.config import ModelConfig, model_config_from_dict, model_config_to_dict
+from slm.errors import ConfigError, ModelFolderError
+from slm.model import SLM, quantize_int8
+from slm.profile import PROFILE_DIM
+from slm.scoring import QUANTILE_LEVELS
+from slm.tokenizer import SLMTokenizer
+
+FORMAT = "swarmllm-model/1"
+CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
+CALIBRATION, PROFILE, METRICS = "calibration.json", "profile.npy", "metrics.jsonl"
+REQUIRED = (CONFIG, WEIGHTS, TOKENIZER, CALIBRATION, PROFILE)
+
+
+@dataclass
+class LoadedModel:
+    model: SLM
+    tokenizer: SLMTokenizer
+    config: ModelConfig
+    domain: str
+    quantiles: np.ndarray
+    profile: np.ndarray
+    version: str  # first 16 hex digits of sha256(model.safetensors)
+    training: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def weights_bytes(model: SLM) -> bytes:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return save_safetensors(state, metadata={"format": FORMAT})
+
+
+def save_weights(folder: Path, model: SLM) -> None:
+    atomic_write_bytes(Path(folder) / WEIGHTS, weights_bytes(model))
+
+
+def save_tokenizer(folder: Path, tokenizer: SLMTokenizer) -> None:
+    atomic_write_text(Path(folder) / TOKENIZER, tokenizer.to_json())
+
+
+def finish_folder(
+    folder: Path,
+    config: ModelConfig,
+    domain: str,
+    quantiles: np.ndarray,
+    profile: np.ndarray,
+    training: dict[str, Any],
+) -> None:
+    """Write calibration, profile and, last, config.json, which makes the folder loadable."""
+    folder = Path(folder)
+    calibration = {"levels": QUANTILE_LEVELS.tolist(), "bits_per_byte": quantiles.tolist()}
+    atomic_write_text(folder / CALIBRATION, json.dumps(calibration, indent=1))
+    buf = io.BytesIO()
+    np.save(buf, profile.astype(np.float32))
+    atomic_write_bytes(folder / PROFILE, buf.getvalue())
+    meta = {
+        "format": FORMAT,
+        "domain": domain,
+        "model": model_config_to_dict(config),
+        "training": training,
+    }
+    atomic_write_text(folder / CONFIG, json.dumps(meta, indent=2))
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(
+            f"model folder {folder} does not exist; train one with `slm-node train`"
+        )
+    missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    if missing:
+        hint = (
+            "training did not finish; continue it with `slm-node train --resume`"
+            if (folder / "checkpoint.pt").exists()
+            else "it is not a complete model folder"
+        )
+        raise ModelFolderError(f"{folder} is missing {', '.join(missing)}: {hint}")
+    try:
+        meta = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(f"{folder / CONFIG} is corrupted: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFolderError(f"{folder / CONFIG} is not a {FORMAT} model config")
+    return meta
+
+
+def load_model_folder(
+    folder: Path, device: str | torch.device = "cpu", int8: bool = False
+) -> LoadedModel:
+    """Load and check a model folder; every defect is a ModelFolderError naming the file."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    try:
+        config = model_config_from_dict(meta.get("model", {}))
+    except ConfigError as exc:
+        raise ModelFolderError(f"{folder / CONFIG}: {exc}") from None
+    raw = (folder / WEIGHTS).read_bytes()
+    try:
+        state = load_safetensors(raw)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise ModelFolderError(f"{folder / WEIGHTS} is truncated or corrupted: {exc}") from None
+    model = SLM(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise ModelFolderError(f"{folder / WEIGHTS} does not match config.json: {first}") from None
+    tokenizer = SLMTokenizer.load(folder / TOKENIZER)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ModelFolderError(
+            f"{folder / TOKENIZER} has {tokenizer.vocab_size} tokens, more than the model's "
+            f"vocab_size {config.vocab_size}"
+        )
+    quantiles = _read_calibration(folder / CALIBRATION)
+    profile = _read_profile(folder / PROFILE)
+    model.eval()
+    if int8:
+        model = quantize_int8(model)
+    else:
+        model.to(device)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        domain=str(meta.get("domain", "")),
+        quantiles=quantiles,
+        profile=profile,
+        version=hashlib.sha256(raw).hexdigest()[:16],
+        training=meta.get("training", {}),
+        path=folder,
+    )
+
+
+def _read_calibration(path: Path) -> np.ndarray:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        values = np.asarray(data["bits_per_byte"], dtype=np.float64)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelFolderError(f"{path} is corrupted: {exc}") from None
+    if values.shape != QUANTILE_LEVELS.shape or not np.all(np.isfinite(values)):
+        raise ModelFolderError(f"{path} must hold {len(QUANTILE_LEVELS)} finite quantiles")
+    if np.any(np.diff(values) < 0):
+        raise ModelFolderError(f"{path}: quantiles are not sorted")
+    return values
+
+
+def _read_profile(path: Path) -> np.ndarray:
+    try:
+        profile = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ModelFolderError(f"{path} is truncated or corrupted: {exc}") from None
+    if profile.shape != (PROFILE_DIM,) or not np.all(np.isfinite(profile)):
+        raise ModelFolderError(f"{path} must hold {PROFILE_DIM} finite values")
+    return profile.astype(np.float32)

@@ -1,0 +1,368 @@
+"""Train a node's model on its own corpus, into a model folder, resumably.
+
+The loop: AdamW, linear warmup then cosine decay, gradient clipping, validation every
+`eval_interval` steps, early stopping when validation loss stops improving for `patience`
+validations. Every validation writes `checkpoint.pt` atomically (weights, optimiser, step,
+early-stopping state); every improvement writes the best weights to `model.safetensors`. The
+batch at step s is a pure function of (seed, s), so a resumed run sees the same data a run that
+never stopped would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+
+from slm.atomic import atomic_write_bytes
+from slm.config import ModelConfig, TrainConfig, model_config_to_dict
+from slm.errors import ConfigError, DataError
+from slm.model import SLM
+from slm.model_folder import (
+    CONFIG,
+    METRICS,
+    WEIGHTS,
+    finish_folder,
+    save_tokenizer,
+    save_weights,
+)
+from slm.profile import corpus_profile
+from slm.scoring import calibrate, calibration_passages
+from slm.tokenizer import SLMTokenizer
+
+CHECKPOINT = "checkpoint.pt"
+_SPLIT_CHARS = 2000  # the corpus is cut into chunks of this size; every k-th goes to validation
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    best_val_loss: float
+    stop_reason: str  # "max_steps", "early_stopping" or "stopped"
+    tokens_seen: int
+    elapsed_s: float
+
+
+def read_corpus(path: Path) -> str:
+    """The text of a file, or of every regular file under a folder (sorted), as UTF-8."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"training data {path} does not exist")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = [p for p in files if not p.name.startswith(".")]
+    if not files:
+        raise DataError(f"training data folder {path} holds no files")
+    parts = []
+    for f in files:
+        raw = f.read_bytes()
+        try:
+            parts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{f} is not UTF-8 text (invalid byte at offset {exc.start}); "
+                "convert it, e.g. `iconv -f latin1 -t utf-8`"
+            ) from None
+    text = "\n".join(parts)
+    if not text.strip():
+        raise DataError(f"training data {path} is empty")
+    return text
+
+
+def split_corpus(text: str, val_fraction: float) -> tuple[str, str]:
+    """Interleaved split: every k-th chunk to validation, so both halves span the whole corpus."""
+    chunks = [text[i : i + _SPLIT_CHARS] for i in range(0, len(text), _SPLIT_CHARS)]
+    every = max(2, round(1 / val_fraction))
+    if len(chunks) < every:
+        raise DataError(
+            f"training data is too small to split: {len(text)} characters; "
+            f"give at least {every * _SPLIT_CHARS}"
+        )
+    val = [c for i, c in enumerate(chunks) if i % every == every - 1]
+    train = [c for i, c in enumerate(chunks) if i % every != every - 1]
+    return "".join(train), "".join(val)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.learning_rate * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def total_steps(cfg: TrainConfig, n_train_tokens: int) -> int:
+    if cfg.max_epochs is None:
+        return cfg.max_steps
+    per_epoch = max(1, n_train_tokens // (cfg.batch_size * cfg.seq_len))
+    return min(cfg.max_steps, math.ceil(cfg.max_epochs * per_epoch))
+
+
+def make_optimizer(model: SLM, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, norms)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95))
+
+
+def get_batch(
+    data: torch.Tensor, cfg: TrainConfig, step: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    starts = torch.randint(0, len(data) - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
+    x = torch.stack([data[s : s + cfg.seq_len] for s in starts])
+    y = torch.stack([data[s + 1 : s + 1 + cfg.seq_len] for s in starts])
+    return x.to(device), y.to(device)
+
+
+@torch.no_grad()
+def evaluate(model: SLM, val: torch.Tensor, cfg: TrainConfig, device: torch.device) -> float:
+    """Mean loss over fixed, evenly spaced validation windows (the same windows every time)."""
+    model.eval()
+    n_windows = min(cfg.eval_batches * cfg.batch_size, (len(val) - 1) // cfg.seq_len)
+    stride = (len(val) - cfg.seq_len - 1) / max(1, n_windows - 1)
+    starts = [round(i * stride) for i in range(n_windows)]
+    losses = []
+    for i in range(0, len(starts), cfg.batch_size):
+        group = starts[i : i + cfg.batch_size]
+        x = torch.stack([val[s : s + cfg.seq_len] for s in group]).to(device)
+        y = torch.stack([val[s + 1 : s + 1 + cfg.seq_len] for s in group]).to(device)
+        losses.append(float(model.loss(x, y)) * len(group))
+    model.train()
+    return sum(losses) / len(starts)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train(
+    text: str,
+    domain: str,
+    out: Path,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    resume: bool = False,
+    device: torch.device | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+) -> TrainResult:
+    """Train into model folder `out`; callbacks report progress, `should_stop(step)` interrupts.
+
+    On resume the checkpoint's model config and corpus digest must match: resuming on other data
+    would silently mix two runs.
+    """
+    out = Path(out)
+    device = device or default_device()
+    if train_cfg.seq_len > model_cfg.block_size:
+        raise ConfigError(
+            f"seq_len {train_cfg.seq_len} exceeds the model's block_size {model_cfg.block_size}"
+        )
+    if not domain or not domain.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"domain must be a word like 'medicine' or 'case-law', got {domain!r}")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    train_text, val_text = split_corpus(text, train_cfg.val_fraction)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT
+
+    state: dict[str, Any] | None = None
+    if resume:
+        state = _load_checkpoint(ckpt_path, model_cfg, digest)
+        tokenizer = SLMTokenizer.load(out / "tokenizer.json")
+    else:
+        tokenizer = SLMTokenizer.train([train_text], model_cfg.vocab_size)
+        save_tokenizer(out, tokenizer)
+        (out / METRICS).unlink(missing_ok=True)
+
+    train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.long)
+    val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.long)
+    for name, ids in (("training", train_ids), ("validation", val_ids)):
+        if len(ids) < train_cfg.seq_len + 2:
+            raise DataError(
+                f"{name} split has {len(ids)} tokens, fewer than seq_len + 2 "
+                f"({train_cfg.seq_len + 2}); give more data or a smaller --seq-len"
+            )
+
+    torch.manual_seed(train_cfg.seed)
+    model = SLM(model_cfg).to(device)
+    optimizer = make_optimizer(model, train_cfg)
+    step, best, bad_evals, tokens_seen, elapsed = 0, math.inf, 0, 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best, bad_evals = state["step"], state["best_val_loss"], state["bad_evals"]
+        tokens_seen, elapsed = state["tokens_seen"], state["elapsed_s"]
+
+    total = total_steps(train_cfg, len(train_ids))
+    model.train()
+    started = time.perf_counter() - elapsed
+    reason = "max_steps"
+    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    while step < total:
+        if should_stop is not None and should_stop(step):
+            reason = "stopped"
+            break
+        lr = lr_at(step, total, train_cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = get_batch(train_ids, train_cfg, step, device)
+        torch.manual_seed(train_cfg.seed + step)  # dropout, reproducible across resumes
+        loss = model.loss(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        tokens_seen += x.numel()
+        loss_value = loss.item()
+        window_loss += loss_value
+        window_steps += 1
+        if on_step is not None:
+            on_step(step, total, loss_value)
+        if step % train_cfg.eval_interval == 0 or step == total:
+            val_loss = evaluate(model, val_ids, train_cfg, device)
+            now = time.perf_counter()
+            improved = val_loss < best - train_cfg.min_delta
+            if improved:
+                best, bad_evals = val_loss, 0
+                save_weights(out, model)
+            else:
+                bad_evals += 1
+            record = {
+                "step": step,
+                "train_loss": round(window_loss / window_steps, 5),
+                "val_loss": round(val_loss, 5),
+                "best_val_loss": round(best, 5),
+                "lr": lr,
+                "tokens_per_s": round(window_steps * x.numel() / (now - window_start), 1),
+                "elapsed_s": round(now - started, 2),
+            }
+            _append_metrics(out / METRICS, record)
+            _save_checkpoint(
+                ckpt_path,
+                model,
+                optimizer,
+                model_cfg,
+                digest,
+                step=step,
+                best=best,
+                bad_evals=bad_evals,
+                tokens_seen=tokens_seen,
+                elapsed=now - started,
+            )
+            if on_eval is not None:
+                on_eval({**record, "total_steps": total, "improved": improved})
+            window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+            if bad_evals >= train_cfg.patience:
+                reason = "early_stopping"
+                break
+
+    result = TrainResult(step, best, reason, tokens_seen, time.perf_counter() - started)
+    if reason == "stopped":
+        return result
+    if not (out / WEIGHTS).exists():  # no validation ran (resumed at the end): keep current
+        save_weights(out, model)
+    model.load_state_dict(load_safetensors((out / WEIGHTS).read_bytes()))
+    model.eval()
+    quantiles = calibrate(model, tokenizer, calibration_passages(val_text))
+    training = {
+        **asdict(result),
+        "train_config": asdict(train_cfg),
+        "corpus_sha256": digest,
+        "corpus_bytes": len(text.encode("utf-8")),
+        "train_tokens": len(train_ids),
+        "val_tokens": len(val_ids),
+        "tokenizer_vocab": tokenizer.vocab_size,
+        "device": str(device),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _append_metrics(out / METRICS, {"event": "done", **asdict(result)})
+    finish_folder(out, model_cfg, domain, quantiles, corpus_profile(text), training)
+    return result
+
+
+def prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
+    """Refuse to overwrite a trained model or an unfinished run unless told what to do."""
+    out = Path(out)
+    has_model = (out / CONFIG).exists()
+    has_ckpt = (out / CHECKPOINT).exists()
+    if resume:
+        if not has_ckpt:
+            raise ConfigError(f"nothing to resume: {out / CHECKPOINT} does not exist")
+        return
+    if force:
+        for name in (CONFIG, CHECKPOINT, WEIGHTS, METRICS):
+            (out / name).unlink(missing_ok=True)
+        return
+    if has_model:
+        raise ConfigError(
+            f"{out} already holds a trained model; pass --force to replace it, "
+            "--resume to train it further, or --out for another folder"
+        )
+    if has_ckpt:
+        raise ConfigError(
+            f"{out} holds an unfinished training run; pass --resume to continue it "
+            "or --force to start over"
+        )
+
+
+def _append_metrics(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _save_checkpoint(
+    path: Path,
+    model: SLM,
+    optimizer: torch.optim.Optimizer,
+    model_cfg: ModelConfig,
+    digest: str,
+    **progress: Any,
+) -> None:
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "model_config": model_config_to_dict(model_cfg),
+            "corpus_sha256": digest,
+            "step": progress["step"],
+            "best_val_loss": progress["best"],
+            "bad_evals": progress["bad_evals"],
+            "tokens_seen": progress["tokens_seen"],
+            "elapsed_s": progress["elapsed"],
+        },
+        buf,
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_checkpoint(path: Path, model_cfg: ModelConfig, digest: str) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"nothing to resume: {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged archives
+        raise ConfigError(
+            f"{path} is corrupted ({type(exc).__name__}); start over with --force"
+        ) from None
+    if state.get("model_config") != model_config_to_dict(model_cfg):
+        raise ConfigError(
+            f"{path} was trained with another model shape; use the same --preset/--config"
+        )
+    if state.get("corpus_sha256") != digest:
+        raise DataError(f"{path} was trained on other data; resume with the same --data")
+    return state

@@ -1,0 +1,58 @@
+import pytest
+
+from slm.errors import ConfigError
+from slm.generate import SamplingParams, generate_ids, stream_text
+
+
+def test_stream_pieces_concatenate_to_the_decoded_completion(trained) -> None:
+    loaded = trained["medicine"].load()
+    params = SamplingParams(max_tokens=40, temperature=0)
+    text = "".join(stream_text(loaded.model, loaded.tokenizer, "Acute", params))
+    prompt = [loaded.tokenizer.bos_id, *loaded.tokenizer.encode("Acute")]
+    tokens = list(generate_ids(loaded.model, prompt, params))
+    if loaded.tokenizer.bos_id in tokens:
+        tokens = tokens[: tokens.index(loaded.tokenizer.bos_id)]
+    assert text == loaded.tokenizer.decode(tokens)
+    assert text
+
+
+def test_stop_string_ends_the_stream_before_it(trained) -> None:
+    loaded = trained["medicine"].load()
+    free = "".join(
+        stream_text(
+            loaded.model, loaded.tokenizer, "Acute", SamplingParams(max_tokens=60, temperature=0)
+        )
+    )
+    stop = free[10:13]
+    assert stop and stop in free
+    params = SamplingParams(max_tokens=60, temperature=0, stop=(stop,))
+    stopped = "".join(stream_text(loaded.model, loaded.tokenizer, "Acute", params))
+    assert stopped == free[: free.find(stop)]
+
+
+def test_sampling_is_repeatable_with_a_seed_and_top_k_1_is_greedy(trained) -> None:
+    loaded = trained["law"].load()
+    prompt = [loaded.tokenizer.bos_id, *loaded.tokenizer.encode("The licensee")]
+    sampled = SamplingParams(max_tokens=30, temperature=1.0, top_p=0.9, seed=7)
+    assert list(generate_ids(loaded.model, prompt, sampled)) == list(
+        generate_ids(loaded.model, prompt, sampled)
+    )
+    greedy = list(generate_ids(loaded.model, prompt, SamplingParams(max_tokens=30, temperature=0)))
+    top1 = SamplingParams(max_tokens=30, temperature=1.0, top_k=1, seed=1)
+    assert list(generate_ids(loaded.model, prompt, top1)) == greedy
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_tokens": 0},
+        {"max_tokens": 10_000},
+        {"temperature": -1},
+        {"top_p": 0},
+        {"top_k": -2},
+        {"stop": ("",)},
+    ],
+)
+def test_out_of_range_sampling_parameters_are_refused(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        SamplingParams(**bad)

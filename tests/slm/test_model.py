@@ -1,0 +1,79 @@
+import torch
+
+from slm.config import ModelConfig, get_preset
+from slm.generate import SamplingParams, generate_ids
+from slm.model import SLM, KVCache, SparseMoE, quantize_int8
+
+TINY = get_preset("slm-tiny").model
+
+
+def _random_model(config: ModelConfig = TINY, dtype=torch.float64) -> SLM:
+    torch.manual_seed(0)
+    return SLM(config).to(dtype).eval()
+
+
+def test_cached_forward_matches_full_forward_including_chunked_prefill() -> None:
+    model = _random_model()
+    ids = torch.randint(0, TINY.vocab_size, (2, 40))
+    full = model(ids)
+    cache = KVCache.empty(TINY, 2, torch.device("cpu"), torch.float64)
+    pieces = [model(ids[:, :17], cache), model(ids[:, 17:30], cache)]
+    pieces += [model(ids[:, t : t + 1], cache) for t in range(30, 40)]
+    assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-10)
+
+
+def test_greedy_generation_with_kv_cache_yields_exactly_the_uncached_tokens(trained) -> None:
+    loaded = trained["medicine"].load()
+    prompt = [loaded.tokenizer.bos_id, *loaded.tokenizer.encode("Acute serous otitis media")]
+    params = SamplingParams(max_tokens=TINY.block_size - len(prompt), temperature=0)
+    cached = list(generate_ids(loaded.model, prompt, params, use_cache=True))
+    uncached = list(generate_ids(loaded.model, prompt, params, use_cache=False))
+    assert len(cached) == params.max_tokens
+    assert cached == uncached
+
+
+def test_generation_past_the_block_rebuilds_the_cache_and_goes_on() -> None:
+    model = _random_model(dtype=torch.float32)
+    params = SamplingParams(max_tokens=2 * TINY.block_size, temperature=1.0, seed=3)
+    tokens = list(generate_ids(model, [0, 5, 6], params))
+    assert len(tokens) == 2 * TINY.block_size
+
+
+def test_moe_routes_each_token_to_its_top_k_experts_and_mixes_them_by_gate() -> None:
+    config = get_preset("slm-tiny-moe").model
+    moe = SparseMoE(config).double()
+    x = torch.randn(3, 5, config.d_model, dtype=torch.float64)
+    out = moe(x)
+    flat = x.reshape(-1, config.d_model)
+    probs = torch.softmax(moe.gate(flat), dim=-1)
+    top_p, top_i = probs.topk(config.top_k, dim=-1)
+    expected = torch.stack(
+        [
+            sum(
+                (top_p[n, j] / top_p[n].sum()) * moe.experts[int(top_i[n, j])](flat[n])
+                for j in range(config.top_k)
+            )
+            for n in range(flat.size(0))
+        ]
+    )
+    assert torch.allclose(out.reshape(-1, config.d_model), expected, atol=1e-10)
+    assert moe.aux_loss.item() > 0
+
+
+def test_moe_aux_loss_is_positive_and_enters_the_training_loss() -> None:
+    model = SLM(get_preset("slm-tiny-moe").model).train()
+    ids = torch.randint(0, 1024, (2, 16))
+    loss = model.loss(ids[:, :-1], ids[:, 1:])
+    aux = model.aux_loss()
+    assert aux.item() > 0
+    model.eval()
+    assert loss.item() > model.loss(ids[:, :-1], ids[:, 1:]).item()
+
+
+def test_int8_model_stays_close_to_fp32() -> None:
+    model = _random_model(dtype=torch.float32)
+    ids = torch.randint(0, TINY.vocab_size, (1, 20))
+    reference = torch.log_softmax(model(ids), -1)
+    quantised = torch.log_softmax(quantize_int8(model)(ids), -1)
+    assert (reference.argmax(-1) == quantised.argmax(-1)).float().mean() > 0.8
+    assert (reference - quantised).abs().mean() < 0.05
