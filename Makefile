@@ -23,7 +23,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/python -m node.demo
+	$(BIN)/python demo/run.py
 
 bench: install
 	$(BIN)/python bench/slm_bench.py

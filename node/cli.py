@@ -230,7 +230,7 @@ def _load(args: argparse.Namespace):
 
     folder = args.model or NodeConfig.load(args.home).model_dir
     device = "cpu" if args.int8 else default_device()
-    return load_model_folder(folder, device=device, int8=args.int8)
+    return load_model_folder(folder, device=device, serving="int8" if args.int8 else "fp32")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

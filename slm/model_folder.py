@@ -26,9 +26,10 @@ from safetensors.torch import save as save_safetensors
 from slm.atomic import atomic_write_bytes, atomic_write_text
 from slm.config import ModelConfig, model_config_from_dict, model_config_to_dict
 from slm.errors import ConfigError, ModelFolderError
-from slm.model import SLM, quantize_int8
+from slm.model import SLM
 from slm.profile import PROFILE_DIM
 from slm.scoring import QUANTILE_LEVELS
+from slm.serving import Precision, for_serving
 from slm.tokenizer import SLMTokenizer
 
 FORMAT = "swarmllm-model/1"
@@ -111,9 +112,13 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 
 def load_model_folder(
-    folder: Path, device: str | torch.device = "cpu", int8: bool = False
+    folder: Path, device: str | torch.device = "cpu", serving: Precision | None = None
 ) -> LoadedModel:
-    """Load and check a model folder; every defect is a ModelFolderError naming the file."""
+    """Load and check a model folder; every defect is a ModelFolderError naming the file.
+
+    With `serving`, the model comes in its inference-only serving form (slm.serving); without,
+    as the trainable module.
+    """
     folder = Path(folder)
     meta = read_meta(folder)
     try:
@@ -140,10 +145,12 @@ def load_model_folder(
     quantiles = _read_calibration(folder / CALIBRATION)
     profile = _read_profile(folder / PROFILE)
     model.eval()
-    if int8:
-        model = quantize_int8(model)
+    if serving == "int8":
+        model = for_serving(model, "int8")  # CPU only
     else:
         model.to(device)
+        if serving is not None:
+            model = for_serving(model, serving)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,

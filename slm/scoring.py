@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from slm.errors import SLMError
 from slm.model import SLM
@@ -43,11 +42,8 @@ def token_logprobs(model: SLM, ids: list[int], bos_id: int) -> torch.Tensor:
         # Every window after the first keeps half a block of real context before new tokens.
         start = 0 if scored == 0 else max(0, scored + 1 - block // 2)
         end = min(len(seq), start + block)
-        window = seq[start:end].unsqueeze(0)
-        logits = model(window)[0].float()
-        logp = F.log_softmax(logits[:-1], dim=-1)
-        targets = seq[start + 1 : end]
-        picked = logp.gather(1, targets.unsqueeze(1)).squeeze(1)
+        hidden = model.hidden_states(seq[start : end - 1].unsqueeze(0))[0]  # (T, C)
+        picked = model.target_logprobs(hidden, seq[start + 1 : end])
         first_new = scored - start  # index within `targets` of the first unscored token
         out.append(picked[first_new:])
         scored = end - 1

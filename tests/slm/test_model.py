@@ -2,7 +2,8 @@ import torch
 
 from slm.config import ModelConfig, get_preset
 from slm.generate import SamplingParams, generate_ids
-from slm.model import SLM, KVCache, SparseMoE, quantize_int8
+from slm.model import SLM, KVCache, SparseMoE
+from slm.serving import quantize_int8, to_decode_layout
 
 TINY = get_preset("slm-tiny").model
 
@@ -77,3 +78,12 @@ def test_int8_model_stays_close_to_fp32() -> None:
     quantised = torch.log_softmax(quantize_int8(model)(ids), -1)
     assert (reference.argmax(-1) == quantised.argmax(-1)).float().mean() > 0.8
     assert (reference - quantised).abs().mean() < 0.05
+
+
+def test_decode_layout_computes_the_same_logits() -> None:
+    model = _random_model(dtype=torch.float32)
+    ids = torch.randint(0, TINY.vocab_size, (2, 30))
+    with torch.no_grad():
+        reference = model(ids)
+        served = to_decode_layout(model)(ids)
+    torch.testing.assert_close(served, reference, rtol=1e-4, atol=1e-5)
