@@ -1,38 +1,318 @@
-"""`slm-hub`: the hub's command line. Its commands land with the routing, ledger and federation
-issues; until then each one says so and exits non-zero."""
+"""`slm-hub`: a thin shell over hub/; every error is one line and a non-zero exit.
+
+Commands of planes that have not landed yet (serve, token, nodes, ask, train) say so.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-COMMANDS = {
-    "init": "create the hub key, CA and server certificate",
+from rich.console import Console
+from rich.table import Table
+
+from slm.errors import SLMError
+
+EXIT_ERROR = 1
+PENDING = {
     "serve": "run the hub: routing plane, ledger, Flower SuperLink",
     "token": "issue join tokens for nodes",
     "nodes": "list the nodes that joined",
     "ask": "ask the network a prompt and stream the answer",
     "train": "run federated training rounds for a domain",
-    "ledger": "query and verify the reward ledger",
 }
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="slm-hub",
-        description="Run a SwarmLLM hub: route prompts to the most confident domain node, "
-        "train each domain's nodes together, reward the nodes that do the work.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, summary in COMMANDS.items():
-        sub.add_parser(name, help=f"{summary} (not available yet)", description=summary)
-    return parser
+KINDS = ("inference_reward", "training_reward", "penalty")
+EPILOG = """\
+examples:
+  slm-hub init
+  slm-hub ledger balance
+  slm-hub ledger history --node 3f9a2c --since 7d
+  slm-hub ledger top --period 24h
+  slm-hub ledger verify
+  slm-hub ledger export --format csv --out ledger.csv
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    print(f"slm-hub: error: `slm-hub {args.command}` is not available yet", file=sys.stderr)
-    return 1
+    try:
+        return int(args.run(args) or 0)
+    except SLMError as exc:
+        print(f"slm-hub: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("slm-hub: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hub.home import DEFAULT_HOME
+
+    parser = argparse.ArgumentParser(
+        prog="slm-hub",
+        description="Run a SwarmLLM hub: route prompts to the most confident domain node, "
+        "train each domain's nodes together, reward the nodes that do the work.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--home", type=Path, default=DEFAULT_HOME,
+        help="hub home: keys, hub.toml, hub.db (default: $SLM_HUB_HOME or %(default)s)",
+    )  # fmt: skip
+    common.add_argument("--db", help="database URL (default: hub.toml's, else <home>/hub.db)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="JSON for scripts")
+
+    p = sub.add_parser("init", parents=[common], help="create the hub home and its signing key")
+    p.set_defaults(run=cmd_init)
+
+    p = sub.add_parser("db", help="database schema")
+    db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    p = db_sub.add_parser("upgrade", parents=[common], help="apply pending schema migrations")
+    p.set_defaults(run=cmd_db_upgrade)
+
+    p = sub.add_parser("ledger", help="query and verify the reward ledger")
+    led = p.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    p = led.add_parser("balance", parents=[common, as_json], help="balances of nodes")
+    p.add_argument("node", nargs="?", help="node id or unique prefix (default: every account)")
+    p.set_defaults(run=cmd_balance)
+    p = led.add_parser("history", parents=[common, as_json], help="ledger entries, oldest first")
+    p.add_argument("--node", help="only entries of this node")
+    p.add_argument("--since", help="from this time: 2026-11-01, 2026-11-01T12:00, or 24h / 7d ago")
+    p.add_argument("--until", help="before this time (same forms)")
+    p.add_argument("--kind", choices=KINDS)
+    p.add_argument("--limit", type=int, default=50, help="newest N entries (default: %(default)s)")
+    p.set_defaults(run=cmd_history)
+    p = led.add_parser("top", parents=[common, as_json], help="nodes by credits earned")
+    p.add_argument("--domain")
+    p.add_argument("--period", default="all", help="24h, 7d, 30d ... or all (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=10)
+    p.set_defaults(run=cmd_top)
+    p = led.add_parser("show", parents=[common, as_json], help="one inference and its entries")
+    p.add_argument("request_id")
+    p.set_defaults(run=cmd_show)
+    p = led.add_parser("verify", parents=[common, as_json], help="check every hash and signature")
+    p.set_defaults(run=cmd_verify)
+    p = led.add_parser("export", parents=[common], help="every entry as CSV or JSON lines")
+    p.add_argument("--format", choices=("csv", "json"), required=True)
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    p.set_defaults(run=cmd_export)
+    p = led.add_parser("penalize", parents=[common], help="take credits back from a node")
+    p.add_argument("node", help="node id or unique prefix")
+    p.add_argument("amount", help="credits, e.g. 2.5")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--ref", help="idempotency key (default: a new one); reuse it to retry safely")
+    p.set_defaults(run=cmd_penalize)
+
+    for name, summary in PENDING.items():
+        p = sub.add_parser(name, help=f"{summary} (not available yet)", description=summary)
+        p.set_defaults(run=cmd_pending)
+    return parser
+
+
+def cmd_pending(args: argparse.Namespace) -> None:
+    raise SLMError(f"`slm-hub {args.command}` is not available yet")
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from hub.home import HubConfig
+    from hub.keys import create_signing_key
+
+    cfg = HubConfig.load(args.home, args.db)
+    if cfg.signing_key_path.exists():
+        print(f"hub home {args.home} already initialised")
+        return
+    args.home.mkdir(parents=True, exist_ok=True)
+    create_signing_key(cfg.signing_key_path)
+    if not cfg.settings_path.exists():
+        cfg.save()
+    print(f"signing key {cfg.signing_key_path} (Ed25519; signs every ledger entry)")
+    print(f"settings    {cfg.settings_path}")
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    from hub.db import make_engine, schema_state, upgrade
+    from hub.home import HubConfig
+
+    cfg = HubConfig.load(args.home, args.db)
+    engine = make_engine(cfg.db_url)
+    before, _ = schema_state(engine)
+    head = upgrade(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    print(
+        f"{where}: schema {before or 'none'} -> {head}"
+        if before != head
+        else f"{where}: schema {head}, up to date"
+    )
+
+
+def open_ledger(args: argparse.Namespace, write: bool = False):
+    """The ledger of this hub; read commands need only the public key and a current schema."""
+    from hub.db import check_current, make_engine
+    from hub.home import HubConfig
+    from hub.keys import load_public_key, load_signing_key
+    from hub.ledger import Ledger
+
+    cfg = HubConfig.load(args.home, args.db)
+    engine = make_engine(cfg.db_url)
+    check_current(engine)
+    key = load_signing_key(cfg.signing_key_path) if write else None
+    return Ledger(engine, key, load_public_key(cfg.public_key_path), cfg.rewards)
+
+
+def parse_when(text: str, now: datetime | None = None) -> str:
+    """An absolute date/time or a span back from now ('24h', '7d', '30m') -> ISO UTC."""
+    now = now or datetime.now(UTC)
+    span = re.fullmatch(r"(\d+)([mhdw])", text.strip())
+    if span:
+        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[span.group(2)]
+        when = now - timedelta(**{unit: int(span.group(1))})
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise SLMError(
+                f"malformed date {text!r}; use 2026-11-01, 2026-11-01T12:00, or 24h / 7d"
+            ) from None
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_balance(args: argparse.Namespace) -> None:
+    from hub.ledger import format_credits
+
+    ledger = open_ledger(args)
+    balances = ledger.balances()
+    if args.node:
+        account = ledger.resolve_node(args.node)
+        balances = {account: balances.get(account, 0)}
+    if args.json:
+        _print_json({a: format_credits(v) for a, v in balances.items()})
+        return
+    table = Table("account", "balance (credits)")
+    table.columns[1].justify = "right"
+    for account, value in sorted(balances.items(), key=lambda kv: -kv[1]):
+        table.add_row(account, format_credits(value))
+    Console().print(table)
+    if not args.node:
+        print(f"sum of all balances: {format_credits(sum(balances.values()))}")
+
+
+def _entries_table(entries) -> Table:  # type: ignore[no-untyped-def]
+    from hub.ledger import format_credits
+
+    table = Table("seq", "time (UTC)", "kind", "from", "to", "credits", "ref", "reason")
+    table.columns[5].justify = "right"
+    for e in entries:
+        table.add_row(
+            str(e.seq), e.created_at[:19], e.kind, _short(e.debit), _short(e.credit),
+            format_credits(e.amount), e.ref[:20], e.reason,
+        )  # fmt: skip
+    return table
+
+
+def _short(account: str) -> str:
+    return account if not account.startswith("node:") else account[:17]
+
+
+def cmd_history(args: argparse.Namespace) -> None:
+    if args.limit < 1:
+        raise SLMError(f"--limit must be at least 1, got {args.limit}")
+    since = parse_when(args.since) if args.since else None
+    until = parse_when(args.until) if args.until else None
+    ledger = open_ledger(args)
+    account = ledger.resolve_node(args.node) if args.node else None
+    entries = ledger.history(account, since, until, args.kind, args.limit)
+    if args.json:
+        _print_json([asdict(e) for e in entries])
+        return
+    Console().print(_entries_table(entries))
+
+
+def cmd_top(args: argparse.Namespace) -> None:
+    from hub.ledger import format_credits
+
+    since = None if args.period == "all" else parse_when(args.period)
+    ledger = open_ledger(args)
+    rows = ledger.top(args.domain, since, args.limit)
+    if args.json:
+        _print_json(
+            [{"account": a, "earned": format_credits(v), "inferences": n} for a, v, n in rows]
+        )
+        return
+    title = f"top nodes, {args.period}" + (f", domain {args.domain}" if args.domain else "")
+    table = Table("rank", "node", "earned (credits)", "inferences rewarded", title=title)
+    for i, (account, value, count) in enumerate(rows, 1):
+        table.add_row(str(i), account, format_credits(value), str(count))
+    Console().print(table)
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    record, entries = open_ledger(args).show(args.request_id)
+    if args.json:
+        _print_json({"inference": record, "entries": [asdict(e) for e in entries]})
+        return
+    for key, value in record.items():
+        print(f"{key:<21} {value}")
+    Console().print(_entries_table(entries))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    result = open_ledger(args).verify()
+    if args.json:
+        _print_json(asdict(result))
+    elif result.ok:
+        print(f"ledger verified: {result.entries} entries, every hash and signature checks out")
+    else:
+        where = (
+            f"entry {result.bad_seq} ({result.bad_entry_id})" if result.bad_entry_id else "ledger"
+        )
+        print(f"slm-hub: ledger verification FAILED at {where}: {result.problem}", file=sys.stderr)
+    return 0 if result.ok else EXIT_ERROR
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from slm.atomic import atomic_write
+
+    ledger = open_ledger(args)
+    if args.out is None:
+        for chunk in ledger.export(args.format):
+            sys.stdout.write(chunk)
+        return
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            for chunk in ledger.export(args.format):
+                f.write(chunk)
+
+    atomic_write(args.out, write)
+    print(f"wrote {args.out}")
+
+
+def cmd_penalize(args: argparse.Namespace) -> None:
+    import uuid
+
+    from hub.ledger import format_credits, parse_credits
+
+    micro = parse_credits(args.amount)
+    ledger = open_ledger(args, write=True)
+    entry = ledger.penalize(args.node, micro, args.reason, args.ref or uuid.uuid4().hex)
+    print(
+        f"entry {entry.seq}: {format_credits(entry.amount)} credits "
+        f"from {entry.debit} to the treasury"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""Opening the hub database: SQLite (embedded default) or PostgreSQL, at the schema's head.
+
+SQLite runs in WAL mode with foreign keys on and a busy timeout, and every transaction starts
+with BEGIN IMMEDIATE so concurrent writers queue for the lock instead of failing to upgrade a
+read lock half-way. Migrations are Alembic's, run from the installed package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from slm.errors import SLMError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class DatabaseError(SLMError):
+    """The database cannot be reached, or its schema is not one this hub can use."""
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(
+            f"invalid database URL {url!r}; use sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST:PORT/DB"
+        ) from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise DatabaseError("the hub database must be a file: sqlite:///PATH")
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 60})
+        _sqlite_pragmas(engine)
+        return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise DatabaseError(f"unsupported database {parsed.drivername!r}: use SQLite or PostgreSQL")
+    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # let BEGIN below, not the driver, open transactions
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def schema_state(engine: Engine) -> tuple[str | None, str]:
+    """(the database's revision or None, this code's head revision)."""
+    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot connect to the database: {_first_line(exc)}") from None
+    assert head is not None
+    return current, head
+
+
+def upgrade(engine: Engine) -> str:
+    """Apply every pending migration; returns the head revision."""
+    current, head = schema_state(engine)
+    _refuse_newer(engine, current)
+    try:
+        command.upgrade(_alembic_config(engine), "head")
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"migration failed: {_first_line(exc)}") from None
+    return head
+
+
+def check_current(engine: Engine) -> None:
+    """Refuse a database that is not exactly at this code's schema (read-only commands)."""
+    current, head = schema_state(engine)
+    _refuse_newer(engine, current)
+    if current != head:
+        raise DatabaseError(
+            f"the database {_where(engine)} is at schema {current or 'none'}, not {head}; "
+            "run `slm-hub db upgrade`"
+        )
+
+
+def _refuse_newer(engine: Engine, current: str | None) -> None:
+    if current is None:
+        return
+    script = ScriptDirectory.from_config(_alembic_config(engine))
+    try:
+        script.get_revision(current)
+    except Exception:  # alembic raises several kinds for an unknown revision
+        raise DatabaseError(
+            f"the database {_where(engine)} has schema {current}, newer than this slm-hub "
+            "knows; upgrade SwarmLLM"
+        ) from None
+
+
+def _where(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

