@@ -27,6 +27,7 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/slm_bench.py
+	$(BIN)/python bench/ledger_bench.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,16 +8,16 @@ read lock half-way. Migrations are Alembic's, run from the installed package.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from slm.errors import SLMError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -69,6 +69,8 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 
 def _alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config  # alembic costs 0.4 s to import; only migrations need it
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -77,6 +79,9 @@ def _alembic_config(engine: Engine) -> Config:
 
 def schema_state(engine: Engine) -> tuple[str | None, str]:
     """(the database's revision or None, this code's head revision)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
     try:
         with engine.connect() as conn:
@@ -89,6 +94,8 @@ def schema_state(engine: Engine) -> tuple[str | None, str]:
 
 def upgrade(engine: Engine) -> str:
     """Apply every pending migration; returns the head revision."""
+    from alembic import command
+
     current, head = schema_state(engine)
     _refuse_newer(engine, current)
     try:
@@ -110,6 +117,8 @@ def check_current(engine: Engine) -> None:
 
 
 def _refuse_newer(engine: Engine, current: str | None) -> None:
+    from alembic.script import ScriptDirectory
+
     if current is None:
         return
     script = ScriptDirectory.from_config(_alembic_config(engine))
