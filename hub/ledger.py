@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -130,9 +130,7 @@ class Entry:
     def chained(self, prev_hash: str, key: Ed25519PrivateKey) -> Entry:
         digest = hashlib.sha256(bytes.fromhex(prev_hash) + self.canonical()).hexdigest()
         signature = key.sign(bytes.fromhex(digest)).hex()
-        return Entry(
-            **{**asdict(self), "prev_hash": prev_hash, "hash": digest, "signature": signature}
-        )
+        return replace(self, prev_hash=prev_hash, hash=digest, signature=signature)
 
 
 @dataclass(frozen=True)
@@ -258,7 +256,9 @@ class Ledger:
             seen = set(
                 conn.scalars(select(Inference.request_id).where(Inference.request_id.in_(ids)))
             )
-            accounts = self._accounts(conn)
+            accounts = self._accounts(
+                conn, {node_account(n) for r in records for n, _ in r.segments}
+            )
             rows, transfers = [], []
             for record in records:
                 if record.request_id in seen:
@@ -291,7 +291,7 @@ class Ledger:
                 select(TrainingRound.round_id).where(TrainingRound.round_id == round_id)
             ):
                 return False
-            accounts = self._accounts(conn)
+            accounts = self._accounts(conn, {node_account(n) for n, _ in participants})
             for node, _ in participants:
                 if node_account(node) not in accounts:
                     raise LedgerError(f"unknown node {node}: it has no ledger account")
@@ -350,8 +350,9 @@ class Ledger:
             raise LedgerError("the ledger has no accounts yet: register a node first")
         return row.seq, row.hash
 
-    def _accounts(self, conn: Connection) -> set[str]:
-        return set(conn.scalars(select(Account.id)))
+    def _accounts(self, conn: Connection, wanted: set[str]) -> set[str]:
+        """Which of these accounts exist."""
+        return set(conn.scalars(select(Account.id).where(Account.id.in_(wanted))))
 
     def _append(
         self, conn: Connection, head: tuple[int, str], transfers: Sequence[Transfer],
@@ -370,7 +371,7 @@ class Ledger:
             ).chained(prev, key)  # fmt: skip
             prev = entry.hash
             entries.append(entry)
-        conn.execute(insert(LedgerEntry), [asdict(e) for e in entries])
+        conn.execute(insert(LedgerEntry), [dict(vars(e)) for e in entries])  # flat: no deepcopy
         conn.execute(
             update(LedgerHead)
             .where(LedgerHead.id == 1)

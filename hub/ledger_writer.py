@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
 
 from hub.ledger import InferenceRecord, Ledger, RecordResult
@@ -19,9 +20,13 @@ _STOP = object()
 
 
 class LedgerWriter:
-    def __init__(self, ledger: Ledger, max_batch: int = 512) -> None:
+    def __init__(self, ledger: Ledger, max_batch: int = 512, linger_s: float = 0.001) -> None:
         self.ledger = ledger
         self.max_batch = max_batch
+        # Under load, wait this long for more records before writing: handlers woken by the last
+        # commit need a moment to submit again. An idle hub (batches of one) never waits.
+        self.linger_s = linger_s
+        self._last_batch = 0
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._closed = False
@@ -51,15 +56,17 @@ class LedgerWriter:
             stop = item is _STOP
             if not stop:
                 batch.append(item)
+            deadline = time.monotonic() + (self.linger_s if self._last_batch > 1 else 0.0)
             while len(batch) < self.max_batch and not stop:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is _STOP:
                     stop = True
                 else:
                     batch.append(item)
+            self._last_batch = len(batch)
             if batch:
                 self._write(batch)
             if stop:
