@@ -145,6 +145,14 @@ class Transfer:
     reason: str = ""
 
 
+def split(total: int, weights: Sequence[int]) -> list[int]:
+    """Shares of `total` proportional to `weights` (floored); the last share takes the remainder,
+    so the shares always add up to exactly `total`."""
+    whole = sum(weights)
+    shares = [total * w // whole for w in weights[:-1]]
+    return [*shares, total - sum(shares)]
+
+
 def inference_transfers(record: InferenceRecord, rewards: Rewards) -> list[Transfer]:
     """A successful inference pays base + per-token, split by tokens actually delivered."""
     delivered = [(node, tokens) for node, tokens in record.segments if tokens > 0]
@@ -152,24 +160,21 @@ def inference_transfers(record: InferenceRecord, rewards: Rewards) -> list[Trans
         return []
     total_tokens = sum(t for _, t in delivered)
     total = rewards.inference_base + rewards.inference_per_token * total_tokens
-    out, paid = [], 0
-    for i, (node, tokens) in enumerate(delivered):
-        share = total - paid if i == len(delivered) - 1 else total * tokens // total_tokens
-        paid += share
-        if share > 0:
-            out.append(
-                Transfer(
-                    f"inference:{record.request_id}:{i}",
-                    "inference_reward",
-                    TREASURY,
-                    node_account(node),
-                    share,
-                    record.request_id,
-                    record.domain,
-                    f"{tokens} of {total_tokens} tokens",
-                )
-            )
-    return out
+    shares = split(total, [t for _, t in delivered])
+    return [
+        Transfer(
+            f"inference:{record.request_id}:{i}",
+            "inference_reward",
+            TREASURY,
+            node_account(node),
+            share,
+            record.request_id,
+            record.domain,
+            f"{tokens} of {total_tokens} tokens",
+        )
+        for i, ((node, tokens), share) in enumerate(zip(delivered, shares, strict=True))
+        if share > 0
+    ]
 
 
 def round_transfers(
@@ -178,32 +183,23 @@ def round_transfers(
 ) -> list[Transfer]:  # fmt: skip
     """A completed round's reward, split equally or by examples trained on."""
     weights = [examples if by_examples else 1 for _, examples in participants]
-    total_weight = sum(weights)
-    if total_weight <= 0:
+    if sum(weights) <= 0:
         return []
-    out, paid = [], 0
-    for i, ((node, examples), weight) in enumerate(zip(participants, weights, strict=True)):
-        last = i == len(participants) - 1
-        share = (
-            rewards.training_round - paid
-            if last
-            else rewards.training_round * weight // total_weight
+    shares = split(rewards.training_round, weights)
+    return [
+        Transfer(
+            f"round:{round_id}:{node}",
+            "training_reward",
+            TREASURY,
+            node_account(node),
+            share,
+            round_id,
+            domain,
+            f"{examples} examples",
         )
-        paid += share
-        if share > 0:
-            out.append(
-                Transfer(
-                    f"round:{round_id}:{node}",
-                    "training_reward",
-                    TREASURY,
-                    node_account(node),
-                    share,
-                    round_id,
-                    domain,
-                    f"{examples} examples",
-                )
-            )
-    return out
+        for (node, examples), share in zip(participants, shares, strict=True)
+        if share > 0
+    ]
 
 
 @dataclass

@@ -107,6 +107,17 @@ class Preset:
     summary: str
 
 
+_TINY_TRAIN = TrainConfig(
+    batch_size=16,
+    seq_len=64,
+    learning_rate=3e-3,
+    warmup_steps=10,
+    max_steps=150,
+    eval_interval=25,
+    eval_batches=4,
+    patience=3,
+)
+
 PRESETS: dict[str, Preset] = {
     "slm-63m": Preset(
         ModelConfig(),
@@ -128,16 +139,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "slm-tiny": Preset(
         ModelConfig(vocab_size=1024, block_size=128, n_layer=2, n_head=2, d_model=64, d_ff=256),
-        TrainConfig(
-            batch_size=16,
-            seq_len=64,
-            learning_rate=3e-3,
-            warmup_steps=10,
-            max_steps=150,
-            eval_interval=25,
-            eval_batches=4,
-            patience=3,
-        ),
+        _TINY_TRAIN,
         "seconds to train; for unit tests and federated-training tests",
     ),
     "slm-tiny-moe": Preset(
@@ -151,16 +153,7 @@ PRESETS: dict[str, Preset] = {
             n_experts=4,
             top_k=2,
         ),
-        TrainConfig(
-            batch_size=16,
-            seq_len=64,
-            learning_rate=3e-3,
-            warmup_steps=10,
-            max_steps=150,
-            eval_interval=25,
-            eval_batches=4,
-            patience=3,
-        ),
+        _TINY_TRAIN,
         "slm-tiny with a 4-expert top-2 Mixture-of-Experts MLP",
     ),
 }
