@@ -29,6 +29,10 @@ bench: install
 	$(BIN)/python bench/slm_bench.py
 	$(BIN)/python bench/ledger_bench.py
 
+# The stubs are committed; tests/protos/test_stubs.py fails if they drift from the .proto.
+protos: install
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/swarm.proto
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

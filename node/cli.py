@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_init(args: argparse.Namespace) -> None:
     from node.home import NodeConfig
-    from node.identity import generate_key, load_key, node_id, public_openssh, write_key
+    from node.identity import generate_key, load_key, public_openssh, write_key
+    from protos.signing import node_id
 
     cfg = NodeConfig.load(args.home)
     if cfg.key_path.exists():

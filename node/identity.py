@@ -1,4 +1,4 @@
-"""The node's identity: an ECDSA P-384 key in OpenSSH format, and the node id derived from it.
+"""The node's identity: an ECDSA P-384 key in OpenSSH format (id: protos.signing.node_id).
 
 OpenSSH format because Flower's SuperNode authentication takes exactly that kind of key, so one
 key proves the node on both the routing and the training plane.
@@ -6,8 +6,6 @@ key proves the node on both the routing and the training plane.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 from pathlib import Path
 
@@ -26,12 +24,6 @@ def public_openssh(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-
-
-def node_id(public_key_openssh: bytes) -> str:
-    """sha256 of the OpenSSH public key blob, first 32 hex digits (128 bits)."""
-    blob = base64.b64decode(public_key_openssh.split()[1])
-    return hashlib.sha256(blob).hexdigest()[:32]
 
 
 def write_key(private_path: Path, key: ec.EllipticCurvePrivateKey) -> None:
