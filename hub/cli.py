@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except SLMError as exc:
         print(f"slm-hub: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:  # files and pipes: a missing folder, a full disk, a closed pager
+        if not isinstance(exc, BrokenPipeError):
+            print(f"slm-hub: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("slm-hub: interrupted", file=sys.stderr)
         return 130
@@ -124,10 +128,12 @@ def cmd_pending(args: argparse.Namespace) -> None:
 
 def cmd_init(args: argparse.Namespace) -> None:
     from hub.home import HubConfig
-    from hub.keys import create_signing_key
+    from hub.keys import create_signing_key, load_signing_key, write_public_key
 
     cfg = HubConfig.load(args.home, args.db)
     if cfg.signing_key_path.exists():
+        if not cfg.public_key_path.exists():  # an init interrupted between the two files
+            write_public_key(cfg.signing_key_path, load_signing_key(cfg.signing_key_path))
         print(f"hub home {args.home} already initialised")
         return
     args.home.mkdir(parents=True, exist_ok=True)
@@ -172,18 +178,19 @@ def parse_when(text: str, now: datetime | None = None) -> str:
     """An absolute date/time or a span back from now ('24h', '7d', '30m') -> ISO UTC."""
     now = now or datetime.now(UTC)
     span = re.fullmatch(r"(\d+)([mhdw])", text.strip())
-    if span:
-        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[span.group(2)]
-        when = now - timedelta(**{unit: int(span.group(1))})
-    else:
-        try:
+    try:
+        if span:
+            unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[span.group(2)]
+            when = now - timedelta(**{unit: int(span.group(1))})
+        else:
             when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise SLMError(
-                f"malformed date {text!r}; use 2026-11-01, 2026-11-01T12:00, or 24h / 7d"
-            ) from None
-        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise SLMError(
+            f"malformed date {text!r}; use 2026-11-01, 2026-11-01T12:00, or 24h / 7d"
+        ) from None
+    # isoformat pads the year to four digits, so the text sorts like the ledger's timestamps
+    return when.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _print_json(data: Any) -> None:
@@ -244,6 +251,8 @@ def cmd_history(args: argparse.Namespace) -> None:
 def cmd_top(args: argparse.Namespace) -> None:
     from hub.ledger import format_credits
 
+    if args.limit < 1:
+        raise SLMError(f"--limit must be at least 1, got {args.limit}")
     since = None if args.period == "all" else parse_when(args.period)
     ledger = open_ledger(args)
     rows = ledger.top(args.domain, since, args.limit)
@@ -286,6 +295,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> None:
     from slm.atomic import atomic_write
 
+    if args.out is not None and args.out.is_dir():
+        raise SLMError(
+            f"--out {args.out} is a folder; give a file name, e.g. {args.out}/ledger.csv"
+        )
     ledger = open_ledger(args)
     if args.out is None:
         for chunk in ledger.export(args.format):

@@ -1,8 +1,10 @@
 """Opening the hub database: SQLite (embedded default) or PostgreSQL, at the schema's head.
 
-SQLite runs in WAL mode with foreign keys on and a busy timeout, and every transaction starts
-with BEGIN IMMEDIATE so concurrent writers queue for the lock instead of failing to upgrade a
-read lock half-way. Migrations are Alembic's, run from the installed package.
+SQLite runs in WAL mode with foreign keys on and a busy timeout. Write transactions (opened
+through `writing(engine)`) start with BEGIN IMMEDIATE, so concurrent writers queue for the
+lock instead of failing to upgrade a read lock half-way; reads start a deferred transaction and
+never block writers (WAL gives them a snapshot). Migrations are Alembic's, run from the
+installed package.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+WRITE_OPTION = "swarmllm_write"
 
 
 class DatabaseError(SLMError):
@@ -52,6 +55,11 @@ def make_engine(url: str) -> Engine:
     return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
 
 
+def writing(engine: Engine) -> Engine:
+    """The engine for write transactions: on SQLite they take the write lock up front."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
 def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -65,7 +73,8 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn) -> None:  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def _alembic_config(engine: Engine) -> Config:

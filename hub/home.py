@@ -44,6 +44,9 @@ class HubConfig:
             except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
                 raise SLMError(f"{path} is not valid TOML: {exc}") from None
         hub = data.get("hub", {})
+        keep = hub.get("keep_prompts", False)
+        if not isinstance(keep, bool):
+            raise SLMError(f"{path}: hub.keep_prompts must be true or false, got {keep!r}")
         reward_data = data.get("rewards", {})
         known = {f.name for f in fields(Rewards)}
         unknown = set(reward_data) - known
@@ -55,7 +58,7 @@ class HubConfig:
         return cls(
             home=home,
             db_url=db_url or hub.get("db_url") or sqlite_url(home / "hub.db"),
-            keep_prompts=bool(hub.get("keep_prompts", False)),
+            keep_prompts=keep,
             rewards=Rewards(**reward_data),
         )
 

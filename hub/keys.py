@@ -24,11 +24,15 @@ def create_signing_key(path: Path) -> Ed25519PrivateKey:
     )  # fmt: skip
     atomic_write_bytes(path, pem)
     os.chmod(path, 0o600)
+    write_public_key(path, key)
+    return key
+
+
+def write_public_key(private_path: Path, key: Ed25519PrivateKey) -> None:
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    atomic_write_bytes(path.with_suffix(".pub"), public)
-    return key
+    atomic_write_bytes(private_path.with_suffix(".pub"), public)
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from hub.db import writing
 from hub.schema import TREASURY, Account, Inference, LedgerEntry, LedgerHead, TrainingRound
 from slm.errors import SLMError
 
@@ -146,11 +147,13 @@ class Transfer:
 
 
 def split(total: int, weights: Sequence[int]) -> list[int]:
-    """Shares of `total` proportional to `weights` (floored); the last share takes the remainder,
-    so the shares always add up to exactly `total`."""
+    """Shares of `total` proportional to non-negative integer `weights` (floored); the largest
+    weight takes the rounding remainder, so the shares add up to exactly `total` and a zero
+    weight always gets zero."""
     whole = sum(weights)
-    shares = [total * w // whole for w in weights[:-1]]
-    return [*shares, total - sum(shares)]
+    shares = [total * w // whole for w in weights]
+    shares[max(range(len(weights)), key=weights.__getitem__)] += total - sum(shares)
+    return shares
 
 
 def inference_transfers(record: InferenceRecord, rewards: Rewards) -> list[Transfer]:
@@ -231,13 +234,16 @@ class Ledger:
     # --- writing -------------------------------------------------------------------------
 
     def ensure_accounts(self, node_ids: Sequence[str]) -> None:
-        """Create the treasury and these nodes' accounts if missing (idempotent)."""
-        with self.engine.begin() as conn:
+        """Create the treasury and these nodes' accounts if missing (idempotent, race-free)."""
+        wanted = {TREASURY: "treasury"} | {node_account(n): "node" for n in node_ids}
+        with self._write() as conn:
             self._ensure_head(conn)
-            have = set(conn.scalars(select(Account.id)))
-            wanted = [(TREASURY, "treasury")] + [(node_account(n), "node") for n in node_ids]
+            self._lock_head(conn)  # serialises account creation with every other writer
+            have = self._accounts(conn, set(wanted))
             rows = [
-                {"id": a, "kind": k, "created_at": now_iso()} for a, k in wanted if a not in have
+                {"id": a, "kind": k, "created_at": now_iso()}
+                for a, k in wanted.items()
+                if a not in have
             ]
             if rows:
                 conn.execute(insert(Account), rows)
@@ -280,6 +286,12 @@ class Ledger:
         rejected: Sequence[dict[str, Any]] = (),
     ) -> bool:  # fmt: skip
         """Record a completed training round and credit its participants; False if known."""
+        nodes = [node for node, _ in participants]
+        if len(set(nodes)) != len(nodes):
+            raise LedgerError(f"round {round_id}: a node is listed twice among the participants")
+        for node, examples in participants:
+            if not isinstance(examples, int) or isinstance(examples, bool) or examples < 0:
+                raise LedgerError(f"round {round_id}: node {node} has {examples!r} examples")
         key = self._writer_key()
         with self._write() as conn:
             head = self._lock_head(conn)
@@ -333,12 +345,20 @@ class Ledger:
         return self.key
 
     def _write(self):  # type: ignore[no-untyped-def]
-        return _translate_errors(self.engine.begin())
+        return _translate_errors(writing(self.engine).begin())
 
     def _ensure_head(self, conn: Connection) -> None:
-        if conn.scalar(select(LedgerHead.id)) is None:
-            signature = self._writer_key().sign(_head_bytes(0, GENESIS)).hex()
-            conn.execute(insert(LedgerHead).values(id=1, seq=0, hash=GENESIS, signature=signature))
+        """Create the genesis head once; a concurrent creator's row wins without an error."""
+        if conn.scalar(select(LedgerHead.id)) is not None:
+            return
+        signature = self._writer_key().sign(_head_bytes(0, GENESIS)).hex()
+        values = {"id": 1, "seq": 0, "hash": GENESIS, "signature": signature}
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            conn.execute(pg_insert(LedgerHead).values(**values).on_conflict_do_nothing())
+        else:  # SQLite: BEGIN IMMEDIATE already made this transaction the only writer
+            conn.execute(insert(LedgerHead).values(**values))
 
     def _lock_head(self, conn: Connection) -> tuple[int, str]:
         row = conn.execute(select(LedgerHead.seq, LedgerHead.hash).with_for_update()).first()
@@ -382,7 +402,11 @@ class Ledger:
         node = node.removeprefix("node:")
         with self.engine.connect() as conn:
             matches = list(
-                conn.scalars(select(Account.id).where(Account.id.startswith(node_account(node))))
+                conn.scalars(
+                    select(Account.id).where(
+                        Account.id.startswith(node_account(node), autoescape=True)
+                    )
+                )
             )
         if node_account(node) in matches:
             return node_account(node)
@@ -466,25 +490,37 @@ class Ledger:
             record[key] = json.loads(record[key])
         return record, entries
 
-    def iter_entries(self, batch: int = 5000) -> Iterator[Entry]:
-        """Every entry in seq order, in pages (constant memory over any ledger size)."""
-        last = -1
-        with self.engine.connect() as conn:
-            while True:
-                rows = conn.execute(
-                    select(LedgerEntry).where(LedgerEntry.seq > last).order_by(LedgerEntry.seq)
-                    .limit(batch)
-                ).all()  # fmt: skip
-                if not rows:
-                    return
-                for r in rows:
-                    yield _entry(r)
-                last = rows[-1].seq
+    def iter_entries(self, conn: Connection | None = None, batch: int = 5000) -> Iterator[Entry]:
+        """Every entry in seq order, in pages (constant memory over any ledger size).
+
+        The first page has no lower bound, so rows with any seq at all are seen.
+        """
+        if conn is None:
+            with self.engine.connect() as own:
+                yield from self.iter_entries(own, batch)
+            return
+        query = select(LedgerEntry).order_by(LedgerEntry.seq).limit(batch)
+        rows = conn.execute(query).all()
+        while rows:
+            for r in rows:
+                yield _entry(r)
+            rows = conn.execute(query.where(LedgerEntry.seq > rows[-1].seq)).all()
+
+    def _snapshot(self):  # type: ignore[no-untyped-def]
+        """A connection that sees one consistent state for as long as it is open."""
+        conn = self.engine.connect()
+        if self.engine.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        return conn
 
     def verify(self) -> Verification:
         """Walk the whole chain: sequence, links, hashes, signatures, amounts, and the head."""
+        with self._snapshot() as conn:
+            return self._verify(conn)
+
+    def _verify(self, conn: Connection) -> Verification:
         prev, expected_seq, n = GENESIS, 1, 0
-        for e in self.iter_entries():
+        for e in self.iter_entries(conn):
             n += 1
             problem = ""
             if e.seq != expected_seq:
@@ -500,10 +536,7 @@ class Ledger:
             if problem:
                 return Verification(False, n, problem, e.seq, e.entry_id)
             prev, expected_seq = e.hash, expected_seq + 1
-        with self.engine.connect() as conn:
-            head = conn.execute(
-                select(LedgerHead.seq, LedgerHead.hash, LedgerHead.signature)
-            ).first()
+        head = conn.execute(select(LedgerHead.seq, LedgerHead.hash, LedgerHead.signature)).first()
         if head is None:
             return Verification(n == 0, n, "" if n == 0 else "the ledger head row is missing")
         if not _signed_by(self.public, head.signature, _head_bytes(head.seq, head.hash)):

@@ -30,13 +30,17 @@ class LedgerWriter:
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._closed = False
+        self._lock = threading.Lock()
         self._thread.start()
 
     def submit(self, record: InferenceRecord) -> Future[RecordResult]:
-        if self._closed:
-            raise RuntimeError("ledger writer is closed")
+        """Queue a record; the future resolves once it is durable. Cancelling the future only
+        stops the caller waiting: the record is still written."""
         future: Future[RecordResult] = Future()
-        self._queue.put((record, future))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("ledger writer is closed")
+            self._queue.put((record, future))
         return future
 
     def record(self, record: InferenceRecord, timeout: float | None = 30.0) -> RecordResult:
@@ -44,10 +48,12 @@ class LedgerWriter:
 
     def close(self) -> None:
         """Write everything already submitted, then stop."""
-        if not self._closed:
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
             self._queue.put(_STOP)
-            self._thread.join()
+        self._thread.join()
 
     def _run(self) -> None:
         while True:
@@ -68,7 +74,11 @@ class LedgerWriter:
                     batch.append(item)
             self._last_batch = len(batch)
             if batch:
-                self._write(batch)
+                try:
+                    self._write(batch)
+                except BaseException as exc:  # never leave a caller waiting on a dead thread
+                    for _, future in batch:
+                        _resolve(future, exc=exc)
             if stop:
                 return
 
@@ -77,11 +87,26 @@ class LedgerWriter:
             results = self.ledger.record_inferences([record for record, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
-                batch[0][1].set_exception(exc)
+                _resolve(batch[0][1], exc=exc)
                 return
             half = len(batch) // 2
             self._write(batch[:half])
             self._write(batch[half:])
             return
         for (_, future), result in zip(batch, results, strict=True):
+            _resolve(future, result=result)
+
+
+def _resolve(
+    future: Future, result: RecordResult | None = None, exc: BaseException | None = None
+) -> None:
+    """Settle a future unless its caller already cancelled or it was settled."""
+    if future.done():
+        return
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
             future.set_result(result)
+    except Exception:  # cancelled between the check and the call
+        pass

@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("slm-node: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except OSError as exc:  # files and pipes: a path that is a folder, a full disk, a closed pager
+        if not isinstance(exc, BrokenPipeError):
+            print(f"slm-node: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -214,10 +216,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _prompt(args: argparse.Namespace) -> str:
-    text = sys.stdin.read() if args.prompt == "-" else args.prompt
     try:
+        text = sys.stdin.buffer.read().decode("utf-8") if args.prompt == "-" else args.prompt
         text.encode("utf-8")
-    except UnicodeEncodeError:
+    except (UnicodeDecodeError, UnicodeEncodeError):
         raise ConfigError("the prompt is not valid UTF-8") from None
     if not text:
         raise ConfigError("the prompt is empty")

@@ -35,6 +35,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.block_size < 2:
+            raise ConfigError(
+                f"block_size must be at least 2 (BOS and one token), got {self.block_size}"
+            )
         if self.d_model % self.n_head:
             raise ConfigError(
                 f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})"
@@ -96,8 +100,10 @@ class TrainConfig:
             raise ConfigError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.patience < 1:
             raise ConfigError(f"patience must be at least 1, got {self.patience}")
-        if self.max_epochs is not None and not self.max_epochs > 0:
-            raise ConfigError(f"max_epochs must be positive, got {self.max_epochs}")
+        if self.max_epochs is not None and not (0 < self.max_epochs < 1e9):
+            raise ConfigError(f"max_epochs must be a positive number, got {self.max_epochs}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
 
 
 @dataclass(frozen=True)

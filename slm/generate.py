@@ -36,6 +36,8 @@ class SamplingParams:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
         if any(not s for s in self.stop):
             raise ConfigError("stop strings must not be empty")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
@@ -63,24 +65,28 @@ def generate_ids(
     """Yield up to max_tokens new token ids after prompt_ids (which must start with BOS).
 
     With the cache, each step feeds one token; when the context fills the block, the cache is
-    rebuilt from the last half block. Without it, each step re-reads the whole (cropped) context:
-    the reference the cached path must match token for token.
+    rebuilt from BOS and the last half block. Without it, each step re-reads the whole context
+    (BOS and the last block when cropped): the reference the cached path must match token for
+    token while the context fits the block. Every model input starts with BOS, as in training.
     """
     block = model.config.block_size
     device = model.wte.weight.device
     gen = (
         torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
     )
-    context = list(prompt_ids[-(block - 1) :]) if len(prompt_ids) >= block else list(prompt_ids)
+    bos = prompt_ids[0]
+    context = [bos, *prompt_ids[1:][-(block - 2) :]]  # leave room for at least one new token
     cache: KVCache | None = None
     pending = context
     for _ in range(params.max_tokens):
         if not use_cache:
-            logits = model(torch.tensor([context[-block:]], device=device))[0, -1]
+            window = context if len(context) <= block else [bos, *context[-(block - 1) :]]
+            logits = model(torch.tensor([window], device=device))[0, -1]
         else:
             if cache is None or cache.length + len(pending) > block:
+                if cache is not None:  # full: restart from BOS and the last half block
+                    pending = [bos, *context[-(block // 2 - 1) :]]
                 cache = KVCache.empty(model.config, 1, device, model.wte.weight.dtype)
-                pending = context[-(block // 2) :]
             logits = model(torch.tensor([pending], device=device), cache)[0, -1]
         token = sample(logits, params, gen)
         context.append(token)

@@ -42,7 +42,9 @@ def token_logprobs(model: SLM, ids: list[int], bos_id: int) -> torch.Tensor:
         # Every window after the first keeps half a block of real context before new tokens.
         start = 0 if scored == 0 else max(0, scored + 1 - block // 2)
         end = min(len(seq), start + block)
-        hidden = model.hidden_states(seq[start : end - 1].unsqueeze(0))[0]  # (T, C)
+        window = seq[start : end - 1].clone()
+        window[0] = bos_id  # every model input starts with BOS, as in training
+        hidden = model.hidden_states(window.unsqueeze(0))[0]  # (T, C)
         picked = model.target_logprobs(hidden, seq[start + 1 : end])
         first_new = scored - start  # index within `targets` of the first unscored token
         out.append(picked[first_new:])

@@ -57,8 +57,13 @@ def read_corpus(path: Path) -> str:
     path = Path(path)
     if not path.exists():
         raise DataError(f"training data {path} does not exist")
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    files = [p for p in files if not p.name.startswith(".")]
+    if path.is_dir():  # hidden files and folders (.git, editor backups) are not data
+        files = sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )  # fmt: skip
+    else:
+        files = [path]
     if not files:
         raise DataError(f"training data folder {path} holds no files")
     parts = []
@@ -117,18 +122,31 @@ def make_optimizer(model: SLM, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95))
 
 
+def windows(
+    data: torch.Tensor, starts: list[int], seq_len: int, bos_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets at these offsets. Each input starts with BOS in place of its first
+    token, because scoring and generation always start with BOS: the model learns
+    p(first token | BOS) (the domain's marginal) and never sees position 0 without it."""
+    x = torch.stack([data[s : s + seq_len] for s in starts])
+    y = torch.stack([data[s + 1 : s + 1 + seq_len] for s in starts])
+    x[:, 0] = bos_id
+    return x, y
+
+
 def get_batch(
-    data: torch.Tensor, cfg: TrainConfig, step: int, device: torch.device
+    data: torch.Tensor, cfg: TrainConfig, step: int, bos_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     starts = torch.randint(0, len(data) - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
-    x = torch.stack([data[s : s + cfg.seq_len] for s in starts])
-    y = torch.stack([data[s + 1 : s + 1 + cfg.seq_len] for s in starts])
+    x, y = windows(data, starts.tolist(), cfg.seq_len, bos_id)
     return x.to(device), y.to(device)
 
 
 @torch.no_grad()
-def evaluate(model: SLM, val: torch.Tensor, cfg: TrainConfig, device: torch.device) -> float:
+def evaluate(
+    model: SLM, val: torch.Tensor, cfg: TrainConfig, bos_id: int, device: torch.device
+) -> float:
     """Mean loss over fixed, evenly spaced validation windows (the same windows every time)."""
     model.eval()
     n_windows = min(cfg.eval_batches * cfg.batch_size, (len(val) - 1) // cfg.seq_len)
@@ -137,9 +155,8 @@ def evaluate(model: SLM, val: torch.Tensor, cfg: TrainConfig, device: torch.devi
     losses = []
     for i in range(0, len(starts), cfg.batch_size):
         group = starts[i : i + cfg.batch_size]
-        x = torch.stack([val[s : s + cfg.seq_len] for s in group]).to(device)
-        y = torch.stack([val[s + 1 : s + 1 + cfg.seq_len] for s in group]).to(device)
-        losses.append(float(model.loss(x, y)) * len(group))
+        x, y = windows(val, group, cfg.seq_len, bos_id)
+        losses.append(float(model.loss(x.to(device), y.to(device))) * len(group))
     model.train()
     return sum(losses) / len(starts)
 
@@ -218,7 +235,7 @@ def train(
         lr = lr_at(step, total, train_cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = get_batch(train_ids, train_cfg, step, device)
+        x, y = get_batch(train_ids, train_cfg, step, tokenizer.bos_id, device)
         torch.manual_seed(train_cfg.seed + step)  # dropout, reproducible across resumes
         loss = model.loss(x, y)
         optimizer.zero_grad(set_to_none=True)
@@ -228,12 +245,17 @@ def train(
         step += 1
         tokens_seen += x.numel()
         loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise ConfigError(
+                f"training diverged: loss is {loss_value} at step {step}; lower --learning-rate "
+                "and start over with --force"
+            )
         window_loss += loss_value
         window_steps += 1
         if on_step is not None:
             on_step(step, total, loss_value)
         if step % train_cfg.eval_interval == 0 or step == total:
-            val_loss = evaluate(model, val_ids, train_cfg, device)
+            val_loss = evaluate(model, val_ids, train_cfg, tokenizer.bos_id, device)
             now = time.perf_counter()
             improved = val_loss < best - train_cfg.min_delta
             if improved:
@@ -302,6 +324,9 @@ def prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
     if resume:
         if not has_ckpt:
             raise ConfigError(f"nothing to resume: {out / CHECKPOINT} does not exist")
+        # The weights are about to change: the folder is no longer a finished model until the
+        # run completes and writes a matching calibration, profile and config.json.
+        (out / CONFIG).unlink(missing_ok=True)
         return
     if force:
         for name in (CONFIG, CHECKPOINT, WEIGHTS, METRICS):

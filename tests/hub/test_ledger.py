@@ -276,3 +276,43 @@ def test_writes_queue_rather_than_fail_under_contention(ledger) -> None:
     assert all(f.result(timeout=120).recorded for f in futures)
     writer.close()
     assert time.perf_counter() - started < 120
+
+
+def test_a_forged_row_before_the_chain_fails_verify(ledger) -> None:
+    _filled(ledger)
+    _tamper(
+        ledger,
+        "INSERT INTO ledger_entries (seq, entry_id, kind, debit, credit, amount, ref, domain, "
+        "reason, created_at, prev_hash, hash, signature) VALUES (-1, 'evil', 'penalty', "
+        f"'treasury', 'node:{A}', 1000000000000, 'x', '', '', '2026', '', '', '')",
+    )
+    result = ledger.verify()
+    assert not result.ok and result.bad_entry_id == "evil"
+
+
+def test_a_cancelled_caller_does_not_stop_the_writer(ledger) -> None:
+    writer = LedgerWriter(ledger)
+    first = [writer.submit(record_for(n)) for n in range(50)]
+    first[10].cancel()
+    later = writer.submit(record_for(999))
+    assert later.result(timeout=60).recorded
+    writer.close()
+    assert ledger.show(record_for(10).request_id)[0]["outcome"]  # written all the same
+
+
+def test_round_participants_are_validated(ledger) -> None:
+    for participants, message in (
+        ([(A, 5), (A, 5)], "twice"),
+        ([(A, 5), (B, -1)], "examples"),
+        ([(A, 2.5)], "examples"),
+    ):
+        with pytest.raises(LedgerError, match=message):
+            ledger.record_round("bad", "law", 1, participants, by_examples=True)
+    ledger.record_round("ok", "law", 1, [(A, 10), (B, 0)], by_examples=True)
+    assert ledger.balances()[node_account(B)] == 0
+
+
+def test_node_prefixes_are_matched_literally(ledger) -> None:
+    for pattern in ("%%%%%%", "______"):
+        with pytest.raises(LedgerError, match="unknown node"):
+            ledger.resolve_node(pattern)

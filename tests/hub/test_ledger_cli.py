@@ -129,6 +129,9 @@ def test_penalize_takes_credits_back(hub) -> None:
         (["ledger", "history", "--since", "last tuesday"], "malformed date"),
         (["ledger", "top", "--period", "2026-13-45"], "malformed date"),
         (["ledger", "show", "no-such-request"], "no inference"),
+        (["ledger", "history", "--since", "1000000d"], "malformed date"),
+        (["ledger", "top", "--limit", "0"], "--limit"),
+        (["ledger", "export", "--format", "csv", "--out", "/tmp"], "is a folder"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(hub, args: list[str], message: str) -> None:

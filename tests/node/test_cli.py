@@ -1,6 +1,7 @@
 """The slm-node and slm-hub commands, run as processes the way a user runs them."""
 
 import json
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -159,6 +160,11 @@ def bad_files(tmp_path: Path) -> Path:
         (["score", "hello", "--model", "{d}/no-model"], "does not exist"),
         (["score", "", "--model", "{d}/broken-model"], "prompt is empty"),
         (["generate", "hi", "--max-tokens", "0", "--model", "{d}/broken-model"], "max_tokens"),
+        (["generate", "hi", "--seed", str(2**64), "--model", "{d}/broken-model"], "seed"),
+        (
+            ["train", "--data", "{d}/empty.txt", "--domain", "x", "--config", "{d}"],
+            "Is a directory",
+        ),
     ],
 )
 def test_bad_input_gets_one_line_and_writes_nothing(bad_files: Path, args, message) -> None:
@@ -182,6 +188,14 @@ def test_prompt_that_is_not_utf8_is_refused(trained) -> None:
         text=True,
     )
     _one_line_error(result, "not valid UTF-8")
+    piped = subprocess.run(
+        [str(BIN / "slm-node"), "score", "--model", folder, "-"],
+        input="caf\xe9".encode("latin-1"),
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
+    assert piped.returncode == 1 and b"not valid UTF-8" in piped.stderr
+    assert b"Traceback" not in piped.stderr
 
 
 def test_hub_help_works_and_pending_commands_say_so() -> None:

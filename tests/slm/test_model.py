@@ -87,3 +87,13 @@ def test_decode_layout_computes_the_same_logits() -> None:
         reference = model(ids)
         served = to_decode_layout(model)(ids)
     torch.testing.assert_close(served, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_cached_generation_keeps_a_prompt_longer_than_half_the_block(trained) -> None:
+    loaded = trained["law"].load()
+    ids = loaded.tokenizer.encode(trained["law"].held_out)[:100]
+    assert TINY.block_size // 2 < len(ids) < TINY.block_size - 10
+    prompt = [loaded.tokenizer.bos_id, *ids]
+    params = SamplingParams(max_tokens=TINY.block_size - len(prompt), temperature=0)
+    cached = list(generate_ids(loaded.model, prompt, params, use_cache=True))
+    assert cached == list(generate_ids(loaded.model, prompt, params, use_cache=False))

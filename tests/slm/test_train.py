@@ -95,3 +95,33 @@ def test_missing_data_is_reported(tmp_path: Path) -> None:
     (tmp_path / "empty-folder").mkdir()
     with pytest.raises(DataError, match="no files"):
         read_corpus(tmp_path / "empty-folder")
+
+
+def test_every_training_window_starts_with_bos() -> None:
+    from slm.train import windows
+
+    data = torch.arange(100)
+    x, y = windows(data, [0, 10, 50], 8, bos_id=999)
+    assert x[:, 0].tolist() == [999, 999, 999]
+    assert x[1, 1:].tolist() == list(range(11, 18)) and y[1].tolist() == list(range(11, 19))
+
+
+def test_resuming_a_finished_model_unmarks_it_until_the_run_completes(tmp_path: Path) -> None:
+    from slm.errors import ModelFolderError
+    from slm.model_folder import load_model_folder
+    from slm.train import prepare_out_dir
+
+    cfg = replace(TINY.train, max_steps=20, eval_interval=10)
+    train(TEXT, "law", tmp_path, TINY.model, cfg)
+    prepare_out_dir(tmp_path, resume=True, force=False)
+    with pytest.raises(ModelFolderError, match="--resume"):
+        load_model_folder(tmp_path)
+    train(TEXT, "law", tmp_path, TINY.model, replace(cfg, max_steps=30), resume=True)
+    assert load_model_folder(tmp_path).training["steps"] == 30
+
+
+def test_hidden_folders_are_not_training_data(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "index").write_bytes(b"\xff\xfe binary")
+    (tmp_path / "notes.txt").write_text("real text")
+    assert read_corpus(tmp_path) == "real text"
