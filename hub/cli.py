@@ -22,7 +22,6 @@ from slm.errors import SLMError
 EXIT_ERROR = 1
 PENDING = {
     "serve": "run the hub: routing plane, ledger, Flower SuperLink",
-    "token": "issue join tokens for nodes",
     "nodes": "list the nodes that joined",
     "ask": "ask the network a prompt and stream the answer",
     "train": "run federated training rounds for a domain",
@@ -30,7 +29,8 @@ PENDING = {
 KINDS = ("inference_reward", "training_reward", "penalty")
 EPILOG = """\
 examples:
-  slm-hub init
+  slm-hub init --host hub.example.org
+  slm-hub token create --domain medicine --ttl 24h
   slm-hub ledger balance
   slm-hub ledger history --node 3f9a2c --since 7d
   slm-hub ledger top --period 24h
@@ -75,8 +75,26 @@ def build_parser() -> argparse.ArgumentParser:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="JSON for scripts")
 
-    p = sub.add_parser("init", parents=[common], help="create the hub home and its signing key")
+    p = sub.add_parser(
+        "init", parents=[common], help="create the hub home: keys, TLS certificates, database",
+        description="Create what is missing in the hub home: the ledger signing key, a CA and a "
+        "server certificate (for localhost, 127.0.0.1 and every --host), hub.toml, and the "
+        "database at the current schema. Run again with --host to reissue the server "
+        "certificate for more names; the CA, and so the nodes' trust, stays.",
+    )  # fmt: skip
+    p.add_argument("--host", action="append", default=[], help="name or address (repeatable)")
     p.set_defaults(run=cmd_init)
+
+    p = sub.add_parser("token", help="join tokens for new nodes")
+    tok = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    p = tok.add_parser("create", parents=[common], help="a single-use token for one domain")
+    p.add_argument("--domain", required=True, help="the domain the node will serve, e.g. law")
+    p.add_argument(
+        "--ttl", default="24h", help="how long it stays valid: 30m, 24h, 7d (default: %(default)s)"
+    )
+    p.set_defaults(run=cmd_token_create)
+    p = tok.add_parser("list", parents=[common, as_json], help="tokens issued, used or not")
+    p.set_defaults(run=cmd_token_list)
 
     p = sub.add_parser("db", help="database schema")
     db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -127,21 +145,81 @@ def cmd_pending(args: argparse.Namespace) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> None:
+    from hub.db import make_engine, upgrade
     from hub.home import HubConfig
     from hub.keys import create_signing_key, load_signing_key, write_public_key
+    from hub.tls import TLSFiles, certificate_hosts, create_tls
 
     cfg = HubConfig.load(args.home, args.db)
-    if cfg.signing_key_path.exists():
-        if not cfg.public_key_path.exists():  # an init interrupted between the two files
-            write_public_key(cfg.signing_key_path, load_signing_key(cfg.signing_key_path))
-        print(f"hub home {args.home} already initialised")
-        return
     args.home.mkdir(parents=True, exist_ok=True)
-    create_signing_key(cfg.signing_key_path)
+    made = []
+    if not cfg.signing_key_path.exists():
+        create_signing_key(cfg.signing_key_path)
+        made.append(f"signing key {cfg.signing_key_path} (Ed25519; signs every ledger entry)")
+    elif not cfg.public_key_path.exists():  # an init interrupted between the two files
+        write_public_key(cfg.signing_key_path, load_signing_key(cfg.signing_key_path))
+    tls = TLSFiles(args.home)
+    if args.host or not tls.server_cert.exists():
+        known = certificate_hosts(tls.server_cert) if tls.server_cert.exists() else []
+        create_tls(tls, [*known, *args.host])
+        made.append(
+            f"certificate {tls.server_cert} for {', '.join(certificate_hosts(tls.server_cert))}"
+        )
+        made.append(f"CA          {tls.ca_cert} (give it to nodes: slm-node join --ca)")
     if not cfg.settings_path.exists():
         cfg.save()
-    print(f"signing key {cfg.signing_key_path} (Ed25519; signs every ledger entry)")
-    print(f"settings    {cfg.settings_path}")
+        made.append(f"settings    {cfg.settings_path}")
+    head = upgrade(make_engine(cfg.db_url))
+    print("\n".join(made) if made else f"hub home {args.home} already initialised")
+    print(f"database    schema {head}")
+
+
+def parse_span(text: str) -> timedelta:
+    """'30m', '24h', '7d', '2w' -> a timedelta."""
+    span = re.fullmatch(r"(\d+)([mhdw])", text.strip())
+    if not span:
+        raise SLMError(f"malformed duration {text!r}; use 30m, 24h, 7d or 2w")
+    unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[span.group(2)]
+    try:
+        return timedelta(**{unit: int(span.group(1))})
+    except OverflowError:
+        raise SLMError(f"duration {text!r} is too long") from None
+
+
+def cmd_token_create(args: argparse.Namespace) -> None:
+    from hub.db import check_current, make_engine
+    from hub.home import HubConfig
+    from hub.tokens import create_token
+
+    ttl = parse_span(args.ttl)
+    engine = make_engine(HubConfig.load(args.home, args.db).db_url)
+    check_current(engine)
+    token = create_token(engine, args.domain, ttl)
+    print(token)
+    print(
+        f"single use, domain {args.domain}, valid {args.ttl}; on the node: "
+        f"slm-node join --hub HOST:PORT --token {token} --ca {args.home / 'ca.pem'}",
+        file=sys.stderr,
+    )
+
+
+def cmd_token_list(args: argparse.Namespace) -> None:
+    from hub.db import check_current, make_engine
+    from hub.home import HubConfig
+    from hub.tokens import list_tokens
+
+    engine = make_engine(HubConfig.load(args.home, args.db).db_url)
+    check_current(engine)
+    tokens = list_tokens(engine)
+    if args.json:
+        _print_json([asdict(t) for t in tokens])
+        return
+    table = Table("token sha256", "domain", "created (UTC)", "expires (UTC)", "used by")
+    for t in tokens:
+        table.add_row(
+            t.token_sha256[:16], t.domain, t.created_at[:19], t.expires_at[:19], t.used_by or ""
+        )
+    Console().print(table)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
@@ -177,15 +255,13 @@ def open_ledger(args: argparse.Namespace, write: bool = False):
 def parse_when(text: str, now: datetime | None = None) -> str:
     """An absolute date/time or a span back from now ('24h', '7d', '30m') -> ISO UTC."""
     now = now or datetime.now(UTC)
-    span = re.fullmatch(r"(\d+)([mhdw])", text.strip())
     try:
-        if span:
-            unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[span.group(2)]
-            when = now - timedelta(**{unit: int(span.group(1))})
+        if re.fullmatch(r"\d+[mhdw]", text.strip()):
+            when = now - parse_span(text)
         else:
             when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
             when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, SLMError):
         raise SLMError(
             f"malformed date {text!r}; use 2026-11-01, 2026-11-01T12:00, or 24h / 7d"
         ) from None

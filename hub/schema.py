@@ -88,6 +88,36 @@ class Inference(Base):
     __table_args__ = (Index("ix_inferences_created", "created_at"),)
 
 
+class Node(Base):
+    """The registry: every node ever admitted, so a restarted hub knows its nodes."""
+
+    __tablename__ = "nodes"
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key: Mapped[str] = mapped_column(Text)  # OpenSSH line
+    domain: Mapped[str] = mapped_column(String(64))
+    preset: Mapped[str] = mapped_column(String(32), default="")
+    address: Mapped[str] = mapped_column(String(100), default="")  # peer address, last connect
+    model_version: Mapped[str] = mapped_column(String(32), default="")
+    capacity: Mapped[int] = mapped_column(Integer, default=1)
+    reputation: Mapped[float] = mapped_column(default=1.0)  # routing prior, (0, 1]
+    admitted_at: Mapped[str] = mapped_column(String(32))
+    last_seen: Mapped[str] = mapped_column(String(32))
+    revoked: Mapped[bool] = mapped_column(default=False)
+    __table_args__ = (Index("ix_nodes_domain", "domain"),)
+
+
+class JoinToken(Base):
+    """A single-use admission token; only its sha256 is stored."""
+
+    __tablename__ = "join_tokens"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[str] = mapped_column(String(32))
+    used_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    used_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
 class TrainingRound(Base):
     """A completed federated round (written by the federation plane)."""
 

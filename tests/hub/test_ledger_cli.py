@@ -25,7 +25,7 @@ def hub(tmp_path: Path, db_url: str):
     assert run_cli("slm-hub", "init", "--home", str(home)).returncode == 0
     upgraded = run_cli("slm-hub", "db", "upgrade", "--home", str(home), "--db", db_url)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "-> 0001" in upgraded.stdout
+    assert "-> 0002" in upgraded.stdout
     key = load_signing_key(home / "ledger_key")
     engine = make_engine(db_url)
     ledger = Ledger(engine, key, key.public_key())
@@ -48,10 +48,10 @@ def entry_count(ledger: Ledger) -> int:
 
 def test_init_is_idempotent_and_upgrade_reports_up_to_date(hub) -> None:
     home, _, _ = hub
-    key = (home / "ledger_key").read_bytes()
+    key, ca = (home / "ledger_key").read_bytes(), (home / "ca.pem").read_bytes()
     again = run_cli("slm-hub", "init", "--home", str(home))
     assert again.returncode == 0 and "already" in again.stdout
-    assert (home / "ledger_key").read_bytes() == key
+    assert (home / "ledger_key").read_bytes() == key and (home / "ca.pem").read_bytes() == ca
     assert "up to date" in hub_cli(hub, "db", "upgrade").stdout
 
 
@@ -158,5 +158,12 @@ def test_databases_that_cannot_be_used_are_one_line(tmp_path: Path) -> None:
     _one_line_error(unreachable, "cannot connect")
     nonsense = run_cli("slm-hub", "ledger", "balance", "--home", str(home), "--db", "not a url")
     _one_line_error(nonsense, "invalid database URL")
-    fresh = run_cli("slm-hub", "ledger", "verify", "--home", str(home))
+    token = run_cli("slm-hub", "token", "create", "--home", str(home), "--domain", "law")
+    assert token.returncode == 0 and token.stdout.startswith("slmj_")
+    _one_line_error(
+        run_cli("slm-hub", "token", "create", "--home", str(home), "--domain", "law", "--ttl", "x"),
+        "malformed duration",
+    )
+    fresh = run_cli("slm-hub", "ledger", "verify", "--home", str(home),
+                    "--db", f"sqlite:///{tmp_path / 'never-upgraded.db'}")  # fmt: skip
     _one_line_error(fresh, "slm-hub db upgrade")
