@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -219,7 +220,7 @@ def cmd_token_list(args: argparse.Namespace) -> None:
         table.add_row(
             t.token_sha256[:16], t.domain, t.created_at[:19], t.expires_at[:19], t.used_by or ""
         )
-    Console().print(table)
+    _console().print(table)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
@@ -269,6 +270,11 @@ def parse_when(text: str, now: datetime | None = None) -> str:
     return when.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def _console() -> Console:
+    """Tables at the terminal's width, or 132 columns when piped to a file or a pager."""
+    return Console(width=None if sys.stdout.isatty() else 132)
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
@@ -288,7 +294,7 @@ def cmd_balance(args: argparse.Namespace) -> None:
     table.columns[1].justify = "right"
     for account, value in sorted(balances.items(), key=lambda kv: -kv[1]):
         table.add_row(account, format_credits(value))
-    Console().print(table)
+    _console().print(table)
     if not args.node:
         print(f"sum of all balances: {format_credits(sum(balances.values()))}")
 
@@ -296,18 +302,21 @@ def cmd_balance(args: argparse.Namespace) -> None:
 def _entries_table(entries) -> Table:  # type: ignore[no-untyped-def]
     from hub.ledger import format_credits
 
-    table = Table("seq", "time (UTC)", "kind", "from", "to", "credits", "ref", "reason")
-    table.columns[5].justify = "right"
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("seq", "time (UTC)", "kind", "from", "to", "credits", "ref"):
+        table.add_column(name, no_wrap=True, justify="right" if name == "credits" else "left")
+    table.add_column("reason")
     for e in entries:
         table.add_row(
-            str(e.seq), e.created_at[:19], e.kind, _short(e.debit), _short(e.credit),
-            format_credits(e.amount), e.ref[:20], e.reason,
+            str(e.seq), e.created_at[5:19].replace("T", " "), e.kind.removesuffix("_reward"),
+            _short(e.debit), _short(e.credit), format_credits(e.amount), e.ref[:10], e.reason,
         )  # fmt: skip
     return table
 
 
 def _short(account: str) -> str:
-    return account if not account.startswith("node:") else account[:17]
+    """node:3f9a2c11d0e4b701... -> 3f9a2c11 (the full id is in --json and export)."""
+    return account.removeprefix("node:")[:8]
 
 
 def cmd_history(args: argparse.Namespace) -> None:
@@ -321,7 +330,7 @@ def cmd_history(args: argparse.Namespace) -> None:
     if args.json:
         _print_json([asdict(e) for e in entries])
         return
-    Console().print(_entries_table(entries))
+    _console().print(_entries_table(entries))
 
 
 def cmd_top(args: argparse.Namespace) -> None:
@@ -341,7 +350,7 @@ def cmd_top(args: argparse.Namespace) -> None:
     table = Table("rank", "node", "earned (credits)", "inferences rewarded", title=title)
     for i, (account, value, count) in enumerate(rows, 1):
         table.add_row(str(i), account, format_credits(value), str(count))
-    Console().print(table)
+    _console().print(table)
 
 
 def cmd_show(args: argparse.Namespace) -> None:
@@ -351,7 +360,7 @@ def cmd_show(args: argparse.Namespace) -> None:
         return
     for key, value in record.items():
         print(f"{key:<21} {value}")
-    Console().print(_entries_table(entries))
+    _console().print(_entries_table(entries))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
