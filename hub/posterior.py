@@ -1,0 +1,35 @@
+"""The routing posterior: p(node | prompt) ∝ prior · exp(loglik / T), as in Branch-Train-Merge.
+
+Nodes score the same UTF-8 bytes, so their logliks (in nats) are directly comparable; the prior
+is the node's reputation (audits and failures lower it). T = 1 is the Bayesian posterior over
+domain experts; a larger T flattens it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+
+def posterior(
+    logliks: Mapping[str, float], priors: Mapping[str, float], temperature: float = 1.0
+) -> dict[str, float]:
+    """Normalised p(node | prompt) for every node with a finite loglik and a positive prior."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    logits = {
+        node: math.log(priors.get(node, 1.0)) + ll / temperature
+        for node, ll in logliks.items()
+        if math.isfinite(ll) and priors.get(node, 1.0) > 0
+    }
+    if not logits:
+        return {}
+    top = max(logits.values())  # subtract the max: logliks are hundreds of nats
+    weights = {node: math.exp(v - top) for node, v in logits.items()}
+    total = sum(weights.values())
+    return {node: w / total for node, w in weights.items()}
+
+
+def ranked(probabilities: Mapping[str, float]) -> list[tuple[str, float]]:
+    """Best first; ties broken by node id so routing is deterministic."""
+    return sorted(probabilities.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -1,0 +1,97 @@
+"""The routing plane's plain parts: candidate index, posterior, node registry (both databases)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hub.candidates import ProfileIndex
+from hub.db import make_engine, upgrade
+from hub.posterior import posterior, ranked
+from hub.registry import NodeRegistry
+from slm.errors import SLMError
+from slm.profile import PROFILE_DIM, corpus_profile, embed
+from tests.conftest import held_out_split
+
+
+def test_the_index_finds_the_domain_of_held_out_text_among_many_nodes() -> None:
+    index = ProfileIndex(capacity=4)
+    rng = np.random.default_rng(0)
+    for i in range(300):  # distractors with random profiles, forcing the index to grow
+        index.put(f"noise-{i}", rng.standard_normal(PROFILE_DIM).astype(np.float32))
+    for domain in ("medicine", "law", "religion"):
+        index.put(domain, corpus_profile(held_out_split(domain)[0]))
+    for domain in ("medicine", "law", "religion"):
+        top = index.top(embed(held_out_split(domain)[1][:600]), 8)
+        assert top[0][0] == domain and len(top) == 8
+        assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+
+
+def test_the_index_matches_a_dense_search_and_survives_removal() -> None:
+    rng = np.random.default_rng(1)
+    index = ProfileIndex()
+    vectors = {f"n{i}": rng.standard_normal(PROFILE_DIM).astype(np.float32) for i in range(50)}
+    for node, v in vectors.items():
+        index.put(node, v)
+    index.remove("n3")
+    index.remove("n49")
+    assert len(index) == 48 and "n3" not in index
+    query = embed("the licensee shall indemnify the licensor against claims")
+    dense = sorted(
+        (
+            (n, float(query @ (v / np.linalg.norm(v))))
+            for n, v in vectors.items()
+            if n not in ("n3", "n49")
+        ),
+        key=lambda kv: -kv[1],
+    )[:5]
+    got = index.top(query, 5)
+    assert [n for n, _ in got] == [n for n, _ in dense]
+    assert all(math.isclose(a, b, rel_tol=1e-4) for (_, a), (_, b) in zip(got, dense, strict=True))
+    assert len(index.top(query, 100)) == 48
+    with pytest.raises(ValueError):
+        index.put("bad", np.full(PROFILE_DIM, np.nan))
+
+
+def test_the_posterior_follows_loglik_and_prior() -> None:
+    # Logliks hundreds of nats apart must not overflow; a 1-nat gap is a factor e.
+    p = posterior({"a": -400.0, "b": -401.0, "c": -900.0}, {})
+    assert math.isclose(p["a"] / p["b"], math.e) and p["c"] < 1e-100
+    assert math.isclose(sum(p.values()), 1.0)
+    halved = posterior({"a": -400.0, "b": -401.0}, {"a": 0.5})
+    assert math.isclose(halved["a"] / halved["b"], math.e / 2)
+    assert "z" not in posterior({"a": -1.0, "z": float("nan")}, {})
+    assert ranked({"b": 0.5, "a": 0.5, "c": 0.1}) == [("a", 0.5), ("b", 0.5), ("c", 0.1)]
+    flat = posterior({"a": -10.0, "b": -20.0}, {}, temperature=10.0)
+    assert math.isclose(flat["a"] / flat["b"], math.e)
+
+
+@pytest.fixture
+def registry(db_url: str):
+    engine = make_engine(db_url)
+    upgrade(engine)
+    yield NodeRegistry(engine)
+    engine.dispose()
+
+
+def test_the_registry_keeps_nodes_across_restarts(registry, db_url: str) -> None:
+    registry.admit("n1", "ecdsa-sha2-nistp384 AAAA", "law", "slm-tiny", "127.0.0.1:5001", "v1", 2)
+    registry.set_reputation("n1", 0.5)
+    again = registry.admit(
+        "n1", "ecdsa-sha2-nistp384 AAAA", "law", "slm-tiny", "127.0.0.1:5002", "v2", 4
+    )
+    assert (again.reputation, again.model_version, again.capacity, again.address) == (
+        0.5, "v2", 4, "127.0.0.1:5002",
+    )  # fmt: skip
+    registry.seen("n1", model_version="v3")
+    reopened = NodeRegistry(make_engine(db_url))  # a restarted hub
+    [node] = reopened.all()
+    assert node.node_id == "n1" and node.model_version == "v3" and not node.revoked
+    reopened.revoke("n1")
+    assert registry.get("n1").revoked
+    with pytest.raises(SLMError, match="unknown node"):
+        registry.seen("nope")
+    with pytest.raises(SLMError, match="reputation"):
+        registry.set_reputation("n1", 0.0)
