@@ -1,0 +1,79 @@
+"""What a node does for the hub, without the transport: score and generate, signed.
+
+`slm-node join` will be a thin stream handler over this class: it decodes a request, calls a
+method here in a worker thread (model compute never runs on the event loop), and encodes the
+result. Signed statements come from protos.signing, the same definitions the hub verifies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from node.identity import public_openssh
+from protos.signing import completion_bytes, node_id, score_bytes, sign
+from slm.errors import SLMError
+from slm.generate import SamplingParams, stream_text
+from slm.model_folder import LoadedModel
+from slm.scoring import score
+
+
+@dataclass(frozen=True)
+class SignedScore:
+    request_id: str
+    loglik: float
+    bits_per_byte: float
+    confidence: float
+    declined: bool
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class Chunk:
+    request_id: str
+    text: str
+    tokens: int  # generated so far
+    done: bool
+    signature: bytes = b""  # on the last chunk: over the whole completion
+
+
+class NodeService:
+    def __init__(
+        self, loaded: LoadedModel, key: ec.EllipticCurvePrivateKey, min_confidence: float = 0.0
+    ) -> None:
+        if not 0.0 <= min_confidence <= 1.0:
+            raise SLMError(f"--min-confidence must be in [0, 1], got {min_confidence}")
+        self.loaded = loaded
+        self.key = key
+        self.public_key = public_openssh(key).decode()
+        self.node_id = node_id(self.public_key)
+        self.min_confidence = min_confidence
+
+    def score(self, request_id: str, prompt: str) -> SignedScore:
+        s = score(self.loaded.model, self.loaded.tokenizer, self.loaded.quantiles, prompt)
+        declined = s.confidence < self.min_confidence
+        statement = score_bytes(
+            self.node_id, request_id, prompt, s.loglik, s.bits_per_byte, s.confidence, declined,
+            self.loaded.version,
+        )  # fmt: skip
+        return SignedScore(
+            request_id, s.loglik, s.bits_per_byte, s.confidence, declined, sign(self.key, statement)
+        )
+
+    def generate(self, request_id: str, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
+        """Text pieces as they are produced, then a final, signed chunk."""
+        if not prompt:
+            raise SLMError("cannot continue an empty prompt")
+        tokenizer = self.loaded.tokenizer
+        pieces: list[str] = []
+        for piece in stream_text(self.loaded.model, tokenizer, prompt, params):
+            pieces.append(piece)
+            yield Chunk(request_id, piece, len(tokenizer.encode("".join(pieces))), done=False)
+        completion = "".join(pieces)
+        tokens = len(tokenizer.encode(completion)) if completion else 0
+        statement = completion_bytes(
+            self.node_id, request_id, prompt, completion, tokens, self.loaded.version
+        )
+        yield Chunk(request_id, "", tokens, done=True, signature=sign(self.key, statement))

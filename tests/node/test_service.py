@@ -1,0 +1,59 @@
+"""The node's serving logic: signed scores the hub can verify, signed streamed completions."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.identity import generate_key
+from node.service import NodeService
+from protos.signing import completion_bytes, score_bytes, verify
+from slm.errors import SLMError
+from slm.generate import SamplingParams
+
+
+@pytest.fixture(scope="module")
+def service(trained) -> NodeService:
+    return NodeService(trained["medicine"].load(), generate_key())
+
+
+def test_scores_are_signed_over_the_canonical_statement(service: NodeService, trained) -> None:
+    prompt = trained["medicine"].held_out[:200]
+    s = service.score("req-1", prompt)
+    statement = score_bytes(
+        service.node_id, "req-1", prompt, s.loglik, s.bits_per_byte, s.confidence, s.declined,
+        service.loaded.version,
+    )  # fmt: skip
+    assert verify(service.public_key, s.signature, statement)
+    tampered = score_bytes(
+        service.node_id, "req-1", prompt, s.loglik + 50, s.bits_per_byte, s.confidence,
+        s.declined, service.loaded.version,
+    )  # fmt: skip
+    assert not verify(service.public_key, s.signature, tampered)
+    assert not s.declined and s.loglik < 0
+
+
+def test_a_node_declines_prompts_below_its_min_confidence(trained) -> None:
+    strict = NodeService(trained["medicine"].load(), generate_key(), min_confidence=0.1)
+    foreign = strict.score("r", trained["law"].held_out[:300])
+    own = strict.score("r", trained["medicine"].held_out[:300])
+    assert foreign.declined and not own.declined
+    with pytest.raises(SLMError, match="min-confidence"):
+        NodeService(trained["medicine"].load(), generate_key(), min_confidence=2.0)
+
+
+def test_completions_stream_and_end_with_a_verifiable_signature(service: NodeService) -> None:
+    params = SamplingParams(max_tokens=30, temperature=0)
+    chunks = list(service.generate("req-2", "Acute serous otitis media", params))
+    assert chunks[-1].done and all(not c.done for c in chunks[:-1])
+    completion = "".join(c.text for c in chunks)
+    assert completion and chunks[-1].tokens > 0
+    statement = completion_bytes(
+        service.node_id, "req-2", "Acute serous otitis media", completion, chunks[-1].tokens,
+        service.loaded.version,
+    )  # fmt: skip
+    assert verify(service.public_key, chunks[-1].signature, statement)
+    forged = completion_bytes(
+        service.node_id, "req-2", "Acute serous otitis media", completion + "!",
+        chunks[-1].tokens, service.loaded.version,
+    )  # fmt: skip
+    assert not verify(service.public_key, chunks[-1].signature, forged)
