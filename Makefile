@@ -12,11 +12,12 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 install: $(STAMP)
 
 # The stamp makes a second `make install` a no-op until pyproject.toml changes.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml slm/csrc/decode_step.cpp
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m slm.fused
 	touch $(STAMP)
 
 test: install

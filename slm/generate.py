@@ -87,7 +87,10 @@ def generate_ids(
                 if cache is not None:  # full: restart from BOS and the last half block
                     pending = [bos, *context[-(block // 2 - 1) :]]
                 cache = KVCache.empty(model.config, 1, device, model.wte.weight.dtype)
-            logits = model(torch.tensor([pending], device=device), cache)[0, -1]
+            if len(pending) == 1 and model.decode_one is not None:
+                logits = model.decode_one(pending[0], cache)
+            else:
+                logits = model(torch.tensor([pending], device=device), cache)[0, -1]
         token = sample(logits, params, gen)
         context.append(token)
         pending = [token]

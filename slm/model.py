@@ -8,6 +8,7 @@ token embedding. Shapes in comments: B batch, T tokens, C d_model, nh heads, hs 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -140,8 +141,10 @@ class SLM(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.d_model)
-        # Set only by slm.serving: the tied head in a faster layout or quantised, for CPU serving.
+        # Set only by slm.serving: the tied head in a faster layout or quantised, for CPU serving,
+        # and a fused one-token decode step (slm.fused) for fp32 CPU serving.
         self.lm_head: nn.Module | None = None
+        self.decode_one: Callable[[int, KVCache], torch.Tensor] | None = None
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):  # GPT-2: scale residual projections by depth

@@ -5,7 +5,9 @@ how fast the BLAS streams a weight matrix matters more than FLOPs. On this proje
 CPU (AMD EPYC, AVX2, MKL), a matrix-vector product streams about 1.3-1.7x faster with the
 weight stored (in, out) than in PyTorch's (out, in) Linear layout (docs/benchmarks.md), so the
 fp32 serving form stores every Linear, and a copy of the tied head, transposed. int8 dynamic
-quantisation cuts the bytes read per token by four.
+quantisation cuts the bytes read per token by four. Where the fused C++ decode step
+(slm.fused) builds, fp32 serving uses it for every one-token step instead, and keeps the
+standard layout for prefill and scoring.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from slm import fused
 from slm.model import SLM
 
 Precision = Literal["fp32", "int8"]
@@ -62,17 +65,31 @@ def quantize_int8(model: SLM) -> SLM:
     The float embedding stays for the input lookup, which reads one row per token.
     """
     model.eval()
+    # The fused one-token step keeps its own int8 copy (taken from the fp32 weights, so
+    # before quantize_dynamic replaces them); prefill and scoring use PyTorch's int8 layers.
+    decoder = (
+        fused.FusedDecoder(model, int8=True)
+        if fused.available() and fused.supports(model)
+        else None
+    )
     model.lm_head = _tied_head(model)
     with warnings.catch_warnings():  # torch marks its eager quantisation API as deprecated
         warnings.simplefilter("ignore")
         from torch.ao.quantization import quantize_dynamic
 
-        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        model = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    model.decode_one = decoder
+    return model
 
 
 def for_serving(model: SLM, precision: Precision) -> SLM:
+    """int8; or fp32 with the fused C++ decode step where it builds; else the decode layout."""
     if precision == "int8":
         return quantize_int8(model)
+    model.eval()
+    if fused.available() and fused.supports(model):
+        model.decode_one = fused.FusedDecoder(model)
+        return model
     if model.wte.weight.device.type == "cpu":
         return to_decode_layout(model)
-    return model.eval()
+    return model

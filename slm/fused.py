@@ -1,0 +1,115 @@
+"""The fused fp32 CPU decode step (slm/csrc/decode_step.cpp): built on first use, then cached.
+
+Decoding one token reads every weight once, so it is bound by memory bandwidth. Measured on
+the reference CPU, the PyTorch path reaches ~45% of the read bandwidth: MKL's GEMV streams
+from one core, and ~300 small ops per token add ~7 ms. One C++ call per token, with GEMV rows
+split over torch's own thread pool, removes both (docs/benchmarks.md). Prefill and scoring
+stay in PyTorch, whose GEMMs are fine. Where the extension cannot be built (no compiler, no
+AVX2), `available()` is False and serving keeps the pure-PyTorch decode layout.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from slm.model import MLP, SLM, KVCache
+
+log = logging.getLogger(__name__)
+_SOURCE = Path(__file__).resolve().parent / "csrc" / "decode_step.cpp"
+
+
+@functools.cache
+def _extension() -> ModuleType | None:
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(
+            name="slm_decode_step", sources=[str(_SOURCE)],
+            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"],
+        )  # fmt: skip
+    except Exception as exc:  # a missing compiler or ninja: serve without the fast path
+        log.warning("fused decode step unavailable (%s); using the PyTorch path", exc)
+        return None
+
+
+def available() -> bool:
+    return _extension() is not None
+
+
+def supports(model: SLM) -> bool:
+    """Dense fp32 models on the CPU (MoE blocks and quantised layers take the PyTorch path)."""
+    return (
+        model.wte.weight.dtype == torch.float32
+        and model.wte.weight.device.type == "cpu"
+        and all(isinstance(b.mlp, MLP) for b in model.blocks)
+    )
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output row: weight ≈ q * scale[:, None]."""
+    scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.float().contiguous()
+
+
+class FusedDecoder:
+    """Runs `SLM.forward` for one new token through the C++ step, writing the same KV cache.
+
+    With int8=True it keeps its own int8 copy of every matrix and of the head (per-row scales),
+    built from the fp32 model before that model is quantised for prefill.
+    """
+
+    def __init__(self, model: SLM, int8: bool = False) -> None:
+        extension = _extension()
+        if extension is None or not supports(model):
+            raise ValueError("the fused decode step needs a dense fp32 CPU model and a compiler")
+        self._step = extension.decode_step
+        self._model = model
+        empty = torch.empty(0)
+        self._layers: list[torch.Tensor] = []
+        self._scales: list[torch.Tensor] = []
+        for b in model.blocks:
+            params = (
+                b.ln_1.weight, b.ln_1.bias, b.attn.qkv.weight, b.attn.qkv.bias,
+                b.attn.proj.weight, b.attn.proj.bias, b.ln_2.weight, b.ln_2.bias,
+                b.mlp.fc.weight, b.mlp.fc.bias, b.mlp.proj.weight, b.mlp.proj.bias,
+            )  # fmt: skip
+            for i, t in enumerate(params):
+                if i in (2, 4, 8, 10):  # the four matrices
+                    q, scale = quantize_rows(t.detach()) if int8 else (t.detach(), empty)
+                    self._layers.append(q)
+                    self._scales.append(scale)
+                else:
+                    self._layers.append(t.detach())
+        self._head, self._head_scale = (
+            quantize_rows(model.wte.weight.detach()) if int8 else (model.wte.weight.detach(), empty)
+        )
+        self._wte, self._wpe = model.wte.weight.detach(), model.wpe.weight.detach()
+        self._ln_f = (model.ln_f.weight.detach(), model.ln_f.bias.detach(), model.ln_f.eps)
+        assert all(t.is_contiguous() for t in self._layers)
+
+    def __call__(self, token: int, cache: KVCache) -> torch.Tensor:
+        """Logits (vocab,) for `token` at position cache.length; advances the cache by one."""
+        ln_w, ln_b, eps = self._ln_f
+        logits = self._step(
+            token, cache.length, self._wte, self._wpe, self._layers, self._scales, ln_w, ln_b,
+            self._head, self._head_scale, [k[0] for k in cache.keys], [v[0] for v in cache.values],
+            self._model.config.n_head, eps,
+        )  # fmt: skip
+        cache.length += 1
+        return logits
+
+
+if __name__ == "__main__":  # `make install` builds the extension once, so no command waits on it
+    print(
+        "fused decode step: built"
+        if available()
+        else "fused decode step: unavailable here; fp32 decoding uses the PyTorch path"
+    )

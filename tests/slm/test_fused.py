@@ -1,0 +1,68 @@
+"""The fused C++ decode step computes what SLM.forward computes, and serving uses it."""
+
+import copy
+
+import torch
+
+from slm import fused
+from slm.config import get_preset
+from slm.generate import SamplingParams, generate_ids
+from slm.model import SLM, KVCache
+from slm.serving import for_serving
+
+
+def test_the_extension_builds_on_this_machine() -> None:
+    assert fused.available(), "slm/csrc/decode_step.cpp did not build: fp32 decoding is slow"
+
+
+def test_fused_steps_match_the_pytorch_forward_and_fill_the_same_cache() -> None:
+    cfg = get_preset("slm-tiny").model
+    torch.manual_seed(0)
+    model = SLM(cfg).eval()
+    step = fused.FusedDecoder(model)
+    ids = torch.randint(0, cfg.vocab_size, (1, 60))
+    with torch.inference_mode():
+        reference = model(ids)[0]
+        ref_cache = KVCache.empty(cfg, 1, torch.device("cpu"), torch.float32)
+        model(ids, ref_cache)
+        cache = KVCache.empty(cfg, 1, torch.device("cpu"), torch.float32)
+        model(ids[:, :25], cache)  # prefill in PyTorch, then one token at a time in C++
+        logits = torch.stack([step(int(ids[0, t]), cache) for t in range(25, 60)])
+    torch.testing.assert_close(logits, reference[25:], rtol=1e-4, atol=1e-4)
+    assert cache.length == 60
+    torch.testing.assert_close(cache.keys[1][:, :, :60], ref_cache.keys[1][:, :, :60])
+    torch.testing.assert_close(cache.values[0][:, :, :60], ref_cache.values[0][:, :, :60])
+
+
+def test_fp32_serving_decodes_the_same_tokens_through_the_fused_step(trained) -> None:
+    loaded = trained["law"].load()
+    plain = copy.deepcopy(loaded.model)
+    served = for_serving(loaded.model, "fp32")
+    assert served.decode_one is not None
+    prompt = [loaded.tokenizer.bos_id, *loaded.tokenizer.encode("The licensee may")]
+    params = SamplingParams(max_tokens=200, temperature=0)  # past the block: cache rebuilds
+    assert list(generate_ids(served, prompt, params)) == list(generate_ids(plain, prompt, params))
+
+
+def test_moe_models_keep_the_pytorch_path() -> None:
+    assert not fused.supports(SLM(get_preset("slm-tiny-moe").model))
+
+
+def test_int8_serving_decodes_through_its_own_int8_step(trained) -> None:
+    loaded = trained["medicine"].load()
+    plain = copy.deepcopy(loaded.model)
+    served = for_serving(loaded.model, "int8")
+    assert served.decode_one is not None
+    ids = [loaded.tokenizer.bos_id, *loaded.tokenizer.encode(trained["medicine"].held_out[:400])]
+    ids = torch.tensor([ids[:60]])
+    cfg = plain.config
+    with torch.inference_mode():
+        reference = torch.log_softmax(plain(ids)[0, 30:], -1)
+        cache = KVCache.empty(cfg, 1, torch.device("cpu"), torch.float32)
+        served(ids[:, :30], cache)
+        logits = torch.stack([served.decode_one(int(ids[0, t]), cache) for t in range(30, 60)])
+    quantised = torch.log_softmax(logits, -1)
+    assert (reference.argmax(-1) == quantised.argmax(-1)).float().mean() > 0.9
+    assert (reference.exp() * (reference - quantised)).sum(-1).mean() < 0.05  # KL(fp32 || int8)
+    params = SamplingParams(max_tokens=200, temperature=0.8, seed=3)
+    assert len(list(generate_ids(served, [loaded.tokenizer.bos_id, 5, 6], params))) == 200
