@@ -1,0 +1,226 @@
+"""Routing one prompt: candidates, signed scores, posterior, streamed answer with fail-over.
+
+Transport-free: the routing server gives the router one `NodeLink` per connected node (in the
+server, a request multiplexed on that node's stream) and turns the events `ask` yields into
+`AskReply` messages. Every score and the final completion are checked against the node's
+signature before they count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hub.candidates import ProfileIndex
+from hub.posterior import posterior, ranked
+from protos.signing import completion_bytes, score_bytes, verify
+from slm.errors import SLMError
+from slm.generate import SamplingParams
+from slm.profile import embed
+
+
+class RoutingError(SLMError):
+    """A request the hub cannot route; `status` names the gRPC code the server should use."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Score:
+    loglik: float
+    bits_per_byte: float
+    confidence: float
+    declined: bool
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    tokens: int
+    done: bool
+    signature: bytes = b""
+
+
+class NodeLink(Protocol):
+    """One connected node, as the router needs it."""
+
+    node_id: str
+    domain: str
+    public_key: str
+    model_version: str
+
+    async def score(self, request_id: str, prompt: str, deadline_s: float) -> Score: ...
+
+    def generate(
+        self, request_id: str, prompt: str, params: SamplingParams
+    ) -> AsyncIterator[Piece]: ...
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class Switched:
+    from_node: str
+    to_node: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    node_id: str
+    domain: str
+    similarity: float
+    loglik: float
+    posterior: float
+    declined: bool
+
+
+@dataclass
+class Result:
+    request_id: str
+    node_id: str
+    domain: str
+    confidence: float
+    candidates: list[Candidate]
+    segments: list[tuple[str, int]]  # (node, tokens it delivered), in order
+    verified: bool
+    latency_ms: float
+    node_ms: float  # time spent waiting on nodes (scoring + generation)
+
+
+@dataclass
+class RouterConfig:
+    max_prompt_bytes: int = 16_384
+    candidates: int = 8  # top-M by profile before scoring
+    score_deadline_s: float = 2.0
+    stall_s: float = 10.0  # no chunk for this long: fail over
+    temperature: float = 1.0  # posterior temperature
+
+
+@dataclass
+class Router:
+    index: ProfileIndex
+    links: dict[str, NodeLink] = field(default_factory=dict)
+    config: RouterConfig = field(default_factory=RouterConfig)
+
+    def validate(self, prompt: str) -> None:
+        if not prompt.strip():
+            raise RoutingError("INVALID_ARGUMENT", "the prompt is empty")
+        try:
+            size = len(prompt.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise RoutingError("INVALID_ARGUMENT", "the prompt is not valid UTF-8") from None
+        if size > self.config.max_prompt_bytes:
+            raise RoutingError(
+                "RESOURCE_EXHAUSTED",
+                f"the prompt is {size} bytes; this hub accepts at most "
+                f"{self.config.max_prompt_bytes}",
+            )
+        if not self.links:
+            raise RoutingError("UNAVAILABLE", "no node is connected to this hub; try again later")
+
+    async def rank(
+        self, request_id: str, prompt: str, priors: Mapping[str, float]
+    ) -> list[Candidate]:
+        """Score the profile candidates in parallel; best verified, non-declined first."""
+        similarity = dict(self.index.top(embed(prompt), self.config.candidates))
+        chosen = [n for n in similarity if n in self.links] or list(self.links)[
+            : self.config.candidates
+        ]
+        scores = await asyncio.gather(
+            *(self._checked_score(self.links[n], request_id, prompt) for n in chosen)
+        )
+        valid = {n: s for n, s in zip(chosen, scores, strict=True) if s is not None}
+        post = posterior({n: s.loglik for n, s in valid.items() if not s.declined}, priors,
+                         self.config.temperature)  # fmt: skip
+        out = [
+            Candidate(n, self.links[n].domain, similarity.get(n, 0.0), valid[n].loglik,
+                      post.get(n, 0.0), valid[n].declined)
+            for n in valid
+        ]  # fmt: skip
+        order = {n: i for i, (n, _) in enumerate(ranked(post))}
+        return sorted(out, key=lambda c: (order.get(c.node_id, len(order)), c.node_id))
+
+    async def _checked_score(self, link: NodeLink, request_id: str, prompt: str) -> Score | None:
+        try:
+            s = await asyncio.wait_for(
+                link.score(request_id, prompt, self.config.score_deadline_s),
+                self.config.score_deadline_s,
+            )
+        except Exception:  # late, failed or disconnected: skipped, never fatal
+            return None
+        statement = score_bytes(
+            link.node_id, request_id, prompt, s.loglik, s.bits_per_byte, s.confidence,
+            s.declined, link.model_version,
+        )  # fmt: skip
+        return s if verify(link.public_key, s.signature, statement) else None
+
+    async def ask(
+        self, prompt: str, params: SamplingParams, priors: Mapping[str, float] | None = None
+    ) -> AsyncIterator[Text | Switched | Result]:
+        """Yield the answer's text pieces, a Switched note per fail-over, then one Result."""
+        self.validate(prompt)
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        node_wait = time.perf_counter()
+        candidates = await self.rank(request_id, prompt, priors or {})
+        node_ms = (time.perf_counter() - node_wait) * 1000
+        ready = [c for c in candidates if c.posterior > 0]
+        if not ready:
+            raise RoutingError(
+                "UNAVAILABLE", "no node could answer: every candidate failed or declined"
+            )
+        text, segments, verified = "", [], False
+        for i, candidate in enumerate(ready):
+            link = self.links.get(candidate.node_id)
+            if link is None:
+                continue
+            continued = prompt + text
+            produced, tokens = "", 0
+            try:
+                wait = time.perf_counter()
+                stream = link.generate(request_id, continued, params).__aiter__()
+                while True:
+                    piece = await asyncio.wait_for(stream.__anext__(), self.config.stall_s)
+                    if piece.done:
+                        statement = completion_bytes(
+                            link.node_id, request_id, continued, produced, piece.tokens,
+                            link.model_version,
+                        )  # fmt: skip
+                        verified = verify(link.public_key, piece.signature, statement)
+                        tokens = piece.tokens
+                        break
+                    produced += piece.text
+                    tokens = piece.tokens
+                    yield Text(piece.text)
+                node_ms += (time.perf_counter() - wait) * 1000
+                segments.append((link.node_id, tokens))
+                text += produced
+                yield Result(
+                    request_id, link.node_id, link.domain, candidate.posterior, candidates,
+                    segments, verified, (time.perf_counter() - started) * 1000, node_ms,
+                )  # fmt: skip
+                return
+            except Exception as exc:  # a failed, stalled (TimeoutError) or vanished node
+                node_ms += (time.perf_counter() - wait) * 1000
+                segments.append((link.node_id, tokens))
+                text += produced
+                nxt = next((c.node_id for c in ready[i + 1 :] if c.node_id in self.links), None)
+                if nxt is None:
+                    raise RoutingError(
+                        "UNAVAILABLE",
+                        f"node {link.node_id} failed mid-answer and no other node can continue",
+                    ) from exc
+                reason = "stalled" if isinstance(exc, TimeoutError) else f"failed: {exc}"
+                yield Switched(link.node_id, nxt, reason)
+        raise RoutingError("UNAVAILABLE", "every candidate node disconnected")

@@ -1,0 +1,121 @@
+"""The router over in-process links to real NodeServices (trained tiny models): routing by
+domain, verified scores, fail-over mid-answer, and request validation. The transport is the
+routing server's and is tested there with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from hub.candidates import ProfileIndex
+from hub.router import Piece, Result, Router, RouterConfig, RoutingError, Score, Switched, Text
+from node.identity import generate_key
+from node.service import NodeService
+from slm.generate import SamplingParams
+
+PARAMS = SamplingParams(max_tokens=24, temperature=0)
+
+
+@dataclass
+class LocalLink:
+    service: NodeService
+    domain: str
+    die_after: int | None = None  # pieces, then the node "disconnects"
+    forge: bool = False
+
+    @property
+    def node_id(self) -> str:
+        return self.service.node_id
+
+    @property
+    def public_key(self) -> str:
+        return self.service.public_key
+
+    @property
+    def model_version(self) -> str:
+        return self.service.loaded.version
+
+    async def score(self, request_id: str, prompt: str, deadline_s: float) -> Score:
+        s = await asyncio.to_thread(self.service.score, request_id, prompt)
+        loglik = s.loglik + 1000 if self.forge else s.loglik  # a claim its signature won't cover
+        return Score(loglik, s.bits_per_byte, s.confidence, s.declined, s.signature)
+
+    async def generate(
+        self, request_id: str, prompt: str, params: SamplingParams
+    ) -> AsyncIterator[Piece]:
+        chunks = await asyncio.to_thread(
+            lambda: list(self.service.generate(request_id, prompt, params))
+        )
+        for i, c in enumerate(chunks):
+            if self.die_after is not None and i >= self.die_after:
+                raise ConnectionError("node disconnected")
+            yield Piece(c.text, c.tokens, c.done, c.signature)
+
+
+def _router(trained, **links_kwargs) -> Router:
+    index = ProfileIndex()
+    links = {}
+    for domain in ("medicine", "law"):
+        loaded = trained[domain].load()
+        link = LocalLink(
+            NodeService(loaded, generate_key()), domain, **links_kwargs.get(domain, {})
+        )
+        links[link.node_id] = link
+        index.put(link.node_id, loaded.profile)
+    return Router(index, links, RouterConfig(max_prompt_bytes=2000))
+
+
+def _ask(router: Router, prompt: str) -> list:
+    async def collect() -> list:
+        return [event async for event in router.ask(prompt, PARAMS)]
+
+    return asyncio.run(collect())
+
+
+def test_prompts_reach_the_node_of_their_domain_with_a_verified_answer(trained) -> None:
+    router = _router(trained)
+    for domain in ("medicine", "law"):
+        events = _ask(router, trained[domain].held_out[:300])
+        result = events[-1]
+        assert isinstance(result, Result) and result.domain == domain
+        assert result.verified and result.confidence > 0.5
+        assert "".join(e.text for e in events if isinstance(e, Text))
+        assert result.candidates[0].node_id == result.node_id
+
+
+def test_a_node_that_dies_mid_answer_is_replaced_by_the_next_best(trained) -> None:
+    router = _router(trained, medicine={"die_after": 3})
+    events = _ask(router, trained["medicine"].held_out[:300])
+    switches = [e for e in events if isinstance(e, Switched)]
+    result = events[-1]
+    assert len(switches) == 1 and "disconnected" in switches[0].reason
+    assert isinstance(result, Result) and result.domain == "law" and result.verified
+    assert [n for n, _ in result.segments] == [switches[0].from_node, switches[0].to_node]
+    assert sum(1 for e in events if isinstance(e, Text)) > 3
+
+
+def test_a_score_its_signature_does_not_cover_is_ignored(trained) -> None:
+    router = _router(trained, law={"forge": True})  # law claims +1000 nats on medicine text
+    result = _ask(router, trained["medicine"].held_out[:300])[-1]
+    assert result.domain == "medicine"
+    assert [c.domain for c in result.candidates] == ["medicine"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "status"),
+    [("", "INVALID_ARGUMENT"), ("   ", "INVALID_ARGUMENT"), ("x" * 3000, "RESOURCE_EXHAUSTED"),
+     ("caf\udce9", "INVALID_ARGUMENT")],
+)  # fmt: skip
+def test_bad_prompts_get_a_precise_status(trained, prompt: str, status: str) -> None:
+    with pytest.raises(RoutingError) as err:
+        _ask(_router(trained), prompt)
+    assert err.value.status == status
+
+
+def test_no_nodes_is_unavailable() -> None:
+    with pytest.raises(RoutingError) as err:
+        _ask(Router(ProfileIndex()), "hello")
+    assert err.value.status == "UNAVAILABLE"
