@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +62,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )  # fmt: skip
-    atomic_write_bytes(path, pem)
-    os.chmod(path, 0o600)
+    atomic_write_bytes(path, pem, mode=0o600)
 
 
 def _san(hosts: list[str]) -> x509.SubjectAlternativeName:

@@ -6,7 +6,6 @@ key proves the node on both the routing and the training plane.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -33,8 +32,7 @@ def write_key(private_path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption(),
     )
-    atomic_write_bytes(private_path, pem)
-    os.chmod(private_path, 0o600)
+    atomic_write_bytes(private_path, pem, mode=0o600)
     atomic_write_bytes(private_path.with_suffix(".pub"), public_openssh(key) + b"\n")
 
 
