@@ -188,14 +188,10 @@ def parse_span(text: str) -> timedelta:
 
 
 def cmd_token_create(args: argparse.Namespace) -> None:
-    from hub.db import check_current, make_engine
-    from hub.home import HubConfig
     from hub.tokens import create_token
 
     ttl = parse_span(args.ttl)
-    engine = make_engine(HubConfig.load(args.home, args.db).db_url)
-    check_current(engine)
-    token = create_token(engine, args.domain, ttl)
+    token = create_token(_current_engine(args), args.domain, ttl)
     print(token)
     print(
         f"single use, domain {args.domain}, valid {args.ttl}; on the node: "
@@ -205,13 +201,9 @@ def cmd_token_create(args: argparse.Namespace) -> None:
 
 
 def cmd_token_list(args: argparse.Namespace) -> None:
-    from hub.db import check_current, make_engine
-    from hub.home import HubConfig
     from hub.tokens import list_tokens
 
-    engine = make_engine(HubConfig.load(args.home, args.db).db_url)
-    check_current(engine)
-    tokens = list_tokens(engine)
+    tokens = list_tokens(_current_engine(args))
     if args.json:
         _print_json([asdict(t) for t in tokens])
         return
@@ -239,16 +231,24 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
     )
 
 
-def open_ledger(args: argparse.Namespace, write: bool = False):
-    """The ledger of this hub; read commands need only the public key and a current schema."""
+def _current_engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """This hub's database, refused unless it is at exactly this code's schema."""
     from hub.db import check_current, make_engine
+    from hub.home import HubConfig
+
+    engine = make_engine(HubConfig.load(args.home, args.db).db_url)
+    check_current(engine)
+    return engine
+
+
+def open_ledger(args: argparse.Namespace, write: bool = False):  # type: ignore[no-untyped-def]
+    """The ledger of this hub; read commands need only the public key and a current schema."""
     from hub.home import HubConfig
     from hub.keys import load_public_key, load_signing_key
     from hub.ledger import Ledger
 
     cfg = HubConfig.load(args.home, args.db)
-    engine = make_engine(cfg.db_url)
-    check_current(engine)
+    engine = _current_engine(args)
     key = load_signing_key(cfg.signing_key_path) if write else None
     return Ledger(engine, key, load_public_key(cfg.public_key_path), cfg.rewards)
 

@@ -582,11 +582,8 @@ def _head_bytes(seq: int, digest: str) -> bytes:
 
 
 def _entry(row: Any) -> Entry:
-    data = row._mapping if hasattr(row, "_mapping") else row
-    if "LedgerEntry" in data:
-        obj = data["LedgerEntry"]
-        return Entry(**{name: getattr(obj, name) for name in Entry.__dataclass_fields__})
-    return Entry(**{name: data[name] for name in Entry.__dataclass_fields__})
+    """An Entry from a result row of `select(LedgerEntry)` (Core rows: one column each)."""
+    return Entry(**{name: getattr(row, name) for name in Entry.__dataclass_fields__})
 
 
 def _inference_row(record: InferenceRecord) -> dict[str, Any]:
