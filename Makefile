@@ -12,7 +12,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 install: $(STAMP)
 
 # The stamp makes a second `make install` a no-op until pyproject.toml changes.
-$(STAMP): pyproject.toml slm/csrc/decode_step.cpp
+$(STAMP): pyproject.toml slm/csrc/decode_step.cpp slm/fused.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)

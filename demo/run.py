@@ -1,43 +1,37 @@
-"""`make demo`: train three domain nodes on the shipped corpora, route prompts between them,
-and pay the answering nodes in a real reward ledger.
+"""`make demo`: a hub and three domain nodes as separate processes on this machine.
 
-Until the hub's routing plane lands, routing runs in this process with the contract the hub
-will use: the prompt's profile vector against each node's profile (candidates), each node's
-loglik of the prompt, the posterior p(node | prompt) ∝ exp(loglik / T), and the winner's answer.
-Each answer is recorded in a SQLite ledger (hash-chained, signed), shown and verified at the
-end. Models and node keys are made once in demo-home/ (a minute per model on 2 cores).
+Trains three slm-demo nodes on the shipped corpora once (about a minute each on 2 cores, kept
+in demo-home/), starts `slm-hub serve` and three `slm-node join` processes exactly as a user
+would, asks one prompt per domain through `slm-hub ask` (which streams the answer and shows
+where it went and why), then shows the nodes' balances in the hub's ledger and verifies it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
+import os
+import signal
+import socket
+import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
-import torch
 from rich.console import Console
-from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hub.db import make_engine, sqlite_url, upgrade  # noqa: E402
-from hub.keys import create_signing_key, load_signing_key  # noqa: E402
-from hub.ledger import InferenceRecord, Ledger, format_credits  # noqa: E402
-from node.identity import generate_key, load_key, public_openssh, write_key  # noqa: E402
-from protos.signing import node_id  # noqa: E402
+import grpc  # noqa: E402
+
+from protos import swarm_pb2 as pb  # noqa: E402
+from protos import swarm_pb2_grpc as rpc  # noqa: E402
 from slm.config import get_preset  # noqa: E402
 from slm.errors import SLMError  # noqa: E402
-from slm.generate import SamplingParams, stream_text  # noqa: E402
-from slm.model_folder import LoadedModel, load_model_folder  # noqa: E402
-from slm.profile import embed  # noqa: E402
-from slm.scoring import score  # noqa: E402
+from slm.model_folder import load_model_folder  # noqa: E402
 from slm.train import read_corpus, train  # noqa: E402
 
 HOME = ROOT / "demo-home"
+BIN = Path(sys.executable).parent
 DOMAINS = ("medicine", "law", "religion")
 PROMPTS = {
     "medicine": "Acute and subacute allergic otitis media, recurrent, left ear",
@@ -47,10 +41,11 @@ PROMPTS = {
 console = Console()
 
 
-def ensure_model(domain: str) -> LoadedModel:
+def ensure_model(domain: str) -> Path:
     folder = HOME / domain
     try:
-        return load_model_folder(folder, serving="fp32")
+        load_model_folder(folder)
+        return folder
     except SLMError:
         pass
     preset = get_preset("slm-demo")
@@ -62,98 +57,98 @@ def ensure_model(domain: str) -> LoadedModel:
             f"  step {r['step']}/{r['total_steps']}  validation loss {r['val_loss']:.3f}"
         ),
     )  # fmt: skip
-    return load_model_folder(folder, serving="fp32")
+    return folder
 
 
-def node_identity(domain: str) -> str:
-    """The demo node's id, from a real node key made once in demo-home/<domain>-node/."""
-    path = HOME / f"{domain}-node" / "node_key"
-    if not path.exists():
-        write_key(path, generate_key())
-    return node_id(public_openssh(load_key(path)))
+def cli(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / args[0]), *args[1:]], check=True, text=True,
+                          capture_output=capture)  # fmt: skip
 
 
-def open_ledger(node_ids: list[str]) -> Ledger:
-    key_path = HOME / "hub" / "ledger_key"
-    if not key_path.exists():
-        create_signing_key(key_path)
-    key = load_signing_key(key_path)
-    engine = make_engine(sqlite_url(HOME / "hub" / "hub.db"))
-    upgrade(engine)
-    ledger = Ledger(engine, key, key.public_key())
-    ledger.ensure_accounts(node_ids)
-    return ledger
+def start(*args: str, log: Path) -> subprocess.Popen:
+    out = open(log, "w")  # noqa: SIM115 (the process writes it until the demo ends)
+    return subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=out, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
 
 
-def route(nodes: dict[str, LoadedModel], prompt: str) -> list[tuple[str, float, float, float]]:
-    """(domain, profile cosine, bits/byte, posterior) per node, best first."""
-    vec = embed(prompt)
-    rows = []
-    for domain, node in nodes.items():
-        s = score(node.model, node.tokenizer, node.quantiles, prompt)
-        rows.append((domain, float(node.profile @ vec), s.bits_per_byte, s.loglik))
-    top = max(r[3] for r in rows)
-    total = sum(math.exp(r[3] - top) for r in rows)
-    out = [(d, cos, bpb, math.exp(ll - top) / total) for d, cos, bpb, ll in rows]
-    return sorted(out, key=lambda r: -r[3])
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text():
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise SystemExit(f"demo: {text!r} never appeared in {log}:\n{log.read_text()}")
 
 
 def main() -> None:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    nodes = {d: ensure_model(d) for d in DOMAINS}
-    ids = {d: node_identity(d) for d in DOMAINS}
-    ledger = open_ledger(list(ids.values()))
-    for expected, prompt in PROMPTS.items():
-        started = time.perf_counter()
-        ranking = route(nodes, prompt)
-        table = Table(title=f"[bold]{prompt}[/]", title_justify="left")
-        for column in ("node", "profile cosine", "bits/byte", "posterior"):
-            table.add_column(column, justify="left" if column == "node" else "right")
-        for domain, cos, bpb, post in ranking:
-            table.add_row(domain, f"{cos:.3f}", f"{bpb:.3f}", f"{post:.3f}")
-        console.print(table)
-        winner = nodes[ranking[0][0]]
-        params = SamplingParams(max_tokens=40, temperature=0.7, top_k=40, seed=1, stop=("\n\n",))
-        answer = "".join(stream_text(winner.model, winner.tokenizer, prompt, params))
-        ledger.record_inferences(
-            [
-                InferenceRecord(
-                    request_id=uuid.uuid4().hex,
-                    prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
-                    outcome="success",
-                    segments=[(ids[ranking[0][0]], len(winner.tokenizer.encode(answer)))],
-                    candidates=[{"node": ids[d], "posterior": p} for d, _, _, p in ranking],
-                    domain=ranking[0][0],
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                )
-            ]
+    folders = {d: ensure_model(d) for d in DOMAINS}
+    hub_home, logs = HOME / "hub", HOME / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    address = f"127.0.0.1:{free_port()}"
+    processes: list[subprocess.Popen] = []
+    try:
+        hub = start("slm-hub", "serve", "--home", str(hub_home), "--port", address.split(":")[1],
+                    log=logs / "hub.log")  # fmt: skip
+        processes.append(hub)
+        wait_for(logs / "hub.log", "hub listening", hub)
+        console.print(f"[bold]hub[/] serving on {address} (TLS), log {logs / 'hub.log'}")
+        for domain in DOMAINS:
+            node_home = HOME / f"{domain}-node"
+            if not (node_home / "node_key").exists():
+                cli("slm-node", "init", "--home", str(node_home), capture=True)
+            token = cli("slm-hub", "token", "create", "--domain", domain, "--home",
+                        str(hub_home), capture=True).stdout.strip()  # fmt: skip
+            node = start("slm-node", "join", "--home", str(node_home), "--model",
+                         str(folders[domain]), "--hub", address, "--token", token, "--ca",
+                         str(hub_home / "ca.pem"), "--threads", "1",
+                         log=logs / f"{domain}-node.log")  # fmt: skip
+            processes.append(node)
+        for domain, node in zip(DOMAINS, processes[1:], strict=True):
+            wait_for(logs / f"{domain}-node.log", "joined", node)
+        wait_connected(address, hub_home / "ca.pem", len(DOMAINS))
+        cli("slm-hub", "nodes", "--hub", address, "--home", str(hub_home))
+        for prompt in PROMPTS.values():
+            console.rule(f"[bold]slm-hub ask[/] {prompt!r}")
+            sampling = ("--max-tokens", "40", "--temperature", "0.7", "--top-k", "40")
+            cli("slm-hub", "ask", prompt, "--hub", address, "--home", str(hub_home), *sampling)
+        console.rule("[bold]the reward ledger[/]")
+        cli("slm-hub", "ledger", "balance", "--home", str(hub_home))
+        cli("slm-hub", "ledger", "verify", "--home", str(hub_home))
+        console.print(
+            f"Logs of the hub and each node are in {logs}. Run the network yourself:\n"
+            f"  .venv/bin/slm-hub serve --home {hub_home}\n"
+            f"  .venv/bin/slm-node join --home {HOME / 'law-node'} --model {folders['law']} "
+            f"--hub 127.0.0.1:7443 --ca {hub_home / 'ca.pem'}"
         )
-        verdict = "[green]as expected[/]" if ranking[0][0] == expected else "[red]unexpected[/]"
-        console.print(f"routed to [bold]{ranking[0][0]}[/] ({verdict}); it continues:")
-        console.print(f"  {prompt}[cyan]{answer}[/]\n", highlight=False)
-    balances = ledger.balances()
-    table = Table(title="[bold]the reward ledger[/] (demo-home/hub/hub.db)", title_justify="left")
-    table.add_column("account")
-    table.add_column("node")
-    table.add_column("balance (credits)", justify="right")
-    names = {f"node:{i}": d for d, i in ids.items()}
-    for account, value in sorted(balances.items(), key=lambda kv: -kv[1]):
-        table.add_row(account[:21], names.get(account, ""), format_credits(value))
-    console.print(table)
-    check = ledger.verify()
-    console.print(
-        f"balances sum to {format_credits(sum(balances.values()))}; ledger verify: "
-        + (
-            f"[green]ok[/], {check.entries} signed entries"
-            if check.ok
-            else f"[red]{check.problem}[/]"
-        )
+    finally:
+        for process in reversed(processes):
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_connected(address: str, ca: Path, count: int, timeout: float = 60) -> None:
+    stub = rpc.SwarmStub(
+        grpc.secure_channel(address, grpc.ssl_channel_credentials(ca.read_bytes()))
     )
-    console.print(
-        "Query it: .venv/bin/slm-hub ledger history --home demo-home/hub\n"
-        "The routing plane (`slm-hub serve`, `slm-node join`) lands next; the demo will then run "
-        "the hub and nodes as separate processes."
-    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        nodes = stub.ListNodes(pb.ListNodesRequest(), timeout=10).nodes
+        if sum(n.connected for n in nodes) >= count:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"demo: {count} nodes did not connect to the hub at {address}")
 
 
 if __name__ == "__main__":

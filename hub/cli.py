@@ -1,6 +1,6 @@
 """`slm-hub`: a thin shell over hub/; every error is one line and a non-zero exit.
 
-Commands of planes that have not landed yet (serve, token, nodes, ask, train) say so.
+Commands of planes that have not landed yet (train) say so.
 """
 
 from __future__ import annotations
@@ -22,16 +22,17 @@ from slm.errors import SLMError
 
 EXIT_ERROR = 1
 PENDING = {
-    "serve": "run the hub: routing plane, ledger, Flower SuperLink",
-    "nodes": "list the nodes that joined",
-    "ask": "ask the network a prompt and stream the answer",
     "train": "run federated training rounds for a domain",
 }
+DEFAULT_ADDRESS = "127.0.0.1:7443"
 KINDS = ("inference_reward", "training_reward", "penalty")
 EPILOG = """\
 examples:
   slm-hub init --host hub.example.org
+  slm-hub serve --host 0.0.0.0
   slm-hub token create --domain medicine --ttl 24h
+  slm-hub nodes
+  slm-hub ask "Acute serous otitis media" --max-tokens 40
   slm-hub ledger balance
   slm-hub ledger history --node 3f9a2c --since 7d
   slm-hub ledger top --period 24h
@@ -85,6 +86,57 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--host", action="append", default=[], help="name or address (repeatable)")
     p.set_defaults(run=cmd_init)
+
+    p = sub.add_parser(
+        "serve", parents=[common], help="run the hub: nodes join it, clients ask it",
+        description="Serve the routing plane (nodes dial in, clients ask) with TLS from the hub "
+        "home, recording every answer in the ledger. Initialises the home and upgrades the "
+        "database first if needed. Stop with Ctrl-C: answers in flight finish first.",
+    )  # fmt: skip
+    p.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 to serve other machines (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--port", type=int, default=7443, help="(default: %(default)s; 0: any free)")
+    p.add_argument(
+        "--insecure", action="store_true", help="plaintext instead of TLS; loopback hosts only"
+    )
+    p.add_argument("--candidates", type=int, default=8, help="nodes scored per prompt (top-M)")
+    p.add_argument(
+        "--score-deadline", type=float, default=2.0,
+        help="seconds a node has to score a prompt before it is skipped (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-prompt-bytes", type=int, default=16_384, help="larger prompts are refused"
+    )
+    p.set_defaults(run=cmd_serve)
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--hub", default=DEFAULT_ADDRESS, help="the hub's HOST:PORT (default: %(default)s)"
+    )
+    client.add_argument("--ca", type=Path, help="the hub's CA certificate (default: <home>/ca.pem)")
+    client.add_argument("--insecure", action="store_true", help="plaintext (a loopback hub)")
+    client.add_argument(
+        "--home", type=Path, default=DEFAULT_HOME, help="hub home, for the default --ca"
+    )
+
+    p = sub.add_parser("nodes", parents=[client, as_json], help="the nodes that joined (a table)")
+    p.set_defaults(run=cmd_nodes)
+
+    p = sub.add_parser(
+        "ask", parents=[client, as_json], help="ask the network; streams the answer",
+        description="Send a prompt to the hub, stream the answer as it comes, then show which "
+        "node answered and why (the candidates, their logliks and posteriors).",
+    )  # fmt: skip
+    p.add_argument("prompt", help="the prompt; '-' reads it from standard input")
+    p.add_argument("--max-tokens", type=int, default=128, help="(default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 for no cut")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, help="sampling seed, for repeatable output")
+    p.set_defaults(run=cmd_ask)
 
     p = sub.add_parser("token", help="join tokens for new nodes")
     tok = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -146,23 +198,30 @@ def cmd_pending(args: argparse.Namespace) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> None:
+    made, head = ensure_home(args.home, args.db, args.host)
+    print("\n".join(made) if made else f"hub home {args.home} already initialised")
+    print(f"database    schema {head}")
+
+
+def ensure_home(home: Path, db: str | None, hosts: list[str]) -> tuple[list[str], str]:
+    """Create what is missing in the hub home; (what was made, the database's schema)."""
     from hub.db import make_engine, upgrade
     from hub.home import HubConfig
     from hub.keys import create_signing_key, load_signing_key, write_public_key
     from hub.tls import TLSFiles, certificate_hosts, create_tls
 
-    cfg = HubConfig.load(args.home, args.db)
-    args.home.mkdir(parents=True, exist_ok=True)
+    cfg = HubConfig.load(home, db)
+    home.mkdir(parents=True, exist_ok=True)
     made = []
     if not cfg.signing_key_path.exists():
         create_signing_key(cfg.signing_key_path)
         made.append(f"signing key {cfg.signing_key_path} (Ed25519; signs every ledger entry)")
     elif not cfg.public_key_path.exists():  # an init interrupted between the two files
         write_public_key(cfg.signing_key_path, load_signing_key(cfg.signing_key_path))
-    tls = TLSFiles(args.home)
-    if args.host or not tls.server_cert.exists():
+    tls = TLSFiles(home)
+    if hosts or not tls.server_cert.exists():
         known = certificate_hosts(tls.server_cert) if tls.server_cert.exists() else []
-        create_tls(tls, [*known, *args.host])
+        create_tls(tls, [*known, *hosts])
         made.append(
             f"certificate {tls.server_cert} for {', '.join(certificate_hosts(tls.server_cert))}"
         )
@@ -170,9 +229,169 @@ def cmd_init(args: argparse.Namespace) -> None:
     if not cfg.settings_path.exists():
         cfg.save()
         made.append(f"settings    {cfg.settings_path}")
-    head = upgrade(make_engine(cfg.db_url))
-    print("\n".join(made) if made else f"hub home {args.home} already initialised")
-    print(f"database    schema {head}")
+    return made, upgrade(make_engine(cfg.db_url))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import asyncio
+    import logging
+
+    from hub.home import HubConfig
+    from hub.router import RouterConfig
+    from hub.server import ServeOptions, check_listen, serve
+
+    if args.candidates < 1:
+        raise SLMError(f"--candidates must be at least 1, got {args.candidates}")
+    if args.score_deadline <= 0 or args.max_prompt_bytes < 1:
+        raise SLMError("--score-deadline and --max-prompt-bytes must be positive")
+    router = RouterConfig(
+        max_prompt_bytes=args.max_prompt_bytes, candidates=args.candidates,
+        score_deadline_s=args.score_deadline,
+    )  # fmt: skip
+    options = ServeOptions(host=args.host, port=args.port, insecure=args.insecure, router=router)
+    check_listen(options)
+    made, _ = ensure_home(args.home, args.db, [])
+    for line in made:
+        print(f"created {line}", file=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    cfg = HubConfig.load(args.home, args.db)
+
+    def ready(port: int) -> None:
+        ca = args.home / "ca.pem"
+        trust = "plaintext" if args.insecure else f"TLS; nodes and clients need --ca {ca}"
+        print(f"hub listening on {args.host}:{port} ({trust})", flush=True)
+        print(
+            f"add a node: slm-hub token create --domain DOMAIN, then on the node: "
+            f"slm-node join --hub {args.host}:{port} --token TOKEN"
+            + (" --insecure" if args.insecure else f" --ca {args.home / 'ca.pem'}"),
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+
+    asyncio.run(serve(cfg, options, ready))
+    print("hub stopped", file=sys.stderr)
+
+
+def _swarm(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from protos import swarm_pb2_grpc as rpc
+    from protos.channel import channel
+
+    ca = None if args.insecure else (args.ca or args.home / "ca.pem")
+    return rpc.SwarmStub(channel(args.hub, ca, args.insecure))
+
+
+def _rpc_error(args: argparse.Namespace, exc) -> SLMError:  # type: ignore[no-untyped-def]
+    """One line for a failed call: the hub's own reason, or why it could not be reached."""
+    import grpc
+
+    details = exc.details() or ""
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and (
+        "failed to connect" in details or "refused" in details or "ssl" in details.lower()
+    ):
+        return SLMError(f"cannot reach the hub at {args.hub}: {details.splitlines()[0]}")
+    return SLMError(f"{exc.code().name}: {details}")
+
+
+def cmd_nodes(args: argparse.Namespace) -> None:
+    import grpc
+
+    from protos import swarm_pb2 as pb
+
+    try:
+        reply = _swarm(args).ListNodes(pb.ListNodesRequest(), timeout=10)
+    except grpc.RpcError as exc:
+        raise _rpc_error(args, exc) from None
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        _print_json([
+            MessageToDict(n, always_print_fields_with_no_presence=True,
+                          preserving_proto_field_name=True)
+            for n in reply.nodes
+        ])  # fmt: skip
+        return
+    table = Table("node", "domain", "model", "state", "last seen (UTC)", "capacity", "busy",
+                  "reputation", title=f"nodes of {args.hub}")  # fmt: skip
+    for n in reply.nodes:
+        table.add_row(
+            n.node_id[:16], n.domain, n.model_version,
+            "[green]connected[/]" if n.connected else "offline", n.last_seen[:19].replace("T", " "),
+            str(n.capacity), str(n.in_flight), f"{n.reputation:.2f}",
+        )  # fmt: skip
+    _console().print(table)
+    online = sum(n.connected for n in reply.nodes)
+    print(f"{len(reply.nodes)} nodes known, {online} connected")
+
+
+def cmd_ask(args: argparse.Namespace) -> None:
+    import grpc
+
+    from protos import swarm_pb2 as pb
+
+    try:
+        prompt = sys.stdin.buffer.read().decode("utf-8") if args.prompt == "-" else args.prompt
+        prompt.encode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        raise SLMError("the prompt is not valid UTF-8") from None
+    request = pb.AskRequest(
+        prompt=prompt, max_tokens=args.max_tokens, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, stop=args.stop,
+    )  # fmt: skip
+    if args.max_tokens < 1:  # 0 would mean "the hub's default" on the wire
+        raise SLMError(f"--max-tokens must be between 1 and 4096, got {args.max_tokens}")
+    if args.seed is not None:
+        if not 0 <= args.seed < 2**63:
+            raise SLMError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+        request.seed = args.seed
+    answer, switches, result = [], [], None
+    try:
+        for reply in _swarm(args).Ask(request, timeout=600):
+            kind = reply.WhichOneof("body")
+            if kind == "text":
+                answer.append(reply.text)
+                if not args.json:
+                    sys.stdout.write(reply.text)
+                    sys.stdout.flush()
+            elif kind == "switched":
+                switches.append(reply.switched)
+                if not args.json:
+                    s = reply.switched
+                    print(
+                        f"\n[node {s.from_node[:12]} {s.reason}; node {s.to_node[:12]} continues]",
+                        file=sys.stderr,
+                    )
+            elif kind == "result":
+                result = reply.result
+    except grpc.RpcError as exc:
+        if answer and not args.json:
+            print()
+        raise _rpc_error(args, exc) from None
+    if result is None:
+        raise SLMError("the hub ended the answer without a result")
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        _print_json({
+            "answer": "".join(answer),
+            **MessageToDict(result, preserving_proto_field_name=True,
+                            always_print_fields_with_no_presence=True),
+            "switches": [MessageToDict(s, preserving_proto_field_name=True) for s in switches],
+        })  # fmt: skip
+        return
+    print()
+    err = Console(stderr=True, width=None if sys.stderr.isatty() else 132)
+    err.print(
+        f"answered by [bold]{result.node_id[:16]}[/] ({result.domain}), posterior "
+        f"{result.confidence:.3f}, {result.tokens} tokens in {result.latency_ms:.0f} ms "
+        f"(hub overhead {result.hub_overhead_ms:.1f} ms)", highlight=False,
+    )  # fmt: skip
+    table = Table("node", "domain", "profile cosine", "loglik (nats)", "posterior", "")
+    for c in result.candidates:
+        table.add_row(c.node_id[:16], c.domain, f"{c.profile_similarity:.3f}", f"{c.loglik:.1f}",
+                      f"{c.posterior:.3f}", "declined" if c.declined else "")  # fmt: skip
+    err.print(table)
 
 
 def parse_span(text: str) -> timedelta:

@@ -12,15 +12,15 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from hub.candidates import ProfileIndex
 from hub.posterior import posterior, ranked
 from protos.signing import completion_bytes, score_bytes, verify
 from slm.errors import SLMError
-from slm.generate import SamplingParams
 from slm.profile import embed
+from slm.sampling_params import SamplingParams
 
 
 class RoutingError(SLMError):
@@ -38,6 +38,7 @@ class Score:
     confidence: float
     declined: bool
     signature: bytes
+    node_ms: float = 0.0  # the node's own time on it, as it reports (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Piece:
     tokens: int
     done: bool
     signature: bytes = b""
+    node_ms: float = 0.0  # on the last piece: the node's own time on the request
 
 
 class NodeLink(Protocol):
@@ -83,6 +85,7 @@ class Candidate:
     loglik: float
     posterior: float
     declined: bool
+    node_ms: float = 0.0  # the node's own time on the score
 
 
 @dataclass
@@ -95,7 +98,11 @@ class Result:
     segments: list[tuple[str, int]]  # (node, tokens it delivered), in order
     verified: bool
     latency_ms: float
-    node_ms: float  # time spent waiting on nodes (scoring + generation)
+    node_ms: float  # the nodes' own time on the critical path (slowest score + generation)
+
+    @property
+    def hub_overhead_ms(self) -> float:
+        return max(0.0, self.latency_ms - self.node_ms)
 
 
 @dataclass
@@ -145,7 +152,7 @@ class Router:
                          self.config.temperature)  # fmt: skip
         out = [
             Candidate(n, self.links[n].domain, similarity.get(n, 0.0), valid[n].loglik,
-                      post.get(n, 0.0), valid[n].declined)
+                      post.get(n, 0.0), valid[n].declined, valid[n].node_ms)
             for n in valid
         ]  # fmt: skip
         order = {n: i for i, (n, _) in enumerate(ranked(post))}
@@ -172,9 +179,8 @@ class Router:
         self.validate(prompt)
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
-        node_wait = time.perf_counter()
         candidates = await self.rank(request_id, prompt, priors or {})
-        node_ms = (time.perf_counter() - node_wait) * 1000
+        node_ms = max((c.node_ms for c in candidates), default=0.0)  # scores run in parallel
         ready = [c for c in candidates if c.posterior > 0]
         if not ready:
             raise RoutingError(
@@ -187,9 +193,12 @@ class Router:
                 continue
             continued = prompt + text
             produced, tokens = "", 0
+            left = params.max_tokens - sum(t for _, t in segments)  # the budget is per answer
+            wait = time.perf_counter()
+            stream = link.generate(
+                request_id, continued, replace(params, max_tokens=max(1, left))
+            ).__aiter__()
             try:
-                wait = time.perf_counter()
-                stream = link.generate(request_id, continued, params).__aiter__()
                 while True:
                     piece = await asyncio.wait_for(stream.__anext__(), self.config.stall_s)
                     if piece.done:
@@ -203,7 +212,7 @@ class Router:
                     produced += piece.text
                     tokens = piece.tokens
                     yield Text(piece.text)
-                node_ms += (time.perf_counter() - wait) * 1000
+                node_ms += piece.node_ms or (time.perf_counter() - wait) * 1000
                 segments.append((link.node_id, tokens))
                 text += produced
                 yield Result(
@@ -223,4 +232,6 @@ class Router:
                     ) from exc
                 reason = "stalled" if isinstance(exc, TimeoutError) else f"failed: {exc}"
                 yield Switched(link.node_id, nxt, reason)
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
         raise RoutingError("UNAVAILABLE", "every candidate node disconnected")

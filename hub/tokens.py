@@ -25,7 +25,12 @@ _DOMAIN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 class TokenError(SLMError):
-    """A join token that cannot admit this node (unknown, used, expired, other domain)."""
+    """A join token that cannot admit this node (unknown, used, expired, other domain);
+    `status` is the gRPC code the routing server refuses the node with."""
+
+    def __init__(self, message: str, status: str = "UNAUTHENTICATED") -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,10 @@ def redeem_token(engine: Engine, token: str, domain: str, node_id: str) -> None:
         if info.expires_at < now_iso():
             raise TokenError(f"this join token expired at {info.expires_at}")
         if info.domain != domain:
-            raise TokenError(f"this join token is for domain {info.domain!r}, not {domain!r}")
+            raise TokenError(
+                f"this join token is for domain {info.domain!r}, not {domain!r}",
+                "PERMISSION_DENIED",
+            )
         conn.execute(
             update(JoinToken)
             .where(JoinToken.token_sha256 == info.token_sha256)

@@ -143,8 +143,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(run=cmd_info)
 
-    p = sub.add_parser("join", parents=[home], help="serve a hub (not available yet)")
-    p.set_defaults(run=cmd_not_yet)
+    p = sub.add_parser(
+        "join",
+        parents=[home, model],
+        help="serve a hub: answer its score and generate requests",
+        description="Dial the hub, prove this node's key, and serve score and generate requests "
+        "until Ctrl-C (which lets requests in progress finish). A dropped connection is "
+        "redialled with backoff; a refusal (bad token, revoked key) ends the command. The "
+        "token is needed only the first time (or for a new domain).",
+        epilog="example:\n  slm-node join --hub hub.example.org:7443 --token slmj_... --ca ca.pem",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--hub", required=True, help="the hub's HOST:PORT")
+    p.add_argument("--token", default="", help="join token from `slm-hub token create`")
+    p.add_argument("--ca", type=Path, help="the hub's CA certificate (its <home>/ca.pem)")
+    p.add_argument(
+        "--insecure", action="store_true", help="plaintext, for a hub serving on loopback only"
+    )
+    p.add_argument(
+        "--capacity", type=int, default=2, help="requests served at once (default: %(default)s)"
+    )
+    p.add_argument(
+        "--min-confidence", type=float, default=0.0,
+        help="decline prompts this node's model is less confident about (0..1, default: 0)",
+    )  # fmt: skip
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    p.set_defaults(run=cmd_join)
     return parser
 
 
@@ -313,10 +337,35 @@ def cmd_info(args: argparse.Namespace) -> None:
         )
 
 
-def cmd_not_yet(args: argparse.Namespace) -> None:
-    raise SLMError(
-        f"`slm-node {args.command}` is not available yet: it lands with the routing plane"
-    )
+def cmd_join(args: argparse.Namespace) -> None:
+    import asyncio
+    import time
+
+    import torch
+
+    from node.home import NodeConfig
+    from node.identity import load_key
+    from node.join import JoinOptions, NodeAgent
+    from node.service import NodeService
+    from protos.channel import check_address, credentials
+
+    check_address(args.hub)
+    credentials(args.ca, args.insecure)  # a missing CA fails now, not on every retry
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    options = JoinOptions(args.hub, args.token, args.ca, args.insecure, args.capacity)
+    key = load_key(NodeConfig.load(args.home).key_path)
+    service = NodeService(_load(args), key, args.min_confidence)
+
+    def log(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
+
+    log(f"node {service.node_id}: {service.loaded.domain} model {service.loaded.version}, "
+        f"dialling {args.hub}")  # fmt: skip
+    asyncio.run(NodeAgent(service, options, log).run())
+    log("left the hub")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from node.identity import public_openssh
 from protos.signing import completion_bytes, node_id, score_bytes, sign
 from slm.errors import SLMError
-from slm.generate import SamplingParams, stream_text
+from slm.generate import stream_counted
 from slm.model_folder import LoadedModel
+from slm.sampling_params import SamplingParams
 from slm.scoring import score
 
 
@@ -66,13 +67,14 @@ class NodeService:
         """Text pieces as they are produced, then a final, signed chunk."""
         if not prompt:
             raise SLMError("cannot continue an empty prompt")
-        tokenizer = self.loaded.tokenizer
         pieces: list[str] = []
-        for piece in stream_text(self.loaded.model, tokenizer, prompt, params):
-            pieces.append(piece)
-            yield Chunk(request_id, piece, len(tokenizer.encode("".join(pieces))), done=False)
+        tokens = 0
+        loaded = self.loaded
+        for piece, tokens in stream_counted(loaded.model, loaded.tokenizer, prompt, params):
+            if piece:
+                pieces.append(piece)
+                yield Chunk(request_id, piece, tokens, done=False)
         completion = "".join(pieces)
-        tokens = len(tokenizer.encode(completion)) if completion else 0
         statement = completion_bytes(
             self.node_id, request_id, prompt, completion, tokens, self.loaded.version
         )

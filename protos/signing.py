@@ -9,6 +9,7 @@ are ECDSA P-384 in OpenSSH format; signatures are DER ECDSA over SHA-384.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from typing import Any
@@ -80,13 +81,22 @@ def sign(key: ec.EllipticCurvePrivateKey, statement: bytes) -> bytes:
     return key.sign(statement, ec.ECDSA(hashes.SHA384()))
 
 
-def verify(public_key_openssh: str, signature: bytes, statement: bytes) -> bool:
-    """True only for a valid P-384 signature by this key; any malformed input is False."""
+@functools.lru_cache(maxsize=16_384)
+def _public_key(public_key_openssh: str) -> ec.EllipticCurvePublicKey | None:
+    """Parsed once per key: the hub verifies every score and answer of the same few nodes."""
     try:
         key = serialization.load_ssh_public_key(public_key_openssh.encode())
     except (ValueError, UnicodeError):
-        return False
+        return None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+        return None
+    return key
+
+
+def verify(public_key_openssh: str, signature: bytes, statement: bytes) -> bool:
+    """True only for a valid P-384 signature by this key; any malformed input is False."""
+    key = _public_key(public_key_openssh)
+    if key is None:
         return False
     try:
         key.verify(signature, statement, ec.ECDSA(hashes.SHA384()))

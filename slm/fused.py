@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -27,6 +29,12 @@ _SOURCE = Path(__file__).resolve().parent / "csrc" / "decode_step.cpp"
 def _extension() -> ModuleType | None:
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return None
+    # Always build with the ninja installed beside this Python (a dependency): ninja versions
+    # hash commands differently, so a system ninja found first on some PATHs would make every
+    # switch between the two rebuild the extension (a minute on 2 cores).
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     try:
         from torch.utils.cpp_extension import load
 

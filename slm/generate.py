@@ -7,37 +7,12 @@ terminals or sockets.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 
-from slm.errors import ConfigError
 from slm.model import SLM, KVCache
+from slm.sampling_params import SamplingParams
 from slm.tokenizer import SLMTokenizer
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_tokens: int = 128
-    temperature: float = 0.8  # 0: greedy
-    top_k: int = 0  # 0: no top-k cut
-    top_p: float = 1.0  # 1: no nucleus cut
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_tokens <= 4096:
-            raise ConfigError(f"max_tokens must be between 1 and 4096, got {self.max_tokens}")
-        if not 0.0 <= self.temperature <= 5.0:
-            raise ConfigError(f"temperature must be between 0 and 5, got {self.temperature}")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k must be >= 0, got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if any(not s for s in self.stop):
-            raise ConfigError("stop strings must not be empty")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
@@ -100,7 +75,17 @@ def generate_ids(
 def stream_text(
     model: SLM, tokenizer: SLMTokenizer, prompt: str, params: SamplingParams
 ) -> Iterator[str]:
-    """Yield pieces of generated text; their concatenation is the completion.
+    """Yield pieces of generated text; their concatenation is the completion."""
+    for piece, _ in stream_counted(model, tokenizer, prompt, params):
+        if piece:
+            yield piece
+
+
+def stream_counted(
+    model: SLM, tokenizer: SLMTokenizer, prompt: str, params: SamplingParams
+) -> Iterator[tuple[str, int]]:
+    """(piece, tokens generated so far), ending with ("", total): the count a node signs and
+    is paid for, which re-encoding the text would not reproduce (BPE merges differ).
 
     Byte-level tokens can split a UTF-8 character, and a stop string can span tokens, so text is
     held back until it is whole and cannot be the start of a stop string.
@@ -117,15 +102,17 @@ def stream_text(
         cut = _first_stop(text, params.stop)
         if cut is not None:
             if cut > emitted:
-                yield text[emitted:cut]
+                yield text[emitted:cut], len(ids)
+            yield "", len(ids)
             return
         safe = len(text) - _held_back(text, params.stop)
         if safe > emitted:
-            yield text[emitted:safe]
+            yield text[emitted:safe], len(ids)
             emitted = safe
     text = tokenizer.decode(ids)
     if len(text) > emitted:
-        yield text[emitted:]
+        yield text[emitted:], len(ids)
+    yield "", len(ids)
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:

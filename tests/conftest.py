@@ -39,10 +39,10 @@ def held_out_split(domain: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainedDomain]:
-    """slm-tiny models of medicine and law, trained on 90% of each corpus."""
+    """slm-tiny models of medicine, law and religion, trained on 90% of each corpus."""
     preset = get_preset("slm-tiny")
     out: dict[str, TrainedDomain] = {}
-    for domain in ("medicine", "law"):
+    for domain in ("medicine", "law", "religion"):
         seen, held_out = held_out_split(domain)
         folder = tmp_path_factory.mktemp(f"model-{domain}")
         train(seen, domain, folder, preset.model, replace(preset.train, max_steps=200))

@@ -14,7 +14,7 @@ from hub.candidates import ProfileIndex
 from hub.router import Piece, Result, Router, RouterConfig, RoutingError, Score, Switched, Text
 from node.identity import generate_key
 from node.service import NodeService
-from slm.generate import SamplingParams
+from slm.sampling_params import SamplingParams
 
 PARAMS = SamplingParams(max_tokens=24, temperature=0)
 
