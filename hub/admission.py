@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine
@@ -51,7 +52,7 @@ def check_hello(hello: pb.Hello) -> Applicant:
     """The node's claims, checked for shape before any signature or database work."""
     try:
         key = serialization.load_ssh_public_key(hello.public_key.encode())
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, UnsupportedAlgorithm):
         raise AdmissionError(
             "INVALID_ARGUMENT", "hello.public_key is not an OpenSSH public key"
         ) from None

@@ -103,7 +103,7 @@ class NodeConnection:
         kind = message.WhichOneof("body")
         if kind == "heartbeat":
             self.in_flight = message.heartbeat.in_flight
-            if message.heartbeat.model_version:
+            if 0 < len(message.heartbeat.model_version) <= 64:  # as hello requires
                 self.model_version = message.heartbeat.model_version
         elif kind == "score":
             future = self._scores.get(message.score.request_id)

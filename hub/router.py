@@ -144,14 +144,15 @@ class Router:
         chosen = [n for n in similarity if n in self.links] or list(self.links)[
             : self.config.candidates
         ]
+        links = {n: self.links[n] for n in chosen}  # a node may leave while scoring
         scores = await asyncio.gather(
-            *(self._checked_score(self.links[n], request_id, prompt) for n in chosen)
+            *(self._checked_score(links[n], request_id, prompt) for n in chosen)
         )
         valid = {n: s for n, s in zip(chosen, scores, strict=True) if s is not None}
         post = posterior({n: s.loglik for n, s in valid.items() if not s.declined}, priors,
                          self.config.temperature)  # fmt: skip
         out = [
-            Candidate(n, self.links[n].domain, similarity.get(n, 0.0), valid[n].loglik,
+            Candidate(n, links[n].domain, similarity.get(n, 0.0), valid[n].loglik,
                       post.get(n, 0.0), valid[n].declined, valid[n].node_ms)
             for n in valid
         ]  # fmt: skip
@@ -201,6 +202,9 @@ class Router:
             try:
                 while True:
                     piece = await asyncio.wait_for(stream.__anext__(), self.config.stall_s)
+                    if piece.done and piece.text:  # the proto allows text on the last chunk
+                        produced += piece.text
+                        yield Text(piece.text)
                     if piece.done:
                         statement = completion_bytes(
                             link.node_id, request_id, continued, produced, piece.tokens,

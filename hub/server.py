@@ -3,13 +3,15 @@
 Nodes dial in on NodeLink.Connect and are admitted by hub.admission; each admitted stream
 becomes a hub.connection.NodeConnection that the hub.router.Router routes over. Clients call
 Swarm.Ask / ListNodes / Balance beside the standard health service. Every answer is recorded
-in the ledger (group commit, hub.ledger_writer) before its result is sent, so a client never
-sees a result the ledger could lose.
+in the ledger (group commit, hub.ledger_writer) before its result is sent; a client that
+hangs up meanwhile does not stop the write. If the ledger cannot write, the answer (already
+streamed) still gets its result and the hub logs the lost record loudly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import signal
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlalchemy.exc import SQLAlchemyError
 
 from hub.admission import AdmissionError, admit, check_hello, check_proof
 from hub.candidates import ProfileIndex
@@ -116,7 +119,7 @@ class Hub:
             latency_ms=result.latency_ms,
             prompt=prompt if self.cfg.keep_prompts else None,
         )
-        await asyncio.wrap_future(self.writer.submit(record))
+        await asyncio.shield(asyncio.wrap_future(self.writer.submit(record)))
 
 
 def _code(status: str) -> grpc.StatusCode:
@@ -146,6 +149,10 @@ class NodeLinkServicer(rpc.NodeLinkServicer):
         except AdmissionError as exc:
             log.warning("refused a node from %s: %s", context.peer(), exc)
             await context.abort(_code(exc.status), str(exc))
+            return
+        except (SLMError, SQLAlchemyError) as exc:  # the database, not the node, failed
+            log.error("could not admit a node from %s: %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the hub's database failed: {exc}")
             return
         conn = NodeConnection(
             applicant.node_id, applicant.domain, applicant.public_key, applicant.model_version,
@@ -192,7 +199,10 @@ class NodeLinkServicer(rpc.NodeLinkServicer):
                 version = conn.model_version
                 conn.deliver(message)
                 if message.WhichOneof("body") == "heartbeat":
-                    await self.hub.heard(conn, conn.model_version != version)
+                    try:
+                        await self.hub.heard(conn, conn.model_version != version)
+                    except Exception as exc:  # a database hiccup must not drop a healthy node
+                        log.error("could not record a heartbeat of %s: %s", conn.node_id, exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the stream broke: the node died or the network went
@@ -237,19 +247,21 @@ class SwarmServicer(rpc.SwarmServicer):
         hub.asks += 1
         try:
             params = sampling_params(request, hub.options.default_max_tokens)
-            async for event in hub.router.ask(request.prompt, params, hub.priors):
-                if isinstance(event, Text):
-                    yield pb.AskReply(text=event.text)
-                elif isinstance(event, Switched):
-                    log.warning("node %s %s; %s continues", event.from_node[:12],
-                                event.reason, event.to_node[:12])  # fmt: skip
-                    note = pb.Switched(
-                        from_node=event.from_node, to_node=event.to_node, reason=event.reason
-                    )
-                    yield pb.AskReply(switched=note)
-                else:
-                    await self._record(request.prompt, event)
-                    yield pb.AskReply(result=_result(event))
+            events = hub.router.ask(request.prompt, params, hub.priors)
+            async with contextlib.aclosing(events):  # a hang-up cancels the node's work now
+                async for event in events:
+                    if isinstance(event, Text):
+                        yield pb.AskReply(text=event.text)
+                    elif isinstance(event, Switched):
+                        log.warning("node %s %s; %s continues", event.from_node[:12],
+                                    event.reason, event.to_node[:12])  # fmt: skip
+                        note = pb.Switched(
+                            from_node=event.from_node, to_node=event.to_node, reason=event.reason
+                        )
+                        yield pb.AskReply(switched=note)
+                    else:
+                        await self._record(request.prompt, event)
+                        yield pb.AskReply(result=_result(event))
         except RoutingError as exc:
             await context.abort(_code(exc.status), str(exc))
         except SLMError as exc:
@@ -260,7 +272,7 @@ class SwarmServicer(rpc.SwarmServicer):
     async def _record(self, prompt: str, result: Result) -> None:
         try:
             await self.hub.record(prompt, result)
-        except (SLMError, OSError, RuntimeError) as exc:  # the answer stands; the loss is logged
+        except Exception as exc:  # the answer stands; the loss is logged
             log.error("could not record inference %s in the ledger: %s", result.request_id, exc)
         log.info("ask %s -> %s node %s, p=%.3f, %d tokens, %.0f ms (hub %.1f ms)",
                  result.request_id[:8], result.domain, result.node_id[:12], result.confidence,

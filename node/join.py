@@ -149,9 +149,12 @@ class NodeAgent:
             statement = challenge_bytes(challenge.challenge.nonce, svc.public_key)
             outgoing.put_nowait(pb.NodeMessage(proof=pb.Proof(signature=sign(svc.key, statement))))
             welcome = await call.read()
-            if welcome is grpc.aio.EOF or welcome.WhichOneof("body") != "welcome":
+            if welcome is grpc.aio.EOF:
                 await self._check_status(call)
                 return False
+            if welcome.WhichOneof("body") != "welcome":
+                call.cancel()
+                raise ConnectionError(f"the hub sent {welcome.WhichOneof('body')}, not a welcome")
             interval = max(0.2, welcome.welcome.heartbeat_interval_ms / 1000)
             self.log(f"joined {self.options.hub} as node {welcome.welcome.node_id} "
                      f"({loaded.domain}, model {loaded.version})")  # fmt: skip

@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -86,7 +86,7 @@ def _public_key(public_key_openssh: str) -> ec.EllipticCurvePublicKey | None:
     """Parsed once per key: the hub verifies every score and answer of the same few nodes."""
     try:
         key = serialization.load_ssh_public_key(public_key_openssh.encode())
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, UnsupportedAlgorithm):
         return None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
         return None

@@ -25,6 +25,7 @@ class LocalLink:
     domain: str
     die_after: int | None = None  # pieces, then the node "disconnects"
     forge: bool = False
+    leave_while_scoring: dict | None = None  # the router's links: remove itself after scoring
 
     @property
     def node_id(self) -> str:
@@ -40,6 +41,8 @@ class LocalLink:
 
     async def score(self, request_id: str, prompt: str, deadline_s: float) -> Score:
         s = await asyncio.to_thread(self.service.score, request_id, prompt)
+        if self.leave_while_scoring is not None:
+            self.leave_while_scoring.pop(self.node_id, None)
         loglik = s.loglik + 1000 if self.forge else s.loglik  # a claim its signature won't cover
         return Score(loglik, s.bits_per_byte, s.confidence, s.declined, s.signature)
 
@@ -95,6 +98,14 @@ def test_a_node_that_dies_mid_answer_is_replaced_by_the_next_best(trained) -> No
     assert isinstance(result, Result) and result.domain == "law" and result.verified
     assert [n for n, _ in result.segments] == [switches[0].from_node, switches[0].to_node]
     assert sum(1 for e in events if isinstance(e, Text)) > 3
+
+
+def test_a_node_leaving_while_others_still_score_is_not_an_error(trained) -> None:
+    router = _router(trained)
+    law = next(link for link in router.links.values() if link.domain == "law")
+    law.leave_while_scoring = router.links  # it scores, then disconnects before the ranking
+    events = _ask(router, trained["medicine"].held_out[:300])
+    assert isinstance(events[-1], Result) and events[-1].domain == "medicine"
 
 
 def test_a_score_its_signature_does_not_cover_is_ignored(trained) -> None:
