@@ -46,6 +46,7 @@ log = logging.getLogger("slm-hub")
 SERVICE = "swarmllm.v1.Swarm"
 HELLO_TIMEOUT_S = 10.0
 LAST_SEEN_EVERY_S = 60.0  # how often a heartbeat also refreshes `last_seen` in the registry
+NODE_LEFT = "the node closed the stream"
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,8 @@ class NodeLinkServicer(rpc.NodeLinkServicer):
             )
             async for message in conn.outgoing(3 * hub.options.heartbeat_s):
                 yield message
+            if conn.closed != NODE_LEFT:  # tell the node why, rather than a bare OK
+                await context.abort(grpc.StatusCode.UNAVAILABLE, conn.closed or "closed")
         finally:
             conn.close(conn.closed or "the hub closed the stream")
             reader.cancel()
@@ -193,7 +196,7 @@ class NodeLinkServicer(rpc.NodeLinkServicer):
         return getattr(message, kind)
 
     async def _read(self, conn: NodeConnection, messages: AsyncIterator[pb.NodeMessage]) -> None:
-        reason = "the node closed the stream"
+        reason = NODE_LEFT
         try:
             async for message in messages:
                 version = conn.model_version

@@ -201,8 +201,10 @@ def test_prompt_that_is_not_utf8_is_refused(trained) -> None:
 def test_hub_help_works_and_pending_commands_say_so() -> None:
     helped = run_cli("slm-hub", "--help")
     assert helped.returncode == 0 and "serve" in helped.stdout
-    pending = run_cli("slm-hub", "serve")
+    pending = run_cli("slm-hub", "train")
     _one_line_error(pending, "not available yet")
+    joined = run_cli("slm-node", "join", "--help")
+    assert joined.returncode == 0 and "--token" in joined.stdout and "backoff" in joined.stdout
 
 
 def test_make_install_is_idempotent() -> None:
