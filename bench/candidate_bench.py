@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import write_section  # noqa: E402
+from bench.report import publish  # noqa: E402
 from bench.slm_bench import machine  # noqa: E402
 from hub.candidates import ProfileIndex  # noqa: E402
 from slm.profile import PROFILE_DIM, embed, passages  # noqa: E402
@@ -79,10 +79,7 @@ def main() -> None:
         f"Index memory: {args.nodes * PROFILE_DIM * 4 / 2**20:.0f} MB for {args.nodes:,} nodes "
         f"({1000 * PROFILE_DIM * 4 / 2**20:.0f} MB per 1,000).",
     ])  # fmt: skip
-    print(table)
-    if not args.no_write:
-        write_section(ROOT / "docs" / "benchmarks.md", "candidates", "Candidate prediction", table)
-        print("wrote docs/benchmarks.md")
+    publish("candidates", "Candidate prediction", table, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import write_section  # noqa: E402
+from bench.report import publish  # noqa: E402
 from bench.slm_bench import machine  # noqa: E402
 from hub.db import make_engine, sqlite_url, upgrade  # noqa: E402
 from hub.keys import create_signing_key  # noqa: E402
@@ -146,10 +146,7 @@ def main() -> None:
             f"{seconds:.1f} s ({entries / seconds:,.0f}/s) | {target} |"
         )
     table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        write_section(ROOT / "docs" / "benchmarks.md", "ledger", "The reward ledger", table)
-        print("wrote docs/benchmarks.md")
+    publish("ledger", "The reward ledger", table, write=not args.no_write)
 
 
 if __name__ == "__main__":

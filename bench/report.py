@@ -7,6 +7,7 @@ from pathlib import Path
 
 from slm.atomic import atomic_write_text
 
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = (
     "# Benchmarks\n\n"
     "Each section is written by its benchmark in `bench/` (`make bench` runs them); every\n"
@@ -24,3 +25,11 @@ def write_section(path: Path, key: str, title: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     atomic_write_text(path, text)
+
+
+def publish(key: str, title: str, body: str, write: bool = True) -> None:
+    """Print a benchmark's section and, unless told not to, put it in docs/benchmarks.md."""
+    print(body)
+    if write:
+        write_section(DOCS, key, title, body)
+        print("wrote docs/benchmarks.md")

@@ -38,7 +38,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import write_section  # noqa: E402
+from bench.report import publish  # noqa: E402
 from bench.slm_bench import machine  # noqa: E402
 from hub.db import make_engine  # noqa: E402
 from hub.home import HubConfig  # noqa: E402
@@ -289,10 +289,7 @@ def main() -> None:
         "plane lands; the peer above stands in for it.",
     ]
     table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        write_section(ROOT / "docs" / "benchmarks.md", "routing", "Routing plane", table)
-        print("wrote docs/benchmarks.md")
+    publish("routing", "Routing plane", table, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import write_section  # noqa: E402
+from bench.report import publish  # noqa: E402
 from slm.config import ModelConfig, get_preset  # noqa: E402
 from slm.generate import SamplingParams, generate_ids  # noqa: E402
 from slm.model import SLM  # noqa: E402
@@ -270,10 +270,7 @@ def main() -> None:
         "| — |",
     ]
     table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        write_section(ROOT / "docs" / "benchmarks.md", "slm", "The SLM on this CPU", table)
-        print("wrote docs/benchmarks.md")
+    publish("slm", "The SLM on this CPU", table, write=not args.no_write)
 
 
 def machine() -> str:

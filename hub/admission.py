@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine
 
+from hub.errors import StatusError
 from hub.registry import NodeRecord, NodeRegistry
-from hub.tokens import TokenError, check_domain, redeem_token
+from hub.tokens import check_domain, redeem_token
 from protos import swarm_pb2 as pb
 from protos.signing import challenge_bytes, node_id, verify
 from slm.errors import SLMError
@@ -28,12 +29,8 @@ from slm.profile import PROFILE_DIM
 MAX_CAPACITY = 256
 
 
-class AdmissionError(SLMError):
-    """The node is refused; `status` names the gRPC code the stream is closed with."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class AdmissionError(StatusError):
+    """The node is refused; the stream is closed with this status."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +88,8 @@ def check_proof(applicant: Applicant, nonce: bytes, signature: bytes) -> None:
 
 
 def admit(engine: Engine, registry: NodeRegistry, applicant: Applicant, address: str) -> NodeRecord:
-    """Register the proven node, redeeming its join token when the hub needs one."""
+    """Register the proven node, redeeming its join token when the hub needs one; a refusal
+    is an AdmissionError or the token's own TokenError, each with its status."""
     known = registry.get(applicant.node_id)
     if known is not None and known.revoked:
         raise AdmissionError(
@@ -109,10 +107,7 @@ def admit(engine: Engine, registry: NodeRegistry, applicant: Applicant, address:
                 f"{what}; join with a token from `slm-hub token create --domain "
                 f"{applicant.domain}`",
             )
-        try:
-            redeem_token(engine, applicant.join_token, applicant.domain, applicant.node_id)
-        except TokenError as exc:
-            raise AdmissionError(exc.status, str(exc)) from None
+        redeem_token(engine, applicant.join_token, applicant.domain, applicant.node_id)
     return registry.admit(
         applicant.node_id, applicant.public_key, applicant.domain, applicant.preset, address,
         applicant.model_version, applicant.capacity,

@@ -24,15 +24,13 @@ class NodeFailed(Exception):
 
 class NodeConnection:
     def __init__(
-        self, node_id: str, domain: str, public_key: str, model_version: str, capacity: int,
-        preset: str = "",
-    ) -> None:  # fmt: skip
+        self, node_id: str, domain: str, public_key: str, model_version: str, capacity: int
+    ) -> None:
         self.node_id = node_id
         self.domain = domain
         self.public_key = public_key
         self.model_version = model_version
         self.capacity = capacity
-        self.preset = preset
         self.in_flight = 0  # as the node last reported it
         self.last_heard = time.monotonic()
         self.closed: str | None = None  # why, once closed

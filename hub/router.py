@@ -16,19 +16,15 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from hub.candidates import ProfileIndex
+from hub.errors import StatusError
 from hub.posterior import posterior, ranked
 from protos.signing import completion_bytes, score_bytes, verify
-from slm.errors import SLMError
 from slm.profile import embed
 from slm.sampling_params import SamplingParams
 
 
-class RoutingError(SLMError):
-    """A request the hub cannot route; `status` names the gRPC code the server should use."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class RoutingError(StatusError):
+    """A request the hub cannot route."""
 
 
 @dataclass(frozen=True)

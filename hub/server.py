@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
+import numpy as np
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,12 +29,13 @@ from hub.admission import AdmissionError, admit, check_hello, check_proof
 from hub.candidates import ProfileIndex
 from hub.connection import NodeConnection
 from hub.db import make_engine, upgrade
+from hub.errors import StatusError
 from hub.home import HubConfig
 from hub.keys import load_public_key, load_signing_key
 from hub.ledger import InferenceRecord, Ledger, LedgerError
 from hub.ledger_writer import LedgerWriter
 from hub.registry import NodeRegistry
-from hub.router import Result, Router, RouterConfig, RoutingError, Switched, Text
+from hub.router import Result, Router, RouterConfig, Switched, Text
 from hub.tls import TLSFiles, is_loopback
 from protos import swarm_pb2 as pb
 from protos import swarm_pb2_grpc as rpc
@@ -77,7 +79,7 @@ class Hub:
         self.asks = 0  # Ask calls in flight, so shutdown can let them finish
         self._persisted: dict[str, float] = {}
 
-    def attach(self, conn: NodeConnection, profile, reputation: float) -> None:  # type: ignore[no-untyped-def]
+    def attach(self, conn: NodeConnection, profile: np.ndarray, reputation: float) -> None:
         """Route to this node from now on, replacing an older stream of the same node."""
         old = self.connections.get(conn.node_id)
         if old is not None:
@@ -147,7 +149,7 @@ class NodeLinkServicer(rpc.NodeLinkServicer):
                 admit, hub.engine, hub.registry, applicant, context.peer()
             )
             await asyncio.to_thread(hub.ledger.ensure_accounts, [applicant.node_id])
-        except AdmissionError as exc:
+        except StatusError as exc:  # AdmissionError or TokenError
             log.warning("refused a node from %s: %s", context.peer(), exc)
             await context.abort(_code(exc.status), str(exc))
             return
@@ -157,7 +159,7 @@ class NodeLinkServicer(rpc.NodeLinkServicer):
             return
         conn = NodeConnection(
             applicant.node_id, applicant.domain, applicant.public_key, applicant.model_version,
-            applicant.capacity, applicant.preset,
+            applicant.capacity,
         )  # fmt: skip
         hub.attach(conn, applicant.profile, record.reputation)
         log.info("node %s joined: %s, model %s, capacity %d, from %s", conn.node_id[:12],
@@ -265,7 +267,7 @@ class SwarmServicer(rpc.SwarmServicer):
                     else:
                         await self._record(request.prompt, event)
                         yield pb.AskReply(result=_result(event))
-        except RoutingError as exc:
+        except StatusError as exc:
             await context.abort(_code(exc.status), str(exc))
         except SLMError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))

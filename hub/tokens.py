@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, insert, select, update
 
 from hub.db import writing
+from hub.errors import StatusError
 from hub.ledger import now_iso
 from hub.schema import JoinToken
 from slm.errors import SLMError
@@ -24,13 +25,8 @@ PREFIX = "slmj_"
 _DOMAIN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
-class TokenError(SLMError):
-    """A join token that cannot admit this node (unknown, used, expired, other domain);
-    `status` is the gRPC code the routing server refuses the node with."""
-
-    def __init__(self, message: str, status: str = "UNAUTHENTICATED") -> None:
-        super().__init__(message)
-        self.status = status
+class TokenError(StatusError):
+    """A join token that cannot admit this node (unknown, used, expired, other domain)."""
 
 
 @dataclass(frozen=True)
@@ -80,15 +76,18 @@ def redeem_token(engine: Engine, token: str, domain: str, node_id: str) -> None:
             .with_for_update()
         ).first()
         if info is None:
-            raise TokenError("unknown join token; ask the hub operator for `slm-hub token create`")
+            raise TokenError(
+                "UNAUTHENTICATED",
+                "unknown join token; ask the hub operator for `slm-hub token create`",
+            )
         if info.used_by is not None and info.used_by != node_id:
-            raise TokenError("this join token was already used by another node")
+            raise TokenError("UNAUTHENTICATED", "this join token was already used by another node")
         if info.expires_at < now_iso():
-            raise TokenError(f"this join token expired at {info.expires_at}")
+            raise TokenError("UNAUTHENTICATED", f"this join token expired at {info.expires_at}")
         if info.domain != domain:
             raise TokenError(
-                f"this join token is for domain {info.domain!r}, not {domain!r}",
                 "PERMISSION_DENIED",
+                f"this join token is for domain {info.domain!r}, not {domain!r}",
             )
         conn.execute(
             update(JoinToken)
