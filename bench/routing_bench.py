@@ -72,7 +72,7 @@ def wait_line(log: Path, pattern: str, timeout: float = 120) -> str:
 
 
 def start_hub(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    hub = start(["slm-hub", "serve", "--home", str(home), "--port", "0"], log)
+    hub = start(["slm-hub", "serve", "--home", str(home), "--port", "0", "--flower-port", "0"], log)
     port = wait_line(log, "hub listening").split(":")[1].split()[0]
     return hub, f"127.0.0.1:{port}"
 

@@ -96,7 +96,7 @@ def main() -> None:
     processes: list[subprocess.Popen] = []
     try:
         hub = start("slm-hub", "serve", "--home", str(hub_home), "--port", address.split(":")[1],
-                    log=logs / "hub.log")  # fmt: skip
+                    "--flower-port", "0", log=logs / "hub.log")  # fmt: skip
         processes.append(hub)
         wait_for(logs / "hub.log", "hub listening", hub)
         console.print(f"[bold]hub[/] serving on {address} (TLS), log {logs / 'hub.log'}")

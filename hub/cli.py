@@ -91,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", parents=[common], help="run the hub: nodes join it, clients ask it",
         description="Serve the routing plane (nodes dial in, clients ask) with TLS from the hub "
         "home, recording every answer in the ledger. Initialises the home and upgrades the "
-        "database first if needed. Stop with Ctrl-C: answers in flight finish first.",
+        "database first if needed. Also runs the training plane: a Flower SuperLink (same TLS, "
+        "SuperNode authentication on, state in <home>/flower), restarted if it exits; every "
+        "admitted node's key is registered there. Stop with Ctrl-C: answers in flight finish "
+        "first.",
     )  # fmt: skip
     p.add_argument(
         "--host", default="127.0.0.1",
@@ -101,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--insecure", action="store_true", help="plaintext instead of TLS; loopback hosts only"
     )
+    p.add_argument(
+        "--flower-port", type=int, default=7444,
+        help="port of the training plane's Flower SuperLink, which serve runs and supervises "
+        "(default: %(default)s; 0: any free)",
+    )  # fmt: skip
     p.add_argument("--candidates", type=int, default=8, help="nodes scored per prompt (top-M)")
     p.add_argument(
         "--score-deadline", type=float, default=2.0,
@@ -239,6 +247,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from hub.home import HubConfig
     from hub.router import RouterConfig
     from hub.server import ServeOptions, check_listen, serve
+    from hub.superlink import SuperLinkOptions
 
     if args.candidates < 1:
         raise SLMError(f"--candidates must be at least 1, got {args.candidates}")
@@ -248,7 +257,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         max_prompt_bytes=args.max_prompt_bytes, candidates=args.candidates,
         score_deadline_s=args.score_deadline,
     )  # fmt: skip
-    options = ServeOptions(host=args.host, port=args.port, insecure=args.insecure, router=router)
+    flower = SuperLinkOptions(host=args.host, port=args.flower_port, insecure=args.insecure)
+    options = ServeOptions(
+        host=args.host, port=args.port, insecure=args.insecure, router=router, flower=flower
+    )
     check_listen(options)
     made, _ = ensure_home(args.home, args.db, [])
     for line in made:

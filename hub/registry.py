@@ -29,6 +29,7 @@ class NodeRecord:
     admitted_at: str
     last_seen: str
     revoked: bool
+    flower_node_id: str | None  # on the training plane, once registered there
 
 
 def _record(row) -> NodeRecord:  # type: ignore[no-untyped-def]
@@ -85,6 +86,9 @@ class NodeRegistry:
         if not 0.0 < reputation <= 1.0:
             raise SLMError(f"reputation must be in (0, 1], got {reputation}")
         self._update(node_id, {"reputation": reputation})
+
+    def set_flower_node_id(self, node_id: str, flower_node_id: int) -> None:
+        self._update(node_id, {"flower_node_id": str(flower_node_id)})
 
     def revoke(self, node_id: str) -> None:
         self._update(node_id, {"revoked": True})

@@ -103,6 +103,8 @@ class Node(Base):
     admitted_at: Mapped[str] = mapped_column(String(32))
     last_seen: Mapped[str] = mapped_column(String(32))
     revoked: Mapped[bool] = mapped_column(default=False)
+    # its id on the training plane (a uint64 from Flower's SuperLink, as text), once registered
+    flower_node_id: Mapped[str | None] = mapped_column(String(20), nullable=True, default=None)
     __table_args__ = (Index("ix_nodes_domain", "domain"),)
 
 

@@ -36,6 +36,7 @@ from hub.ledger import InferenceRecord, Ledger, LedgerError
 from hub.ledger_writer import LedgerWriter
 from hub.registry import NodeRegistry
 from hub.router import Result, Router, RouterConfig, Switched, Text
+from hub.superlink import SuperLink, SuperLinkOptions
 from hub.tls import TLSFiles, is_loopback
 from protos import swarm_pb2 as pb
 from protos import swarm_pb2_grpc as rpc
@@ -59,6 +60,7 @@ class ServeOptions:
     heartbeat_s: float = 5.0
     default_max_tokens: int = 128
     router: RouterConfig = field(default_factory=RouterConfig)
+    flower: SuperLinkOptions = field(default_factory=SuperLinkOptions)
 
 
 class Hub:
@@ -78,6 +80,27 @@ class Hub:
         self.priors: dict[str, float] = {}
         self.asks = 0  # Ask calls in flight, so shutdown can let them finish
         self._persisted: dict[str, float] = {}
+        self.superlink = SuperLink(cfg.home, options.flower)
+        self._registering: set[asyncio.Task] = set()
+
+    def register_for_training(self, node_id: str, public_key: str) -> None:
+        """Let the node's SuperNode into the training plane, in the background.
+
+        Routing does not wait for it: a node answers prompts even while the SuperLink restarts.
+        """
+        task = asyncio.create_task(self._register(node_id, public_key))
+        self._registering.add(task)
+        task.add_done_callback(self._registering.discard)
+
+    async def _register(self, node_id: str, public_key: str) -> None:
+        try:
+            await asyncio.wait_for(self.superlink.ready.wait(), 120)
+            flower_id = await asyncio.to_thread(self.superlink.register, public_key, node_id[:32])
+            await asyncio.to_thread(self.registry.set_flower_node_id, node_id, flower_id)
+        except Exception as exc:  # the SuperLink is down or the database failed: retried on rejoin
+            log.error("node %s: not registered on the training plane: %s", node_id[:12], exc)
+            return
+        log.info("node %s registered on the training plane as %d", node_id[:12], flower_id)
 
     def attach(self, conn: NodeConnection, profile: np.ndarray, reputation: float) -> None:
         """Route to this node from now on, replacing an older stream of the same node."""
@@ -162,13 +185,18 @@ class NodeLinkServicer(rpc.NodeLinkServicer):
             applicant.capacity,
         )  # fmt: skip
         hub.attach(conn, applicant.profile, record.reputation)
+        hub.register_for_training(conn.node_id, applicant.public_key)
         log.info("node %s joined: %s, model %s, capacity %d, from %s", conn.node_id[:12],
                  conn.domain, conn.model_version, conn.capacity, context.peer())  # fmt: skip
         interval_ms = int(hub.options.heartbeat_s * 1000)
         reader = asyncio.create_task(self._read(conn, messages))
         try:
             yield pb.HubMessage(
-                welcome=pb.Welcome(node_id=conn.node_id, heartbeat_interval_ms=interval_ms)
+                welcome=pb.Welcome(
+                    node_id=conn.node_id,
+                    heartbeat_interval_ms=interval_ms,
+                    flower_port=hub.superlink.port,
+                )
             )
             async for message in conn.outgoing(3 * hub.options.heartbeat_s):
                 yield message
@@ -297,6 +325,7 @@ class SwarmServicer(rpc.SwarmServicer):
                 connected=conn is not None, last_seen=r.last_seen,
                 capacity=conn.capacity if conn else r.capacity,
                 in_flight=conn.in_flight if conn else 0, reputation=r.reputation,
+                flower_node_id=int(r.flower_node_id or 0),
             ))  # fmt: skip
         return pb.ListNodesReply(nodes=nodes)
 
@@ -354,6 +383,10 @@ def check_listen(options: ServeOptions) -> None:
         )
     if not 0 <= options.port <= 65535:
         raise SLMError(f"--port must be 0..65535, got {options.port}")
+    if not 0 <= options.flower.port <= 65535:
+        raise SLMError(f"--flower-port must be 0..65535, got {options.flower.port}")
+    if options.port and options.port == options.flower.port:
+        raise SLMError(f"--port and --flower-port must differ, both are {options.port}")
 
 
 async def serve(
@@ -395,6 +428,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    supervisor = asyncio.create_task(hub.superlink.supervise(stop))
     if ready is not None:
         ready(port)
     try:
@@ -409,4 +443,6 @@ async def serve(
         for conn in list(hub.connections.values()):
             conn.close("the hub is shutting down")
         await stopping
+        stop.set()
+        await supervisor
         await asyncio.to_thread(hub.writer.close)

@@ -167,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-confidence", type=float, default=0.0,
         help="decline prompts this node's model is less confident about (0..1, default: 0)",
     )  # fmt: skip
+    p.add_argument(
+        "--data", type=Path,
+        help="this node's training data (file or folder), for the hub's federated rounds; it "
+        "never leaves the node (default: none, so the node serves but does not train)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     p.set_defaults(run=cmd_join)
     return parser
@@ -347,6 +352,7 @@ def cmd_join(args: argparse.Namespace) -> None:
     from node.identity import load_key
     from node.join import JoinOptions, NodeAgent
     from node.service import NodeService
+    from node.supernode import SuperNode, SuperNodeOptions, node_config_arg
     from protos.channel import check_address, credentials
 
     check_address(args.hub)
@@ -356,15 +362,26 @@ def cmd_join(args: argparse.Namespace) -> None:
             raise ConfigError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     options = JoinOptions(args.hub, args.token, args.ca, args.insecure, args.capacity)
-    key = load_key(NodeConfig.load(args.home).key_path)
+    node = NodeConfig.load(args.home)
+    key = load_key(node.key_path)
     service = NodeService(_load(args), key, args.min_confidence)
+    if args.data is not None and not args.data.exists():
+        raise ConfigError(f"--data {args.data} does not exist")
+    training = {"model": str(service.loaded.path.resolve()), "domain": service.loaded.domain}
+    if args.data is not None:
+        training["data"] = str(args.data.resolve())
+    node_config_arg(training)  # a path Flower cannot carry fails now, with its reason
+    supernode_options = SuperNodeOptions(
+        home=args.home, key=node.key_path.resolve(), ca=args.ca, insecure=args.insecure,
+        node_config=training,
+    )  # fmt: skip
 
     def log(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
 
     log(f"node {service.node_id}: {service.loaded.domain} model {service.loaded.version}, "
         f"dialling {args.hub}")  # fmt: skip
-    asyncio.run(NodeAgent(service, options, log).run())
+    asyncio.run(NodeAgent(service, options, log, SuperNode(supernode_options, log)).run())
     log("left the hub")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 
 from node.service import NodeService
+from node.supernode import SuperNode
 from protos import swarm_pb2 as pb
 from protos import swarm_pb2_grpc as rpc
 from protos.channel import aio_channel
@@ -77,13 +78,15 @@ class Backoff:
 
 class NodeAgent:
     def __init__(
-        self, service: NodeService, options: JoinOptions, log: Callable[[str], None]
-    ) -> None:
+        self, service: NodeService, options: JoinOptions, log: Callable[[str], None],
+        supernode: SuperNode | None = None,
+    ) -> None:  # fmt: skip
         if options.capacity < 1:
             raise SLMError(f"--capacity must be at least 1, got {options.capacity}")
         self.service = service
         self.options = options
         self.log = log
+        self.supernode = supernode  # the training plane, started once the hub names it
         self.pool = ThreadPoolExecutor(options.capacity, thread_name_prefix="node-worker")
         self.in_flight = 0
         self.draining = asyncio.Event()
@@ -97,6 +100,9 @@ class NodeAgent:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._drain)
         backoff = Backoff(*self.options.backoff_s)
+        training = (
+            asyncio.create_task(self.supernode.supervise(self.draining)) if self.supernode else None
+        )
         try:
             while not self.draining.is_set():
                 try:
@@ -119,6 +125,9 @@ class NodeAgent:
                     await asyncio.wait_for(self.draining.wait(), delay)
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
+            if training is not None:
+                self.draining.set()
+                await training
 
     def _drain(self) -> None:
         if not self.draining.is_set():
@@ -158,6 +167,9 @@ class NodeAgent:
             interval = max(0.2, welcome.welcome.heartbeat_interval_ms / 1000)
             self.log(f"joined {self.options.hub} as node {welcome.welcome.node_id} "
                      f"({loaded.domain}, model {loaded.version})")  # fmt: skip
+            if self.supernode is not None and welcome.welcome.flower_port:
+                host = self.options.hub.rsplit(":", 1)[0]
+                self.supernode.point_at(f"{host}:{welcome.welcome.flower_port}")
             beat = asyncio.create_task(self._heartbeat(outgoing, interval))
             drained = asyncio.create_task(self._leave_when_drained(outgoing))
             try:

@@ -67,12 +67,14 @@ class Proof(_message.Message):
     def __init__(self, signature: _Optional[bytes] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("node_id", "heartbeat_interval_ms")
+    __slots__ = ("node_id", "heartbeat_interval_ms", "flower_port")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    FLOWER_PORT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     heartbeat_interval_ms: int
-    def __init__(self, node_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+    flower_port: int
+    def __init__(self, node_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., flower_port: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("in_flight", "model_version")
@@ -239,7 +241,7 @@ class ListNodesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "domain", "model_version", "connected", "last_seen", "capacity", "in_flight", "reputation")
+    __slots__ = ("node_id", "domain", "model_version", "connected", "last_seen", "capacity", "in_flight", "reputation", "flower_node_id")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -248,6 +250,7 @@ class NodeInfo(_message.Message):
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     REPUTATION_FIELD_NUMBER: _ClassVar[int]
+    FLOWER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     domain: str
     model_version: str
@@ -256,7 +259,8 @@ class NodeInfo(_message.Message):
     capacity: int
     in_flight: int
     reputation: float
-    def __init__(self, node_id: _Optional[str] = ..., domain: _Optional[str] = ..., model_version: _Optional[str] = ..., connected: bool = ..., last_seen: _Optional[str] = ..., capacity: _Optional[int] = ..., in_flight: _Optional[int] = ..., reputation: _Optional[float] = ...) -> None: ...
+    flower_node_id: int
+    def __init__(self, node_id: _Optional[str] = ..., domain: _Optional[str] = ..., model_version: _Optional[str] = ..., connected: bool = ..., last_seen: _Optional[str] = ..., capacity: _Optional[int] = ..., in_flight: _Optional[int] = ..., reputation: _Optional[float] = ..., flower_node_id: _Optional[int] = ...) -> None: ...
 
 class ListNodesReply(_message.Message):
     __slots__ = ("nodes",)

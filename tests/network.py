@@ -21,7 +21,10 @@ from protos import swarm_pb2 as pb
 from protos import swarm_pb2_grpc as rpc
 from tests.conftest import BIN
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+ENV = {
+    **os.environ, "PYTHONUNBUFFERED": "1", "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+}  # fmt: skip
 
 
 def free_port() -> int:
@@ -31,12 +34,12 @@ def free_port() -> int:
 
 
 class Process:
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.args = args
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [str(BIN / args[0]), *args[1:]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, env=ENV,
+            text=True, env={**ENV, **(env or {})},
         )  # fmt: skip
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -80,6 +83,8 @@ class Process:
 
 class Hub(Process):
     def __init__(self, home: Path, port: int = 0, *extra: str) -> None:
+        if "--flower-port" not in extra:  # tests run side by side: no fixed SuperLink port
+            extra = ("--flower-port", "0", *extra)
         super().__init__(["slm-hub", "serve", "--home", str(home), "--port", str(port), *extra])
         self.home = home
         self.port = int(self.wait_for(r"hub listening on 127\.0\.0\.1:(\d+)").group(1))
