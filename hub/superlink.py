@@ -26,7 +26,7 @@ from slm import processes
 log = logging.getLogger("slm-hub")
 
 READY_TIMEOUT_S = 60.0
-RESTART_MAX_S = 30.0
+RESTART_FIRST_S, RESTART_MAX_S = 1.0, 30.0
 HEALTHY_AFTER_S = 60.0  # a SuperLink that ran this long restarts without accumulated backoff
 ALREADY_REGISTERED = 412  # what the Control API answers for a public key it knows
 
@@ -48,7 +48,6 @@ class SuperLink:
         self.log_path = home / "logs" / "superlink.log"
         self.ready = asyncio.Event()
         self.process: asyncio.subprocess.Process | None = None
-        self.restarts = 0
 
     def command(self) -> list[str]:
         cmd = [
@@ -77,7 +76,7 @@ class SuperLink:
     async def supervise(self, stop: asyncio.Event) -> None:
         """Keep a SuperLink running until `stop` is set, then stop it."""
         (self.state_dir / "home").mkdir(parents=True, exist_ok=True)
-        backoff = 1.0
+        backoff = RESTART_FIRST_S
         while not stop.is_set():
             started = time.monotonic()
             self.process = await processes.start(
@@ -95,8 +94,7 @@ class SuperLink:
                 return
             stopping.cancel()
             if time.monotonic() - started > HEALTHY_AFTER_S:
-                backoff = 1.0
-            self.restarts += 1
+                backoff = RESTART_FIRST_S
             log.warning("Flower SuperLink exited with code %s; restarting in %.0f s (log: %s)",
                         self.process.returncode, backoff, self.log_path)  # fmt: skip
             with contextlib.suppress(TimeoutError):
