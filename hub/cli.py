@@ -21,10 +21,8 @@ from rich.table import Table
 from slm.errors import SLMError
 
 EXIT_ERROR = 1
-PENDING = {
-    "train": "run federated training rounds for a domain",
-}
 DEFAULT_ADDRESS = "127.0.0.1:7443"
+LOSSES = ("train_loss", "val_loss")
 KINDS = ("inference_reward", "training_reward", "penalty")
 EPILOG = """\
 examples:
@@ -33,6 +31,7 @@ examples:
   slm-hub token create --domain medicine --ttl 24h
   slm-hub nodes
   slm-hub ask "Acute serous otitis media" --max-tokens 40
+  slm-hub train --domain law --rounds 3 --min-nodes 2
   slm-hub ledger balance
   slm-hub ledger history --node 3f9a2c --since 7d
   slm-hub ledger top --period 24h
@@ -58,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hub.aggregation import STRATEGIES
     from hub.home import DEFAULT_HOME
 
     parser = argparse.ArgumentParser(
@@ -195,14 +195,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", help="idempotency key (default: a new one); reuse it to retry safely")
     p.set_defaults(run=cmd_penalize)
 
-    for name, summary in PENDING.items():
-        p = sub.add_parser(name, help=f"{summary} (not available yet)", description=summary)
-        p.set_defaults(run=cmd_pending)
+    p = sub.add_parser(
+        "train", parents=[common], help="run federated training rounds for one domain",
+        description="Train a domain's connected nodes together on Flower: each round sends the "
+        "domain's global model to its nodes, each trains --local-steps steps on its own data "
+        "(which never leaves it) and sends weights back; updates with NaN/Inf, wrong shapes or "
+        "outlying norms are rejected, the rest aggregated, stored in <home>/models/<domain>/, "
+        "adopted by the nodes and credited in the ledger. Runs beside `slm-hub serve`, on the "
+        "hub's machine.",
+    )  # fmt: skip
+    p.add_argument("--domain", required=True, help="the domain whose nodes train (only those)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds to run (default: %(default)s)")
+    p.add_argument("--local-steps", type=int, default=20,
+                   help="training steps per node per round (default: %(default)s)")  # fmt: skip
+    p.add_argument("--strategy", default="fedavg", choices=STRATEGIES,
+                   help="aggregation (default: %(default)s, weighted by examples)")  # fmt: skip
+    p.add_argument("--min-nodes", type=int, default=2,
+                   help="nodes that must be connected, and updates a round needs to complete "
+                   "(default: %(default)s)")  # fmt: skip
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds a round waits for updates before going on without the "
+                   "missing nodes (default: %(default)s)")  # fmt: skip
+    p.add_argument("--reward", choices=("equal", "by-examples"), default="equal",
+                   help="how a round's reward is split (default: %(default)s)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="progress as JSON lines")
+    p.set_defaults(run=cmd_train)
     return parser
 
 
-def cmd_pending(args: argparse.Namespace) -> None:
-    raise SLMError(f"`slm-hub {args.command}` is not available yet")
+def cmd_train(args: argparse.Namespace) -> int:
+    from hub.federation import TrainingPlan
+    from hub.home import HubConfig
+    from hub.superlink import running_control_client
+    from hub.training_runs import follow, start
+
+    running_control_client(args.home).close()  # a one-line error when no hub serves from there
+    cfg = HubConfig.load(args.home, args.db)
+    plan = TrainingPlan(
+        domain=args.domain, rounds=args.rounds, local_steps=args.local_steps,
+        strategy=args.strategy, min_nodes=args.min_nodes, round_timeout=args.timeout,
+        reward_by_examples=args.reward == "by-examples", hub_home=str(args.home.resolve()),
+        db_url=cfg.db_url,
+    )  # fmt: skip
+    client, run_id, plan = start(args.home, lambda: _current_engine(args), plan)
+    nodes = len(plan.members)
+    if not args.json:
+        print(f"run {run_id}: {plan.rounds} {plan.strategy} round(s) of {plan.local_steps} local "
+              f"steps on {nodes} {plan.domain} node(s)", file=sys.stderr)  # fmt: skip
+    show = (lambda e: print(json.dumps(e), flush=True)) if args.json else _show_training_event
+    try:
+        outcome = follow(client, args.home, run_id, show)
+    finally:
+        client.close()
+    if not outcome.ok:
+        raise SLMError(f"run {run_id} failed: {outcome.reason}")
+    if not args.json:
+        print(f"run {run_id}: done; `slm-hub nodes` shows the versions the nodes serve",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _show_training_event(event: dict) -> None:
+    kind = event["event"]
+    if kind == "initial":
+        print(f"starting from {event['source']}", file=sys.stderr)
+    elif kind == "round-started":
+        print(f"round {event['round']}: training on {len(event['nodes'])} node(s) ...",
+              file=sys.stderr, flush=True)  # fmt: skip
+    elif kind == "round-done":
+        loss = {k: "-" if event[k] is None else f"{event[k]:.4f}" for k in LOSSES}
+        print(f"round {event['round']}: {len(event['participants'])} participant(s), "
+              f"{len(event['rejected'])} rejected, train loss {loss['train_loss']}, "
+              f"validation loss {loss['val_loss']}, global {event['weights_sha256'][:16]}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        for r in event["rejected"]:
+            print(f"  rejected {r['node'][:12]}: {r['reason']}", file=sys.stderr)
+    elif kind == "round-failed":
+        for r in event["rejected"]:
+            print(f"  rejected {r['node'][:12]}: {r['reason']}", file=sys.stderr)
 
 
 def cmd_init(args: argparse.Namespace) -> None:

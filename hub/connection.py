@@ -59,7 +59,7 @@ class NodeConnection:
                 self._scores.pop(request_id, None)
         return Score(
             reply.loglik, reply.bits_per_byte, reply.confidence, reply.declined, reply.signature,
-            reply.node_ms,
+            reply.node_ms, reply.model_version[:64],
         )  # fmt: skip
 
     async def generate(
@@ -85,7 +85,7 @@ class NodeConnection:
                         raise chunk
                     finished = chunk.done
                     yield Piece(chunk.text, chunk.tokens, chunk.done, chunk.signature,
-                                chunk.node_ms)  # fmt: skip
+                                chunk.node_ms, chunk.model_version[:64])  # fmt: skip
                     if finished:
                         return
             finally:

@@ -35,6 +35,7 @@ class Score:
     declined: bool
     signature: bytes
     node_ms: float = 0.0  # the node's own time on it, as it reports (0: unknown)
+    model_version: str = ""  # the model that signed it ("": the link's current one)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Piece:
     done: bool
     signature: bytes = b""
     node_ms: float = 0.0  # on the last piece: the node's own time on the request
+    model_version: str = ""  # on the last piece: the model that signed it
 
 
 class NodeLink(Protocol):
@@ -165,7 +167,7 @@ class Router:
             return None
         statement = score_bytes(
             link.node_id, request_id, prompt, s.loglik, s.bits_per_byte, s.confidence,
-            s.declined, link.model_version,
+            s.declined, s.model_version or link.model_version,
         )  # fmt: skip
         return s if verify(link.public_key, s.signature, statement) else None
 
@@ -204,7 +206,7 @@ class Router:
                     if piece.done:
                         statement = completion_bytes(
                             link.node_id, request_id, continued, produced, piece.tokens,
-                            link.model_version,
+                            piece.model_version or link.model_version,
                         )  # fmt: skip
                         verified = verify(link.public_key, piece.signature, statement)
                         tokens = piece.tokens

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from pathlib import Path
 
 from hub.tls import TLSFiles
 from slm import processes
+from slm.atomic import atomic_write_text
+from slm.errors import SLMError
 
 log = logging.getLogger("slm-hub")
 
@@ -36,6 +39,32 @@ class SuperLinkOptions:
     host: str = "127.0.0.1"
     port: int = 7444  # Fleet, Control and Runtime APIs share it; 0 picks a free one
     insecure: bool = False
+
+
+def address_path(home: Path) -> Path:
+    """Where a serving hub says how to reach its SuperLink (for `slm-hub train`)."""
+    return home / "flower" / "superlink.json"
+
+
+def control_client(home: Path, address: str, insecure: bool):  # type: ignore[no-untyped-def]
+    """A Control API client of the SuperLink at `address` (blocking calls)."""
+    from flwr.supercore.control import ControlHttpClient
+
+    ca = None if insecure else TLSFiles(home).ca_cert.read_bytes()
+    return ControlHttpClient.from_server_address(
+        address, insecure=insecure, root_certificates=ca, interceptors=[]
+    )
+
+
+def running_control_client(home: Path):  # type: ignore[no-untyped-def]
+    """A Control API client of the SuperLink the hub serving from `home` runs."""
+    try:
+        info = json.loads(address_path(home).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        raise SLMError(
+            f"no hub is serving from {home}: start it with `slm-hub serve --home {home}`"
+        ) from None
+    return control_client(home, info["address"], bool(info["insecure"]))
 
 
 class SuperLink:
@@ -66,12 +95,7 @@ class SuperLink:
 
     def control(self):  # type: ignore[no-untyped-def]
         """A Control API client (blocking; call it from a worker thread)."""
-        from flwr.supercore.control import ControlHttpClient
-
-        ca = None if self.options.insecure else TLSFiles(self.home).ca_cert.read_bytes()
-        return ControlHttpClient.from_server_address(
-            self.address, insecure=self.options.insecure, root_certificates=ca, interceptors=[]
-        )
+        return control_client(self.home, self.address, self.options.insecure)
 
     async def supervise(self, stop: asyncio.Event) -> None:
         """Keep a SuperLink running until `stop` is set, then stop it."""
@@ -90,6 +114,7 @@ class SuperLink:
             self.ready.clear()
             if stopping.done():
                 exited.cancel()
+                address_path(self.home).unlink(missing_ok=True)
                 await processes.stop(self.process)
                 return
             stopping.cancel()
@@ -105,6 +130,9 @@ class SuperLink:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if await asyncio.to_thread(self._answers):
+                atomic_write_text(address_path(self.home), json.dumps(
+                    {"address": self.address, "insecure": self.options.insecure}
+                ))  # fmt: skip
                 self.ready.set()
                 log.info("training plane: Flower SuperLink on %s (state %s)", self.address,
                          self.state_dir / "state.db")  # fmt: skip

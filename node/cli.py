@@ -348,6 +348,7 @@ def cmd_join(args: argparse.Namespace) -> None:
 
     import torch
 
+    from node.adoption import ModelWatcher
     from node.home import NodeConfig
     from node.identity import load_key
     from node.join import JoinOptions, NodeAgent
@@ -381,7 +382,10 @@ def cmd_join(args: argparse.Namespace) -> None:
 
     log(f"node {service.node_id}: {service.loaded.domain} model {service.loaded.version}, "
         f"dialling {args.hub}")  # fmt: skip
-    asyncio.run(NodeAgent(service, options, log, SuperNode(supernode_options, log)).run())
+    agent = NodeAgent(service, options, log, SuperNode(supernode_options, log))
+    agent.watcher = ModelWatcher(service.loaded.path, lambda: _load(args), service, log,
+                                 on_swap=agent.version_changed)  # fmt: skip
+    asyncio.run(agent.run())
     log("left the hub")
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import grpc
 
+from node.adoption import ModelWatcher
 from node.service import NodeService
 from node.supernode import SuperNode
 from protos import swarm_pb2 as pb
@@ -87,6 +88,8 @@ class NodeAgent:
         self.options = options
         self.log = log
         self.supernode = supernode  # the training plane, started once the hub names it
+        self.watcher: ModelWatcher | None = None  # swaps in models the training plane adopts
+        self._beat_now: asyncio.Event | None = None
         self.pool = ThreadPoolExecutor(options.capacity, thread_name_prefix="node-worker")
         self.in_flight = 0
         self.draining = asyncio.Event()
@@ -100,9 +103,11 @@ class NodeAgent:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._drain)
         backoff = Backoff(*self.options.backoff_s)
+        self._beat_now = asyncio.Event()
         training = (
             asyncio.create_task(self.supernode.supervise(self.draining)) if self.supernode else None
         )
+        watching = asyncio.create_task(self.watcher.watch(self.draining)) if self.watcher else None
         try:
             while not self.draining.is_set():
                 try:
@@ -125,9 +130,10 @@ class NodeAgent:
                     await asyncio.wait_for(self.draining.wait(), delay)
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
-            if training is not None:
-                self.draining.set()
-                await training
+            self.draining.set()
+            for task in (training, watching):
+                if task is not None:
+                    await task
 
     def _drain(self) -> None:
         if not self.draining.is_set():
@@ -187,11 +193,19 @@ class NodeAgent:
         if code in FATAL:
             raise Refused(f"the hub refused this node: {await call.details()}")
 
+    def version_changed(self) -> None:
+        """Tell the hub the new model version now rather than at the next heartbeat."""
+        if self._beat_now is not None:
+            self._beat_now.set()
+
     async def _heartbeat(self, outgoing: asyncio.Queue, interval: float) -> None:
+        assert self._beat_now is not None
         while True:
             outgoing.put_nowait(pb.NodeMessage(heartbeat=pb.Heartbeat(
                 in_flight=self.in_flight, model_version=self.service.loaded.version)))  # fmt: skip
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), interval)
+            self._beat_now.clear()
 
     async def _leave_when_drained(self, outgoing: asyncio.Queue) -> None:
         await self.draining.wait()
@@ -253,6 +267,7 @@ class NodeAgent:
         self._emit(loop, outgoing, pb.NodeMessage(score=pb.ScoreReply(
             request_id=rid, loglik=s.loglik, bits_per_byte=s.bits_per_byte,
             confidence=s.confidence, declined=s.declined, signature=s.signature, node_ms=took,
+            model_version=s.model_version,
         )))  # fmt: skip
         self.log(f"score    {rid[:8]}  {took:6.0f} ms  confidence {s.confidence:.3f}"
                  + ("  (declined)" if s.declined else ""))  # fmt: skip
@@ -274,7 +289,7 @@ class NodeAgent:
                 took = (time.monotonic() - received) * 1000 if chunk.done else 0.0
                 self._emit(loop, outgoing, pb.NodeMessage(chunk=pb.GenerateChunk(
                     request_id=rid, text=chunk.text, tokens=chunk.tokens, done=chunk.done,
-                    signature=chunk.signature, node_ms=took,
+                    signature=chunk.signature, node_ms=took, model_version=chunk.model_version,
                 )))  # fmt: skip
         except Exception as exc:
             self._fail(loop, outgoing, rid, f"generate failed: {exc}")

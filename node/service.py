@@ -29,6 +29,7 @@ class SignedScore:
     confidence: float
     declined: bool
     signature: bytes
+    model_version: str  # the model that scored: the signature covers it
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Chunk:
     tokens: int  # generated so far
     done: bool
     signature: bytes = b""  # on the last chunk: over the whole completion
+    model_version: str = ""  # on the last chunk: the model that generated it
 
 
 class NodeService:
@@ -52,16 +54,22 @@ class NodeService:
         self.node_id = node_id(self.public_key)
         self.min_confidence = min_confidence
 
+    def swap(self, loaded: LoadedModel) -> None:
+        """Serve another model from the next request on; requests under way keep theirs."""
+        self.loaded = loaded
+
     def score(self, request_id: str, prompt: str) -> SignedScore:
-        s = score(self.loaded.model, self.loaded.tokenizer, self.loaded.quantiles, prompt)
+        loaded = self.loaded  # one model for the whole request, even if a swap lands meanwhile
+        s = score(loaded.model, loaded.tokenizer, loaded.quantiles, prompt)
         declined = s.confidence < self.min_confidence
         statement = score_bytes(
             self.node_id, request_id, prompt, s.loglik, s.bits_per_byte, s.confidence, declined,
-            self.loaded.version,
+            loaded.version,
         )  # fmt: skip
         return SignedScore(
-            request_id, s.loglik, s.bits_per_byte, s.confidence, declined, sign(self.key, statement)
-        )
+            request_id, s.loglik, s.bits_per_byte, s.confidence, declined,
+            sign(self.key, statement), loaded.version,
+        )  # fmt: skip
 
     def generate(self, request_id: str, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
         """Text pieces as they are produced, then a final, signed chunk."""
@@ -76,6 +84,7 @@ class NodeService:
                 yield Chunk(request_id, piece, tokens, done=False)
         completion = "".join(pieces)
         statement = completion_bytes(
-            self.node_id, request_id, prompt, completion, tokens, self.loaded.version
+            self.node_id, request_id, prompt, completion, tokens, loaded.version
         )
-        yield Chunk(request_id, "", tokens, done=True, signature=sign(self.key, statement))
+        yield Chunk(request_id, "", tokens, done=True, signature=sign(self.key, statement),
+                    model_version=loaded.version)  # fmt: skip

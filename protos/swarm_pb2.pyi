@@ -95,7 +95,7 @@ class ScoreRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., prompt: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class ScoreReply(_message.Message):
-    __slots__ = ("request_id", "loglik", "bits_per_byte", "confidence", "declined", "signature", "node_ms")
+    __slots__ = ("request_id", "loglik", "bits_per_byte", "confidence", "declined", "signature", "node_ms", "model_version")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOGLIK_FIELD_NUMBER: _ClassVar[int]
     BITS_PER_BYTE_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class ScoreReply(_message.Message):
     DECLINED_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     NODE_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     loglik: float
     bits_per_byte: float
@@ -110,7 +111,8 @@ class ScoreReply(_message.Message):
     declined: bool
     signature: bytes
     node_ms: float
-    def __init__(self, request_id: _Optional[str] = ..., loglik: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., confidence: _Optional[float] = ..., declined: bool = ..., signature: _Optional[bytes] = ..., node_ms: _Optional[float] = ...) -> None: ...
+    model_version: str
+    def __init__(self, request_id: _Optional[str] = ..., loglik: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., confidence: _Optional[float] = ..., declined: bool = ..., signature: _Optional[bytes] = ..., node_ms: _Optional[float] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("request_id", "prompt", "max_tokens", "temperature", "top_k", "top_p", "stop", "seed")
@@ -133,20 +135,22 @@ class GenerateRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
-    __slots__ = ("request_id", "text", "tokens", "done", "signature", "node_ms")
+    __slots__ = ("request_id", "text", "tokens", "done", "signature", "node_ms", "model_version")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     NODE_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     tokens: int
     done: bool
     signature: bytes
     node_ms: float
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., tokens: _Optional[int] = ..., done: bool = ..., signature: _Optional[bytes] = ..., node_ms: _Optional[float] = ...) -> None: ...
+    model_version: str
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., tokens: _Optional[int] = ..., done: bool = ..., signature: _Optional[bytes] = ..., node_ms: _Optional[float] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class RequestFailed(_message.Message):
     __slots__ = ("request_id", "message")

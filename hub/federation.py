@@ -1,0 +1,350 @@
+"""Federated rounds for one domain: the plan, the app bundle, the global models, the loop.
+
+The loop is plain Python over a `Cohort` (send the global model to some nodes, collect what
+comes back within a deadline), so the rules (who takes part, what is rejected, what a round
+needs to complete, what is stored and credited) live here, and hub/training_app.py is only
+the Flower transport under them.
+
+Files in the hub home:
+  models/<domain>/<sha256>.safetensors   every global model, named by its hash; the SQL
+                                         training_rounds row of the round that made it says
+                                         which one is the domain's latest
+  training/<run id>.jsonl                the run's progress, one JSON event per line, for
+                                         `slm-hub train` to show (and for whoever reads later)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
+from sqlalchemy import Engine, select
+
+from hub.aggregation import STRATEGIES, Update, Weights, aggregate, screen
+from hub.ledger import Ledger
+from hub.schema import TrainingRound
+from slm.atomic import atomic_write_bytes
+from slm.errors import SLMError
+
+APP_NAME, APP_PUBLISHER = "swarmllm-training", "swarmllm"
+SERVERAPP, CLIENTAPP = "hub.training_app:app", "node.training_app:app"
+WEIGHTS_FORMAT = "swarmllm-model/1"  # the model folder's safetensors metadata, so hashes agree
+
+
+class TrainingError(SLMError):
+    """A run that cannot start or a round that cannot complete; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything a run needs, carried to the ServerApp as Flower's run config.
+
+    Field names are the run-config keys (with '-' for '_'); the defaults here are the app
+    bundle's defaults, so this dataclass is the one place they are defined.
+    """
+
+    domain: str = ""
+    node_ids: str = ""  # "flower_id=node_id,..." for the domain's registered nodes
+    rounds: int = 1
+    local_steps: int = 20
+    strategy: str = "fedavg"
+    min_nodes: int = 2
+    round_timeout: float = 600.0  # seconds to wait for updates (and again for adoptions)
+    reward_by_examples: bool = False
+    hub_home: str = ""
+    db_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise TrainingError(
+                f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}"
+            )
+        for name in ("rounds", "local_steps", "min_nodes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if not self.round_timeout > 0:
+            raise TrainingError(f"--timeout must be positive, got {self.round_timeout}")
+
+    @property
+    def members(self) -> dict[int, str]:
+        """Flower node id -> routing-plane node id."""
+        out = {}
+        for pair in filter(None, self.node_ids.split(",")):
+            flower_id, node = pair.split("=", 1)
+            out[int(flower_id)] = node
+        return out
+
+    def run_config(self) -> dict[str, Any]:
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_run_config(cls, config: dict[str, Any]) -> TrainingPlan:
+        return cls(**{f.name: config[f.name.replace("_", "-")] for f in fields(cls)})
+
+
+def app_pyproject() -> str:
+    """The app bundle's only file: which installed code runs, and the run config's defaults."""
+    defaults = TrainingPlan().run_config()
+    lines = [
+        "[build-system]",
+        'requires = ["hatchling"]',
+        'build-backend = "hatchling.build"',
+        "",
+        "[project]",
+        f'name = "{APP_NAME}"',
+        'version = "1.0.0"',
+        'description = "SwarmLLM federated rounds; the code is installed with swarmllm"',
+        'license = "Apache-2.0"',
+        "dependencies = []",
+        "",
+        "[tool.flwr.app]",
+        f'publisher = "{APP_PUBLISHER}"',
+        "",
+        "[tool.flwr.app.components]",
+        f'serverapp = "{SERVERAPP}"',
+        f'clientapp = "{CLIENTAPP}"',
+        "",
+        "[tool.flwr.app.config]",
+    ]
+    for key, value in defaults.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def app_bundle() -> bytes:
+    """The FAB (a zip Flower hashes and ships to its SuperExec): pyproject.toml alone."""
+    from flwr.cli.build import build_fab_from_files
+
+    return build_fab_from_files({"pyproject.toml": app_pyproject().encode()})[0]
+
+
+class GlobalStore:
+    """Global models of every domain, content-addressed under <home>/models/<domain>/."""
+
+    def __init__(self, home: Path) -> None:
+        self.root = Path(home) / "models"
+
+    def path(self, domain: str, sha256: str) -> Path:
+        return self.root / domain / f"{sha256}.safetensors"
+
+    def save(self, domain: str, weights: Weights) -> str:
+        data = save_safetensors(
+            {k: np.ascontiguousarray(v) for k, v in weights.items()},
+            metadata={"format": WEIGHTS_FORMAT},
+        )
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.path(domain, sha)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            atomic_write_bytes(path, data)
+        return sha
+
+    def load(self, domain: str, sha256: str) -> Weights:
+        path = self.path(domain, sha256)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise TrainingError(f"the global model {path} is missing") from None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise TrainingError(f"the global model {path} does not match its hash")
+        try:
+            return load_safetensors(data)
+        except SafetensorError as exc:
+            raise TrainingError(f"the global model {path} is corrupted: {exc}") from None
+
+
+def latest_round(engine: Engine, domain: str) -> TrainingRound | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(TrainingRound)
+            .where(TrainingRound.domain == domain, TrainingRound.weights_sha256 != "")
+            .order_by(TrainingRound.created_at.desc(), TrainingRound.round.desc())
+            .limit(1)
+        ).first()
+    return row
+
+
+def events_path(home: Path, run_id: int) -> Path:
+    return Path(home) / "training" / f"{run_id}.jsonl"
+
+
+class Events:
+    """The run's progress, appended as JSON lines (readers skip a torn last line)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def emit(self, kind: str, **data: Any) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"event": kind, "time": round(time.time(), 3), **data}) + "\n")
+            f.flush()
+
+
+def read_events(path: Path, start: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Whole events from byte `start` on, and where the next read should start."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except FileNotFoundError:
+        return [], start
+    end = data.rfind(b"\n") + 1
+    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return events, start + end
+
+
+@dataclass
+class Reply:
+    """What one node sent back: weights and numbers, or the reason it could not."""
+
+    weights: Weights | None = None
+    num_examples: int = 0
+    metrics: dict[str, float] | None = None
+    error: str = ""
+
+
+class Cohort(Protocol):
+    """The transport: Flower's Grid in deployment, a fake in unit tests."""
+
+    def online(self) -> set[int]: ...
+
+    def fetch(self, node: int, timeout: float) -> Reply: ...
+
+    def train(
+        self, nodes: Sequence[int], weights: Weights, config: dict[str, Any], timeout: float
+    ) -> dict[int, Reply]: ...
+
+    def adopt(
+        self, nodes: Sequence[int], weights: Weights, config: dict[str, Any], timeout: float
+    ) -> dict[int, Reply]: ...
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(float(np.mean(values)), 5) if values else None
+
+
+def run_rounds(
+    plan: TrainingPlan,
+    run_id: int,
+    cohort: Cohort,
+    ledger: Ledger,
+    store: GlobalStore,
+    events: Events,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Run the plan's rounds; a round that cannot complete raises TrainingError with why."""
+    members = plan.members
+    events.emit(
+        "started",
+        domain=plan.domain,
+        rounds=plan.rounds,
+        nodes=len(members),
+        strategy=plan.strategy,
+        local_steps=plan.local_steps,
+    )
+    weights, source = _initial_model(plan, cohort, ledger.engine, store)
+    events.emit("initial", source=source)
+    for number in range(1, plan.rounds + 1):
+        online = sorted(cohort.online() & set(members))
+        if len(online) < plan.min_nodes:
+            raise TrainingError(
+                f"round {number}: {len(online)} of the {len(members)} {plan.domain} nodes are "
+                f"connected for training, fewer than --min-nodes {plan.min_nodes}"
+            )
+        events.emit("round-started", round=number, nodes=[members[n] for n in online])
+        config = {"round": number, "local-steps": plan.local_steps, "run-id": run_id}
+        replies = cohort.train(online, weights, config, plan.round_timeout)
+        updates, rejected = [], []
+        for flower_id in online:
+            reply = replies.get(flower_id)
+            node = members[flower_id]
+            if reply is None:
+                rejected.append(
+                    {"node": node, "reason": f"no update within {plan.round_timeout:g} s"}
+                )
+            elif reply.error or reply.weights is None:
+                rejected.append({"node": node, "reason": reply.error or "no weights in the reply"})
+            else:
+                updates.append(Update(node, reply.weights, reply.num_examples, reply.metrics or {}))
+        accepted, screened_out = screen(updates, weights)
+        rejected += [r.as_dict() for r in screened_out]
+        for r in rejected:
+            log(f"round {number}: rejected {r['node'][:12]}: {r['reason']}")
+        if len(accepted) < plan.min_nodes:
+            events.emit("round-failed", round=number, rejected=rejected)
+            raise TrainingError(
+                f"round {number}: {len(accepted)} usable update(s), fewer than --min-nodes "
+                f"{plan.min_nodes}; rejected: "
+                + "; ".join(f"{r['node'][:12]} ({r['reason']})" for r in rejected)
+            )
+        weights = aggregate(accepted, plan.strategy)
+        sha = store.save(plan.domain, weights)
+        by_flower = {node: fid for fid, node in members.items()}
+        adopters = [by_flower[u.node] for u in accepted]
+        adopted = cohort.adopt(
+            adopters, weights, {**config, "weights-sha256": sha}, plan.round_timeout
+        )
+        val = {
+            members[f]: r.metrics["val_loss"]
+            for f, r in adopted.items()
+            if not r.error and r.metrics and "val_loss" in r.metrics
+        }
+        metrics = {
+            "train_loss": _mean([u.metrics.get("train_loss", np.nan) for u in accepted]),
+            "val_loss": _mean(list(val.values())),
+            "nodes": {u.node: {**u.metrics, "val_loss_global": val.get(u.node)} for u in accepted},
+            "strategy": plan.strategy,
+            "run_id": run_id,
+        }
+        participants = [(u.node, u.num_examples) for u in accepted]
+        ledger.record_round(
+            f"{run_id}:{number}",
+            plan.domain,
+            number,
+            participants,
+            by_examples=plan.reward_by_examples,
+            metrics=metrics,
+            weights_sha256=sha,
+            rejected=rejected,
+        )
+        events.emit(
+            "round-done",
+            round=number,
+            participants=[n for n, _ in participants],
+            examples=[e for _, e in participants],
+            rejected=rejected,
+            train_loss=metrics["train_loss"],
+            val_loss=metrics["val_loss"],
+            weights_sha256=sha,
+            adopted=sorted(members[f] for f, r in adopted.items() if not r.error),
+        )
+    events.emit("done")
+
+
+def _initial_model(
+    plan: TrainingPlan, cohort: Cohort, engine: Engine, store: GlobalStore
+) -> tuple[Weights, str]:
+    """The domain's latest global model, or (first run) the model of its first online node:
+    every round starts all participants from the same weights, which is what averaging needs."""
+    last = latest_round(engine, plan.domain)
+    if last is not None:
+        return store.load(plan.domain, last.weights_sha256), f"global {last.weights_sha256[:16]}"
+    members = plan.members
+    for flower_id in sorted(cohort.online() & set(members), key=lambda f: members[f]):
+        reply = cohort.fetch(flower_id, plan.round_timeout)
+        if reply.weights is not None and all(
+            np.all(np.isfinite(v)) for v in reply.weights.values()
+        ):
+            return reply.weights, f"node {members[flower_id][:12]}"
+    raise TrainingError(f"no {plan.domain} node could send a starting model")

@@ -1,0 +1,139 @@
+"""`slm-hub train`: check the domain's nodes, submit a run to the SuperLink, follow it.
+
+Runs on the hub's machine beside `slm-hub serve`: it reads the registry for the domain's nodes
+and their Flower ids, asks the SuperLink (through its Control API) which are online, submits
+the app bundle with the plan as run config, then shows the run's progress events until Flower
+reports the run finished. Ctrl-C stops the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from hub.federation import TrainingError, TrainingPlan, app_bundle, events_path, read_events
+from hub.registry import NodeRegistry
+from hub.superlink import running_control_client
+
+POLL_S = 0.5
+START_TIMEOUT_S = 120.0  # a run still pending after this long has no SuperExec to run it
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: int
+    ok: bool
+    reason: str  # why it failed; "" when it completed
+
+
+def _connect(home: Path):  # type: ignore[no-untyped-def]
+    import httpx
+
+    client = running_control_client(home)
+    try:
+        from flwr.proto.control_pb2 import ListNodesRequest
+
+        nodes = client.ListNodes(ListNodesRequest()).nodes_info
+    except httpx.HTTPError:
+        client.close()
+        raise TrainingError(
+            f"the hub serving from {home} does not answer on its training plane; is "
+            "`slm-hub serve` running?"
+        ) from None
+    return client, {int(n.node_id): n.status for n in nodes}
+
+
+def cohort(engine: Engine, domain: str, online: dict[int, str]) -> tuple[dict[int, str], list[str]]:
+    """The domain's registered training members (Flower id -> node id), and those offline."""
+    members, offline = {}, []
+    for record in NodeRegistry(engine).all():
+        if record.domain != domain or record.revoked:
+            continue
+        if record.flower_node_id is None:
+            offline.append(f"{record.node_id[:12]} (not registered for training yet)")
+            continue
+        flower_id = int(record.flower_node_id)
+        if online.get(flower_id) == "online":
+            members[flower_id] = record.node_id
+        else:
+            offline.append(f"{record.node_id[:12]} ({online.get(flower_id, 'unknown')})")
+    return members, offline
+
+
+def start(
+    home: Path, open_engine: Callable[[], Engine], plan: TrainingPlan
+) -> tuple[Any, int, TrainingPlan]:
+    """Check there are enough nodes, submit; returns (control client, run id, final plan).
+
+    The SuperLink is asked first: without a serving hub there is nothing to check or write.
+    """
+    from flwr.common.serde import fab_to_proto, user_config_to_proto
+    from flwr.proto.control_pb2 import StartRunRequest
+    from flwr.supercore.fab import Fab
+
+    client, online = _connect(home)
+    try:
+        members, offline = cohort(open_engine(), plan.domain, online)
+        if len(members) < plan.min_nodes:
+            known = len(members) + len(offline)
+            detail = f"; not connected: {', '.join(offline)}" if offline else ""
+            raise TrainingError(
+                f"{len(members)} {plan.domain} node(s) connected for training, fewer than "
+                f"--min-nodes {plan.min_nodes} ({known} {plan.domain} node(s) joined){detail}"
+            )
+        plan = replace(plan, node_ids=",".join(f"{f}={n}" for f, n in sorted(members.items())))
+        fab = app_bundle()
+        request = StartRunRequest(
+            fab=fab_to_proto(Fab(hashlib.sha256(fab).hexdigest(), fab, {})),
+            override_config=user_config_to_proto(plan.run_config()),
+        )
+        run_id = int(client.StartRun(request).run_id)
+    except BaseException:
+        client.close()
+        raise
+    return client, run_id, plan
+
+
+def _status(client: Any, run_id: int) -> tuple[str, str, str]:
+    from flwr.proto.control_pb2 import ListRunsRequest
+
+    run = client.ListRuns(ListRunsRequest(run_id=run_id)).run_dict[run_id]
+    return run.status.status, run.status.sub_status, run.status.details
+
+
+def follow(client: Any, home: Path, run_id: int, show: Callable[[dict[str, Any]], None]) -> Outcome:
+    """Show the run's events as they come, until Flower says it finished."""
+    from flwr.proto.control_pb2 import StopRunRequest
+
+    path, offset, failure = events_path(home, run_id), 0, ""
+    submitted = time.monotonic()
+    try:
+        while True:
+            status, sub_status, details = _status(client, run_id)
+            events, offset = read_events(path, offset)
+            for event in events:
+                if event["event"] == "failed":
+                    failure = event["reason"]
+                show(event)
+            if status == "finished":
+                if sub_status == "completed" and not failure:
+                    return Outcome(run_id, True, "")
+                return Outcome(run_id, False, failure or details or f"the run {sub_status}")
+            if status == "pending" and time.monotonic() - submitted > START_TIMEOUT_S:
+                client.StopRun(StopRunRequest(run_id=run_id))
+                return Outcome(
+                    run_id,
+                    False,
+                    f"the run did not start within {START_TIMEOUT_S:g} s; "
+                    f"see {home / 'logs' / 'superlink.log'}",
+                )
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        client.StopRun(StopRunRequest(run_id=run_id))
+        return Outcome(run_id, False, "stopped (Ctrl-C)")

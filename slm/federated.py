@@ -1,0 +1,182 @@
+"""What one node computes in a federated round, on its own data: train from the global weights,
+and adopt a new global model into its model folder.
+
+Kept apart from Flower (node/training_app.py is the thin ClientApp over it) so the same local
+training runs in the acceptance comparison and the benchmark without a network. Weights cross
+this boundary as {name: float32 ndarray} in the model's state-dict order, the form both Flower's
+ArrayRecord and safetensors carry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slm.config import TrainConfig
+from slm.errors import ConfigError, DataError
+from slm.model import SLM
+from slm.model_folder import (
+    CONFIG,
+    PROFILE,
+    WEIGHTS,
+    LoadedModel,
+    finish_folder,
+    load_model_folder,
+    save_weights,
+)
+from slm.scoring import calibrate, calibration_passages
+from slm.train import evaluate, get_batch, make_optimizer, read_corpus, split_corpus
+
+LOCAL_LR_FACTOR = 0.5  # rounds fine-tune a trained model: half its peak rate, held constant
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """A node's own text, tokenized and split as its training split it (every k-th chunk)."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    val_text: str
+
+
+def train_config_of(loaded: LoadedModel) -> TrainConfig:
+    """The node's own training settings, as its model folder recorded them."""
+    recorded = loaded.training.get("train_config") or {}
+    try:
+        return TrainConfig(**recorded)
+    except (TypeError, ConfigError) as exc:
+        raise ConfigError(f"{loaded.path}: the recorded train_config is unusable ({exc})") from None
+
+
+def read_local_data(loaded: LoadedModel, data: Path, cfg: TrainConfig) -> LocalData:
+    train_text, val_text = split_corpus(read_corpus(data), cfg.val_fraction)
+    ids = [
+        torch.tensor(loaded.tokenizer.encode(t), dtype=torch.long) for t in (train_text, val_text)
+    ]
+    for name, part in zip(("training", "validation"), ids, strict=True):
+        if len(part) < cfg.seq_len + 2:
+            raise DataError(f"{data}: the {name} split has {len(part)} tokens; it needs more text")
+    return LocalData(ids[0], ids[1], val_text)
+
+
+def examples_in(data: LocalData, cfg: TrainConfig) -> int:
+    """Training windows in the local data: this node's weight in FedAvg."""
+    return max(1, len(data.train) // cfg.seq_len)
+
+
+def weights_of(model: SLM) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def apply_weights(model: SLM, weights: dict[str, np.ndarray]) -> None:
+    """Load global weights; any missing, extra or misshapen tensor is a ConfigError."""
+    own = model.state_dict()
+    if set(weights) != set(own):
+        missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+        raise ConfigError(f"global weights do not fit this model: missing {missing}, extra {extra}")
+    for name, tensor in own.items():
+        if tuple(weights[name].shape) != tuple(tensor.shape):
+            raise ConfigError(
+                f"global weight {name} has shape {weights[name].shape}, "
+                f"the model {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(
+        {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in weights.items()}
+    )
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    weights: dict[str, np.ndarray]
+    num_examples: int
+    train_loss: float  # mean over the local steps
+    val_loss: float  # on the node's validation split, after training
+    steps: int
+
+
+def local_train(
+    folder: Path,
+    data: Path,
+    global_weights: dict[str, np.ndarray] | None,
+    steps: int,
+    round_seed: int = 0,
+) -> LocalUpdate:
+    """Start from the global weights (or the node's own when there are none yet), train `steps`
+    steps on the node's data at a constant rate, and return the new weights."""
+    if steps <= 0:
+        raise ConfigError(f"local steps must be positive, got {steps}")
+    loaded = load_model_folder(folder)
+    cfg = train_config_of(loaded)
+    cfg = replace(cfg, seed=cfg.seed + 7919 * round_seed)  # other batches every round
+    local = read_local_data(loaded, data, cfg)
+    model = loaded.model
+    if global_weights is not None:
+        apply_weights(model, global_weights)
+    model.train()
+    optimizer = make_optimizer(model, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.learning_rate * LOCAL_LR_FACTOR
+    bos, device = loaded.tokenizer.bos_id, torch.device("cpu")
+    total = 0.0
+    for step in range(steps):
+        x, y = get_batch(local.train, cfg, step, bos, device)
+        torch.manual_seed(cfg.seed + step)
+        loss = model.loss(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise ConfigError(f"local training diverged: loss {value} at step {step + 1}")
+        total += value
+    val_loss = evaluate(model, local.val, cfg, bos, device)
+    return LocalUpdate(weights_of(model), examples_in(local, cfg), total / steps, val_loss, steps)
+
+
+def validation_loss(folder: Path, data: Path, weights: dict[str, np.ndarray] | None) -> float:
+    """The loss of these weights (or the folder's own) on the node's validation split."""
+    loaded = load_model_folder(folder)
+    cfg = train_config_of(loaded)
+    if weights is not None:
+        apply_weights(loaded.model, weights)
+    local = read_local_data(loaded, data, cfg)
+    return evaluate(loaded.model, local.val, cfg, loaded.tokenizer.bos_id, torch.device("cpu"))
+
+
+def adopt(
+    folder: Path, data: Path | None, weights: dict[str, np.ndarray], provenance: dict[str, Any]
+) -> tuple[str, float | None]:
+    """Make `weights` the folder's model; returns (new version, validation loss on local data).
+
+    Every file is replaced atomically and config.json last, which is the signal a serving
+    process waits for, so it never loads new weights with the old calibration. Calibration is
+    redone on the node's validation text: confidence must describe the model that answers.
+    """
+    folder = Path(folder)
+    loaded = load_model_folder(folder)
+    apply_weights(loaded.model, weights)
+    loaded.model.eval()
+    val_loss: float | None = None
+    if data is not None:
+        cfg = train_config_of(loaded)
+        local = read_local_data(loaded, data, cfg)
+        val_loss = evaluate(
+            loaded.model, local.val, cfg, loaded.tokenizer.bos_id, torch.device("cpu")
+        )
+        quantiles = calibrate(loaded.model, loaded.tokenizer, calibration_passages(local.val_text))
+    else:
+        quantiles = loaded.quantiles
+    save_weights(folder, loaded.model)
+    meta = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    training = {**meta.get("training", {}), "federated": provenance}
+    profile = np.load(folder / PROFILE, allow_pickle=False)
+    finish_folder(folder, loaded.config, loaded.domain, quantiles, profile, training)
+    return hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()[:16], val_loss
