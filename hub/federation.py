@@ -308,7 +308,7 @@ def run_rounds(
             "run_id": run_id,
         }
         participants = [(u.node, u.num_examples) for u in accepted]
-        ledger.record_round(
+        recorded = ledger.record_round(
             f"{run_id}:{number}",
             plan.domain,
             number,
@@ -318,6 +318,8 @@ def run_rounds(
             weights_sha256=sha,
             rejected=rejected,
         )
+        if not recorded:
+            raise TrainingError(f"round {run_id}:{number} is already in the ledger; not paid twice")
         events.emit(
             "round-done",
             round=number,

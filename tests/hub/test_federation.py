@@ -1,0 +1,168 @@
+"""The round loop's rules (hub/federation.py) over a fake transport and the real ledger (SQLite
+and PostgreSQL): who takes part, what is rejected, what a round needs, what is stored and paid.
+The same loop over Flower's real transport is tested in test_federated_rounds.py."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from hub.federation import (
+    Events,
+    GlobalStore,
+    Reply,
+    TrainingError,
+    TrainingPlan,
+    app_bundle,
+    app_pyproject,
+    latest_round,
+    read_events,
+    run_rounds,
+)
+from hub.ledger import Ledger, node_account
+from hub.schema import TrainingRound
+from tests.hub.ledger_load import NODES
+
+START = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, np.float32)}
+
+
+class FakeCohort:
+    """Nodes that add `delta` to what they get; `silent` ones never answer."""
+
+    def __init__(self, deltas: dict[int, float], examples: dict[int, int], silent=()) -> None:  # type: ignore[no-untyped-def]
+        self.deltas, self.examples, self.silent = deltas, examples, set(silent)
+        self.trained: list[list[int]] = []
+        self.adopted: list[list[int]] = []
+
+    def online(self) -> set[int]:
+        return set(self.deltas)
+
+    def fetch(self, node: int, timeout: float) -> Reply:
+        return Reply({k: v.copy() for k, v in START.items()})
+
+    def train(self, nodes: Sequence[int], weights, config: dict[str, Any], timeout: float):  # type: ignore[no-untyped-def]
+        self.trained.append(list(nodes))
+        return {
+            n: Reply({k: v + self.deltas[n] for k, v in weights.items()}, self.examples[n],
+                     {"train_loss": 2.0 + n, "val_loss": 2.5})
+            for n in nodes if n not in self.silent
+        }  # fmt: skip
+
+    def adopt(self, nodes: Sequence[int], weights, config: dict[str, Any], timeout: float):  # type: ignore[no-untyped-def]
+        self.adopted.append(list(nodes))
+        return {n: Reply(metrics={"val_loss": 1.5}) for n in nodes}
+
+
+def plan(tmp_path: Path, **overrides: Any) -> TrainingPlan:
+    members = ",".join(f"{i + 1}={node}" for i, node in enumerate(NODES[:3]))
+    values = {"domain": "law", "node_ids": members, "local_steps": 3, "hub_home": str(tmp_path),
+              "min_nodes": 2, "round_timeout": 5.0, **overrides}  # fmt: skip
+    return TrainingPlan(**values)
+
+
+def run(tmp_path: Path, ledger: Ledger, cohort: FakeCohort, **overrides: Any) -> list[dict]:
+    run_id = 7 + len(list(tmp_path.glob("events-*")))  # Flower gives every run its own id
+    events = Events(tmp_path / f"events-{run_id}.jsonl")
+    run_rounds(plan(tmp_path, **overrides), run_id, cohort, ledger, GlobalStore(tmp_path), events,
+               log=lambda _: None)  # fmt: skip
+    return read_events(events.path)[0]
+
+
+def balance(ledger: Ledger, i: int) -> int:
+    return ledger.balances()[node_account(NODES[i])]
+
+
+def rows(ledger: Ledger) -> list[TrainingRound]:
+    with ledger.engine.connect() as conn:
+        return list(conn.execute(select(TrainingRound).order_by(TrainingRound.round)))
+
+
+def test_rounds_store_record_and_credit_the_fedavg_of_the_updates(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]
+    cohort = FakeCohort({1: 1.0, 2: 3.0, 3: 0.0}, {1: 30, 2: 10, 3: 0}, silent=[3])
+    events = run(tmp_path, ledger, cohort, rounds=2)
+    first, second = rows(ledger)
+    assert [p["node"] for p in json.loads(first.participants)] == [NODES[0], NODES[1]]
+    assert json.loads(first.rejected) == [{"node": NODES[2], "reason": "no update within 5 s"}]
+    # Round 1 starts from the fetched model: FedAvg moves it by 0.75 * 1 + 0.25 * 3 = 1.5.
+    store = GlobalStore(tmp_path)
+    np.testing.assert_allclose(store.load("law", first.weights_sha256)["w"], START["w"] + 1.5)
+    np.testing.assert_allclose(store.load("law", second.weights_sha256)["w"], START["w"] + 3.0)
+    assert latest_round(ledger.engine, "law").weights_sha256 == second.weights_sha256
+    assert json.loads(first.metrics)["val_loss"] == 1.5
+    assert cohort.adopted == [[1, 2], [1, 2]]  # only participants adopt
+    assert balance(ledger, 0) == balance(ledger, 1) == 2 * 5_000_000
+    assert [e["event"] for e in events] == [
+        "started", "initial", "round-started", "round-done", "round-started", "round-done", "done",
+    ]  # fmt: skip
+
+
+def test_a_new_run_starts_from_the_domains_latest_global_model(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]
+    run(tmp_path, ledger, FakeCohort({1: 1.0, 2: 1.0}, {1: 1, 2: 1}))
+    events = run(tmp_path, ledger, FakeCohort({1: 1.0, 2: 1.0}, {1: 1, 2: 1}))
+    assert events[1]["source"].startswith("global ")
+    latest = GlobalStore(tmp_path).load("law", latest_round(ledger.engine, "law").weights_sha256)
+    np.testing.assert_allclose(latest["w"], START["w"] + 2.0)
+
+
+def test_rewards_can_follow_examples(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]
+    run(tmp_path, ledger, FakeCohort({1: 1.0, 2: 1.0}, {1: 3, 2: 1}), reward_by_examples=True)
+    assert balance(ledger, 0) == 7_500_000 and balance(ledger, 1) == 2_500_000
+
+
+def test_a_round_with_too_few_usable_updates_fails_and_records_nothing(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]
+    cohort = FakeCohort({1: 1.0, 2: 1.0, 3: 1.0}, {1: 1, 2: 1, 3: 1}, silent=[2, 3])
+    with pytest.raises(TrainingError, match=r"1 usable update\(s\), fewer than --min-nodes 2"):
+        run(tmp_path, ledger, cohort)
+    assert rows(ledger) == [] and balance(ledger, 0) == 0
+    assert not list((tmp_path / "models").glob("law/*"))
+
+
+def test_too_few_online_members_fails_before_training(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]
+    cohort = FakeCohort({1: 1.0}, {1: 1})
+    with pytest.raises(TrainingError, match="1 of the 3 law nodes are connected"):
+        run(tmp_path, ledger, cohort)
+    assert cohort.trained == []
+
+
+def test_the_plan_travels_as_run_config_and_checks_its_values(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p = plan(tmp_path, rounds=3, strategy="krum")
+    assert TrainingPlan.from_run_config(p.run_config()) == p
+    assert p.members == {1: NODES[0], 2: NODES[1], 3: NODES[2]}
+    with pytest.raises(TrainingError, match="unknown strategy 'fedsgd'"):
+        TrainingPlan(strategy="fedsgd")
+    with pytest.raises(TrainingError, match="--rounds must be at least 1"):
+        TrainingPlan(rounds=0)
+    with pytest.raises(TrainingError, match="--timeout must be positive"):
+        TrainingPlan(round_timeout=0)
+
+
+def test_the_app_bundle_is_one_pyproject_that_flower_accepts() -> None:
+    import io
+    import zipfile
+
+    from flwr.common.config import get_fab_config
+
+    fab = app_bundle()
+    names = zipfile.ZipFile(io.BytesIO(fab)).namelist()
+    assert [n for n in names if not n.startswith(".info/")] == ["pyproject.toml"]
+    config = get_fab_config(fab)
+    assert config["tool"]["flwr"]["app"]["components"] == {
+        "serverapp": "hub.training_app:app", "clientapp": "node.training_app:app",
+    }  # fmt: skip
+    defaults = tomllib.loads(app_pyproject())["tool"]["flwr"]["app"]["config"]
+    assert defaults == TrainingPlan().run_config()
+
+
+def test_a_global_model_that_does_not_match_its_hash_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = GlobalStore(tmp_path)
+    sha = store.save("law", START)
+    store.path("law", sha).write_bytes(store.path("law", sha).read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(TrainingError, match="does not match its hash"):
+        store.load("law", sha)

@@ -1,0 +1,97 @@
+"""A node's side of a round (slm/federated.py) and the serving process's hot swap
+(node/adoption.py), on a copy of the session's slm-tiny law model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hub.federation import GlobalStore
+from node.adoption import ModelWatcher
+from node.identity import generate_key
+from node.service import NodeService
+from slm.errors import ConfigError
+from slm.federated import adopt, apply_weights, local_train, validation_loss, weights_of
+from slm.model_folder import load_model_folder
+from tests.conftest import held_out_split
+
+
+@pytest.fixture
+def law(trained, tmp_path: Path) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "law"
+    shutil.copytree(trained["law"].folder, folder)
+    data = tmp_path / "law.txt"
+    data.write_text(held_out_split("law")[0][:40_000], encoding="utf-8")
+    return folder, data
+
+
+def test_local_training_is_reproducible_and_moves_the_global_weights(law) -> None:  # type: ignore[no-untyped-def]
+    folder, data = law
+    start = weights_of(load_model_folder(folder).model)
+    one = local_train(folder, data, start, steps=3, round_seed=1)
+    again = local_train(folder, data, start, steps=3, round_seed=1)
+    other_round = local_train(folder, data, start, steps=3, round_seed=2)
+    assert all(np.array_equal(one.weights[k], again.weights[k]) for k in start)
+    assert any(not np.array_equal(one.weights[k], other_round.weights[k]) for k in start)
+    assert any(not np.allclose(one.weights[k], start[k]) for k in start)
+    assert one.num_examples > 100 and one.steps == 3
+    assert np.isfinite(one.train_loss) and np.isfinite(one.val_loss)
+    # The folder itself is not touched by training: only adoption writes it.
+    assert all(
+        np.array_equal(start[k], v) for k, v in weights_of(load_model_folder(folder).model).items()
+    )
+
+
+def test_adopting_writes_a_loadable_folder_whose_version_is_the_hubs_hash(law, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    folder, data = law
+    update = local_train(folder, data, None, steps=2)
+    sha = GlobalStore(tmp_path / "hub").save("law", update.weights)
+    version, val_loss = adopt(folder, data, update.weights, {"run_id": 1, "round": 1})
+    assert version == sha[:16]  # the node serves exactly the stored global model
+    loaded = load_model_folder(folder)
+    assert loaded.version == version and loaded.domain == "law"
+    assert json.loads((folder / "config.json").read_text())["training"]["federated"]["round"] == 1
+    assert val_loss == pytest.approx(validation_loss(folder, data, None), rel=1e-5)
+
+
+def test_weights_that_do_not_fit_the_model_are_refused(law) -> None:  # type: ignore[no-untyped-def]
+    folder, _ = law
+    model = load_model_folder(folder).model
+    weights = weights_of(model)
+    weights["wte.weight"] = weights["wte.weight"][:, :-1]
+    with pytest.raises(ConfigError, match=r"wte\.weight has shape"):
+        apply_weights(model, weights)
+    del weights["wte.weight"]
+    with pytest.raises(ConfigError, match=re.escape("missing ['wte.weight']")):
+        apply_weights(model, weights)
+
+
+def test_the_serving_process_swaps_in_an_adopted_model(law) -> None:  # type: ignore[no-untyped-def]
+    folder, data = law
+    service = NodeService(load_model_folder(folder), generate_key())
+    old = service.loaded.version
+    swapped, lines = asyncio.Event(), []
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        watcher = ModelWatcher(folder, lambda: load_model_folder(folder), service, lines.append,
+                               on_swap=swapped.set)  # fmt: skip
+        task = asyncio.create_task(watcher.watch(stop))
+        await asyncio.sleep(0.1)
+        weights = local_train(folder, data, None, steps=1).weights
+        await asyncio.to_thread(adopt, folder, data, weights, {"round": 1})
+        await asyncio.wait_for(swapped.wait(), 30)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    assert service.loaded.version != old
+    assert lines == [f"adopted model {service.loaded.version} (was {old})"]
+    score = service.score("r1", "The licensee shall")
+    assert score.model_version == service.loaded.version
