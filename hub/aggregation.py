@@ -17,7 +17,8 @@ Weights = dict[str, np.ndarray]
 
 STRATEGIES = ("fedavg", "fedmedian", "trimmed-mean", "krum")
 NORM_FACTOR = 5.0  # an update moving the model this many times more than its peers is dropped
-TRIM_FRACTION = 0.2  # trimmed-mean drops this share of values at each end
+EXAMPLES_FACTOR = 10.0  # a node claiming this many times its peers' examples is dropped
+TRIM_FRACTION = 0.2  # trimmed-mean drops this share of values at each end (at least one, n >= 3)
 
 
 @dataclass
@@ -58,38 +59,43 @@ def _problem(update: Update, spec: dict[str, tuple[tuple[int, ...], np.dtype]]) 
 
 
 def screen(updates: Sequence[Update], reference: Weights) -> tuple[list[Update], list[Rejection]]:
-    """Drop malformed updates, then norm outliers; returns (accepted, rejected).
+    """Drop malformed updates, updates that change nothing, then outliers against the rest of
+    the cohort (the median of the others, so one outlier cannot move its own yardstick).
 
     `reference` is the global model the round started from: names, shapes and dtypes must match
     it, and norms are of each update's change from it.
     """
     spec = {k: (tuple(v.shape), v.dtype) for k, v in reference.items()}
-    sound, rejected = [], []
+    sound, norms, rejected = [], [], []
     for u in updates:
         problem = _problem(u, spec)
+        norm = 0.0 if problem else _delta_norm(u.weights, reference)
+        if not problem and norm == 0.0:
+            problem = "the update does not change the model (no training happened)"
         if problem:
             rejected.append(Rejection(u.node, problem))
         else:
             sound.append(u)
+            norms.append(norm)
     if len(sound) < 2:
         return sound, rejected
-    norms = [_delta_norm(u.weights, reference) for u in sound]
-    floor = 1e-3 * max(
-        1e-12, float(np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in reference.values())))
-    )
+    scale = float(np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in reference.values())))
+    floor = 1e-3 * max(1e-12, scale)
     accepted = []
     for i, u in enumerate(sound):
-        peers = float(np.median([n for j, n in enumerate(norms) if j != i]))
-        limit = NORM_FACTOR * max(peers, floor)
-        if norms[i] > limit:
-            rejected.append(
-                Rejection(
-                    u.node,
-                    f"update norm {norms[i]:.4g} is over {NORM_FACTOR:g}x its peers' ({peers:.4g})",
-                )
+        peer_norm = float(np.median([n for j, n in enumerate(norms) if j != i]))
+        peer_examples = float(np.median([p.num_examples for j, p in enumerate(sound) if j != i]))
+        if norms[i] > NORM_FACTOR * max(peer_norm, floor):
+            reason = (
+                f"update norm {norms[i]:.4g} is over {NORM_FACTOR:g}x its peers' ({peer_norm:.4g})"
             )
+        elif u.num_examples > EXAMPLES_FACTOR * peer_examples:
+            reason = (f"claims {u.num_examples} examples, over {EXAMPLES_FACTOR:g}x its peers' "
+                      f"({peer_examples:g})")  # fmt: skip
         else:
             accepted.append(u)
+            continue
+        rejected.append(Rejection(u.node, reason))
     return accepted, rejected
 
 
@@ -122,7 +128,7 @@ def aggregate(updates: Sequence[Update], strategy: str = "fedavg") -> Weights:
         if strategy == "fedmedian":
             value = np.median(stacked, axis=0)
         else:  # trimmed-mean
-            cut = int(TRIM_FRACTION * len(updates))
+            cut = max(1, int(TRIM_FRACTION * len(updates))) if len(updates) >= 3 else 0
             ordered = np.sort(stacked, axis=0)
             value = ordered[cut : len(updates) - cut].mean(axis=0)
         out[k] = value.astype(updates[0].weights[k].dtype)

@@ -225,17 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hub.federation import TrainingPlan
-    from hub.home import HubConfig
     from hub.superlink import running_control_client
     from hub.training_runs import follow, start
 
     running_control_client(args.home).close()  # a one-line error when no hub serves from there
-    cfg = HubConfig.load(args.home, args.db)
     plan = TrainingPlan(
         domain=args.domain, rounds=args.rounds, local_steps=args.local_steps,
         strategy=args.strategy, min_nodes=args.min_nodes, round_timeout=args.timeout,
-        reward_by_examples=args.reward == "by-examples", hub_home=str(args.home.resolve()),
-        db_url=cfg.db_url,
+        reward_by_examples=args.reward == "by-examples",
     )  # fmt: skip
     client, run_id, plan = start(args.home, lambda: _current_engine(args), plan)
     nodes = len(plan.members)

@@ -46,10 +46,12 @@ class TrainingError(SLMError):
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """Everything a run needs, carried to the ServerApp as Flower's run config.
+    """What a run does, carried to the ServerApp as Flower's run config.
 
     Field names are the run-config keys (with '-' for '_'); the defaults here are the app
-    bundle's defaults, so this dataclass is the one place they are defined.
+    bundle's defaults, so this dataclass is the one place they are defined. Flower gives the
+    run config to every SuperNode too, so nothing private goes in it: the ServerApp finds the
+    hub's home and database in its environment (hub/superlink.py sets it).
     """
 
     domain: str = ""
@@ -60,8 +62,6 @@ class TrainingPlan:
     min_nodes: int = 2
     round_timeout: float = 600.0  # seconds to wait for updates (and again for adoptions)
     reward_by_examples: bool = False
-    hub_home: str = ""
-    db_url: str = ""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -219,7 +219,7 @@ class Cohort(Protocol):
 
     def online(self) -> set[int]: ...
 
-    def fetch(self, node: int, timeout: float) -> Reply: ...
+    def fetch(self, nodes: Sequence[int], timeout: float) -> dict[int, Reply]: ...
 
     def train(
         self, nodes: Sequence[int], weights: Weights, config: dict[str, Any], timeout: float
@@ -230,8 +230,9 @@ class Cohort(Protocol):
     ) -> dict[int, Reply]: ...
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return round(float(np.mean(values)), 5) if values else None
+def _mean(values: Sequence[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return round(float(np.mean(finite)), 5) if finite else None
 
 
 def run_rounds(
@@ -264,7 +265,9 @@ def run_rounds(
             )
         events.emit("round-started", round=number, nodes=[members[n] for n in online])
         config = {"round": number, "local-steps": plan.local_steps, "run-id": run_id}
+        sent_at = time.time()
         replies = cohort.train(online, weights, config, plan.round_timeout)
+        replies_at = time.time()
         updates, rejected = [], []
         for flower_id in online:
             reply = replies.get(flower_id)
@@ -290,63 +293,74 @@ def run_rounds(
             )
         weights = aggregate(accepted, plan.strategy)
         sha = store.save(plan.domain, weights)
-        by_flower = {node: fid for fid, node in members.items()}
-        adopters = [by_flower[u.node] for u in accepted]
-        adopted = cohort.adopt(
-            adopters, weights, {**config, "weights-sha256": sha}, plan.round_timeout
-        )
-        val = {
-            members[f]: r.metrics["val_loss"]
-            for f, r in adopted.items()
-            if not r.error and r.metrics and "val_loss" in r.metrics
-        }
-        metrics = {
-            "train_loss": _mean([u.metrics.get("train_loss", np.nan) for u in accepted]),
-            "val_loss": _mean(list(val.values())),
-            "nodes": {u.node: {**u.metrics, "val_loss_global": val.get(u.node)} for u in accepted},
+        aggregated_at = time.time()
+        participants = [(u.node, u.num_examples) for u in accepted]
+        metrics: dict[str, Any] = {
+            "train_loss": _mean([u.metrics.get("train_loss") for u in accepted]),
+            "val_loss": _mean([u.metrics.get("val_loss") for u in accepted]),
+            "nodes": {u.node: u.metrics for u in accepted},
             "strategy": plan.strategy,
             "run_id": run_id,
         }
-        participants = [(u.node, u.num_examples) for u in accepted]
+        # Recorded (and paid) before any node adopts it: a node never serves a global model
+        # the hub has no record of, and the next run starts from this one.
         recorded = ledger.record_round(
-            f"{run_id}:{number}",
-            plan.domain,
-            number,
-            participants,
-            by_examples=plan.reward_by_examples,
-            metrics=metrics,
-            weights_sha256=sha,
+            f"{run_id}:{number}", plan.domain, number, participants,
+            by_examples=plan.reward_by_examples, metrics=metrics, weights_sha256=sha,
             rejected=rejected,
-        )
+        )  # fmt: skip
         if not recorded:
             raise TrainingError(f"round {run_id}:{number} is already in the ledger; not paid twice")
+        by_flower = {node: fid for fid, node in members.items()}
+        adopted = cohort.adopt([by_flower[u.node] for u in accepted], weights,
+                               {**config, "weights-sha256": sha}, plan.round_timeout)  # fmt: skip
+        adopted_at = time.time()
+        global_val = {members[f]: r.metrics.get("val_loss") for f, r in adopted.items()
+                      if not r.error and r.metrics}  # fmt: skip
+        for f, r in adopted.items():
+            if r.error:
+                log(f"round {number}: {members[f][:12]} did not adopt the global model: {r.error}")
         events.emit(
-            "round-done",
-            round=number,
-            participants=[n for n, _ in participants],
-            examples=[e for _, e in participants],
-            rejected=rejected,
-            train_loss=metrics["train_loss"],
-            val_loss=metrics["val_loss"],
-            weights_sha256=sha,
-            adopted=sorted(members[f] for f, r in adopted.items() if not r.error),
-        )
+            "round-done", round=number, participants=[n for n, _ in participants],
+            examples=[e for _, e in participants], rejected=rejected,
+            train_loss=metrics["train_loss"], val_loss=metrics["val_loss"],
+            global_val_loss=_mean(list(global_val.values())), weights_sha256=sha,
+            adopted=sorted(n for n, v in global_val.items()), nodes=metrics["nodes"],
+            timing={
+                "train_phase_s": round(replies_at - sent_at, 3),
+                "aggregate_s": round(aggregated_at - replies_at, 3),
+                "adopt_phase_s": round(adopted_at - aggregated_at, 3),
+                "sent_at": sent_at, "replies_at": replies_at,
+                "bytes_down_per_node": int(sum(v.nbytes for v in weights.values())),
+            },
+        )  # fmt: skip
     events.emit("done")
 
 
 def _initial_model(
     plan: TrainingPlan, cohort: Cohort, engine: Engine, store: GlobalStore
 ) -> tuple[Weights, str]:
-    """The domain's latest global model, or (first run) the model of its first online node:
-    every round starts all participants from the same weights, which is what averaging needs."""
+    """The domain's latest global model; on its first run, the element-wise median of what its
+    online nodes hold (among those that agree on names, shapes and dtypes, the largest group).
+
+    Every round starts all participants from the same weights, which is what averaging needs;
+    the median keeps one node from choosing that start for everyone.
+    """
     last = latest_round(engine, plan.domain)
     if last is not None:
         return store.load(plan.domain, last.weights_sha256), f"global {last.weights_sha256[:16]}"
     members = plan.members
-    for flower_id in sorted(cohort.online() & set(members), key=lambda f: members[f]):
-        reply = cohort.fetch(flower_id, plan.round_timeout)
-        if reply.weights is not None and all(
-            np.all(np.isfinite(v)) for v in reply.weights.values()
-        ):
-            return reply.weights, f"node {members[flower_id][:12]}"
-    raise TrainingError(f"no {plan.domain} node could send a starting model")
+    replies = cohort.fetch(sorted(cohort.online() & set(members)), plan.round_timeout)
+    groups: dict[tuple, list[Weights]] = {}
+    for reply in replies.values():
+        w = reply.weights
+        if w is None or not all(np.all(np.isfinite(v)) for v in w.values()):
+            continue
+        spec = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in w.items()))
+        groups.setdefault(spec, []).append(w)
+    if not groups:
+        raise TrainingError(f"no {plan.domain} node could send a usable starting model")
+    models = max(groups.values(), key=len)
+    start = {k: np.median(np.stack([m[k] for m in models]), axis=0).astype(models[0][k].dtype)
+             for k in models[0]}  # fmt: skip
+    return start, f"the median of {len(models)} node model(s)"

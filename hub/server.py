@@ -80,7 +80,7 @@ class Hub:
         self.priors: dict[str, float] = {}
         self.asks = 0  # Ask calls in flight, so shutdown can let them finish
         self._persisted: dict[str, float] = {}
-        self.superlink = SuperLink(cfg.home, options.flower)
+        self.superlink = SuperLink(cfg.home, options.flower, cfg.db_url)
         self._registering: set[asyncio.Task] = set()
 
     def register_for_training(self, node_id: str, public_key: str) -> None:

@@ -32,6 +32,9 @@ READY_TIMEOUT_S = 60.0
 RESTART_FIRST_S, RESTART_MAX_S = 1.0, 30.0
 HEALTHY_AFTER_S = 60.0  # a SuperLink that ran this long restarts without accumulated backoff
 ALREADY_REGISTERED = 412  # what the Control API answers for a public key it knows
+# The ServerApp (started by the SuperLink's SuperExec) finds the hub here: never in the run
+# config, which Flower hands to every SuperNode.
+HOME_ENV, DB_ENV = "SLM_HUB_TRAINING_HOME", "SLM_HUB_TRAINING_DB"
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,10 @@ def running_control_client(home: Path):  # type: ignore[no-untyped-def]
 
 
 class SuperLink:
-    def __init__(self, home: Path, options: SuperLinkOptions) -> None:
+    def __init__(self, home: Path, options: SuperLinkOptions, db_url: str) -> None:
         self.home = home
         self.options = options
+        self.db_url = db_url
         self.port = options.port or processes.free_port(options.host)
         self.address = f"{options.host}:{self.port}"
         self.state_dir = home / "flower"
@@ -103,9 +107,9 @@ class SuperLink:
         backoff = RESTART_FIRST_S
         while not stop.is_set():
             started = time.monotonic()
-            self.process = await processes.start(
-                self.command(), self.log_path, processes.flower_env(self.state_dir / "home")
-            )
+            env = processes.flower_env(self.state_dir / "home")
+            env.update({HOME_ENV: str(self.home.resolve()), DB_ENV: self.db_url})
+            self.process = await processes.start(self.command(), self.log_path, env)
             waiter = asyncio.create_task(self._until_ready())
             exited = asyncio.create_task(self.process.wait())
             stopping = asyncio.create_task(stop.wait())

@@ -8,6 +8,7 @@ It writes what a round produced straight into the hub's home and ledger, as the 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,14 @@ from hub.federation import (
 from hub.home import HubConfig
 from hub.keys import load_public_key, load_signing_key
 from hub.ledger import Ledger
+from hub.superlink import DB_ENV, HOME_ENV
 
 log = logging.getLogger("slm-hub.training")
 app = ServerApp()
 
 TTL_MARGIN_S = 30.0  # a message outlives its round's deadline by this much, then Flower drops it
+NUMPY_STYPE = "numpy.ndarray"
+NODE_METRICS = ("train_loss", "val_loss", "setup_s", "train_s", "received_at", "replied_at")
 
 
 def to_record(weights: Weights) -> ArrayRecord:
@@ -42,17 +46,34 @@ def to_record(weights: Weights) -> ArrayRecord:
 
 
 def from_record(record: ArrayRecord) -> Weights:
-    return {k: a.numpy() for k, a in record.items()}
+    """Arrays as numpy, refusing anything else a node could put there (an .npz, a pickle)."""
+    out = {}
+    for name, array in record.items():
+        if array.stype != NUMPY_STYPE:
+            raise ValueError(f"{name} is serialised as {array.stype!r}, not {NUMPY_STYPE!r}")
+        value = array.numpy()
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"{name} is a {type(value).__name__}, not an array")
+        out[name] = value
+    return out
 
 
 def _reply(message: Message) -> Reply:
+    """What a node sent, checked for form; anything malformed is that node's error, not ours."""
     if message.has_error():
         return Reply(error=message.error.reason or f"node error {message.error.code}")
-    content = message.content
-    weights = from_record(content["weights"]) if "weights" in content.array_records else None
-    metrics = dict(content["metrics"]) if "metrics" in content.metric_records else {}
-    examples = int(metrics.pop("num-examples", 0))
-    return Reply(weights, examples, {k: float(v) for k, v in metrics.items()})
+    try:
+        content = message.content
+        weights = from_record(content["weights"]) if "weights" in content.array_records else None
+        metrics = dict(content["metrics"]) if "metrics" in content.metric_records else {}
+        examples = metrics.pop("num-examples", 0)
+        if not isinstance(examples, int | float) or not np.isfinite(examples) or examples < 0:
+            raise ValueError(f"num-examples is {examples!r}")
+        kept = {k: float(metrics[k]) for k in NODE_METRICS
+                if isinstance(metrics.get(k), int | float) and np.isfinite(metrics[k])}  # fmt: skip
+    except Exception as exc:  # a node controls these bytes: refuse them, never crash the run
+        return Reply(error=f"malformed reply ({type(exc).__name__}: {exc})")
+    return Reply(weights, int(examples), kept)
 
 
 class FlowerCohort:
@@ -80,13 +101,18 @@ class FlowerCohort:
                     content=content, dst_node_id=node, message_type=kind, ttl=timeout + TTL_MARGIN_S
                 )
             )
-        replies = self.grid.send_and_receive(messages, timeout=timeout)
-        return {m.metadata.src_node_id: _reply(m) for m in replies}
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        # Keyed by the message answered: Flower's own error replies (node gone, message
+        # expired) come from the SuperLink, not from the node they are about.
+        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        return {
+            sent_to[r.metadata.reply_to_message_id]: _reply(r)
+            for r in replies
+            if r.metadata.reply_to_message_id in sent_to
+        }
 
-    def fetch(self, node: int, timeout: float) -> Reply:
-        return self._send(MessageType.QUERY, [node], None, {}, timeout).get(
-            node, Reply(error=f"no reply within {timeout:g} s")
-        )
+    def fetch(self, nodes: Sequence[int], timeout: float) -> dict[int, Reply]:
+        return self._send(MessageType.QUERY, nodes, None, {}, timeout)
 
     def train(
         self, nodes: Sequence[int], weights: Weights, config: dict[str, Any], timeout: float
@@ -102,27 +128,16 @@ class FlowerCohort:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     plan = TrainingPlan.from_run_config(dict(context.run_config))
-    home = Path(plan.hub_home)
+    home = Path(os.environ[HOME_ENV])
     events = Events(events_path(home, context.run_id))
     try:
-        cfg = HubConfig.load(home, plan.db_url or None)
+        cfg = HubConfig.load(home, os.environ.get(DB_ENV) or None)
         engine = make_engine(cfg.db_url)
         check_current(engine)
-        ledger = Ledger(
-            engine,
-            load_signing_key(cfg.signing_key_path),
-            load_public_key(cfg.public_key_path),
-            cfg.rewards,
-        )
-        run_rounds(
-            plan,
-            context.run_id,
-            FlowerCohort(grid),
-            ledger,
-            GlobalStore(home),
-            events,
-            log=log.warning,
-        )
+        ledger = Ledger(engine, load_signing_key(cfg.signing_key_path),
+                        load_public_key(cfg.public_key_path), cfg.rewards)  # fmt: skip
+        run_rounds(plan, context.run_id, FlowerCohort(grid), ledger, GlobalStore(home), events,
+                   log=log.warning)  # fmt: skip
     except Exception as exc:
         reason = str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}"
         events.emit("failed", reason=reason)

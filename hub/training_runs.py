@@ -17,7 +17,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from hub.federation import TrainingError, TrainingPlan, app_bundle, events_path, read_events
+from hub.federation import (
+    APP_NAME,
+    TrainingError,
+    TrainingPlan,
+    app_bundle,
+    events_path,
+    read_events,
+)
 from hub.registry import NodeRegistry
 from hub.superlink import running_control_client
 
@@ -87,6 +94,12 @@ def start(
                 f"{len(members)} {plan.domain} node(s) connected for training, fewer than "
                 f"--min-nodes {plan.min_nodes} ({known} {plan.domain} node(s) joined){detail}"
             )
+        busy = active_run(client, plan.domain)
+        if busy is not None:
+            raise TrainingError(
+                f"run {busy} is already training {plan.domain}; wait for it to finish (two runs "
+                "would write the same nodes' models)"
+            )
         plan = replace(plan, node_ids=",".join(f"{f}={n}" for f, n in sorted(members.items())))
         fab = app_bundle()
         request = StartRunRequest(
@@ -98,6 +111,19 @@ def start(
         client.close()
         raise
     return client, run_id, plan
+
+
+def active_run(client: Any, domain: str) -> int | None:
+    """A run of this app for `domain` that has not finished, if any."""
+    from flwr.common.serde import user_config_from_proto
+    from flwr.proto.control_pb2 import ListRunsRequest
+
+    for run_id, run in client.ListRuns(ListRunsRequest()).run_dict.items():
+        if run.status.status == "finished" or not run.fab_id.endswith(f"/{APP_NAME}"):
+            continue
+        if user_config_from_proto(run.override_config).get("domain") == domain:
+            return int(run_id)
+    return None
 
 
 def _status(client: Any, run_id: int) -> tuple[str, str, str]:

@@ -60,8 +60,9 @@ class ModelWatcher:
         old = self.service.loaded
         try:
             new = await asyncio.to_thread(self.load)
-        except (SLMError, OSError) as exc:
-            self.log(f"model folder changed but does not load ({exc}); keeping model {old.version}")
+        except Exception as exc:  # out of memory, a bad folder: keep serving, keep watching
+            why = str(exc) if isinstance(exc, SLMError) else f"{type(exc).__name__}: {exc}"
+            self.log(f"model folder changed but does not load ({why}); keeping model {old.version}")
             return
         if new.domain != old.domain:
             self.log(
@@ -69,8 +70,9 @@ class ModelWatcher:
                 f"keeping model {old.version}"
             )
             return
+        self.service.swap(new)  # the same version too: its calibration may be the new part
         if new.version == old.version:
-            return
-        self.service.swap(new)
-        self.log(f"adopted model {new.version} (was {old.version})")
-        self.on_swap()
+            self.log(f"reloaded model {new.version}")
+        else:
+            self.log(f"adopted model {new.version} (was {old.version})")
+            self.on_swap()

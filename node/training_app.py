@@ -12,6 +12,7 @@ The node's SuperNode starts it (`flwr-clientapp`) for each message of a run; the
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,7 @@ def query(message: Message, context: Context) -> Message:
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
+    received_at = time.time()  # one clock with the ServerApp on one machine: the bench uses it
     config = message.content["config"]
     try:
         update = local_train(
@@ -88,6 +90,10 @@ def train(message: Message, context: Context) -> Message:
             "num-examples": update.num_examples,
             "train_loss": update.train_loss,
             "val_loss": update.val_loss,
+            "setup_s": update.setup_s,
+            "train_s": update.train_s,
+            "received_at": received_at,
+            "replied_at": time.time(),
         }
     )
     return message.create_reply(

@@ -10,8 +10,8 @@ ArrayRecord and safetensors carry.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,15 @@ from slm.config import TrainConfig
 from slm.errors import ConfigError, DataError
 from slm.model import SLM
 from slm.model_folder import (
+    CALIBRATION,
     CONFIG,
-    PROFILE,
     WEIGHTS,
     LoadedModel,
-    finish_folder,
+    calibration_bytes,
+    config_bytes,
     load_model_folder,
-    save_weights,
+    replace_files,
+    weights_bytes,
 )
 from slm.scoring import calibrate, calibration_passages
 from slm.train import evaluate, get_batch, make_optimizer, read_corpus, split_corpus
@@ -99,6 +101,8 @@ class LocalUpdate:
     train_loss: float  # mean over the local steps
     val_loss: float  # on the node's validation split, after training
     steps: int
+    setup_s: float  # loading the model and the data
+    train_s: float  # the steps and the validation
 
 
 def local_train(
@@ -112,6 +116,7 @@ def local_train(
     steps on the node's data at a constant rate, and return the new weights."""
     if steps <= 0:
         raise ConfigError(f"local steps must be positive, got {steps}")
+    began = time.perf_counter()
     loaded = load_model_folder(folder)
     cfg = train_config_of(loaded)
     cfg = replace(cfg, seed=cfg.seed + 7919 * round_seed)  # other batches every round
@@ -120,6 +125,7 @@ def local_train(
     if global_weights is not None:
         apply_weights(model, global_weights)
     model.train()
+    ready = time.perf_counter()
     optimizer = make_optimizer(model, cfg)
     for group in optimizer.param_groups:
         group["lr"] = cfg.learning_rate * LOCAL_LR_FACTOR
@@ -138,7 +144,10 @@ def local_train(
             raise ConfigError(f"local training diverged: loss {value} at step {step + 1}")
         total += value
     val_loss = evaluate(model, local.val, cfg, bos, device)
-    return LocalUpdate(weights_of(model), examples_in(local, cfg), total / steps, val_loss, steps)
+    return LocalUpdate(
+        weights_of(model), examples_in(local, cfg), total / steps, val_loss, steps,
+        setup_s=ready - began, train_s=time.perf_counter() - ready,
+    )  # fmt: skip
 
 
 def validation_loss(folder: Path, data: Path, weights: dict[str, np.ndarray] | None) -> float:
@@ -156,9 +165,10 @@ def adopt(
 ) -> tuple[str, float | None]:
     """Make `weights` the folder's model; returns (new version, validation loss on local data).
 
-    Every file is replaced atomically and config.json last, which is the signal a serving
-    process waits for, so it never loads new weights with the old calibration. Calibration is
-    redone on the node's validation text: confidence must describe the model that answers.
+    Weights, calibration and config.json change as one (model_folder.replace_files): a crash
+    leaves the old model or the new one, and the serving process, which waits for config.json
+    to change, never loads new weights with the old calibration. Calibration is redone on the
+    node's validation text: confidence must describe the model that answers.
     """
     folder = Path(folder)
     loaded = load_model_folder(folder)
@@ -174,9 +184,10 @@ def adopt(
         quantiles = calibrate(loaded.model, loaded.tokenizer, calibration_passages(local.val_text))
     else:
         quantiles = loaded.quantiles
-    save_weights(folder, loaded.model)
-    meta = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-    training = {**meta.get("training", {}), "federated": provenance}
-    profile = np.load(folder / PROFILE, allow_pickle=False)
-    finish_folder(folder, loaded.config, loaded.domain, quantiles, profile, training)
-    return hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()[:16], val_loss
+    weights = weights_bytes(loaded.model)
+    training = {**loaded.training, "federated": provenance}
+    replace_files(folder, {
+        WEIGHTS: weights, CALIBRATION: calibration_bytes(quantiles),
+        CONFIG: config_bytes(loaded.config, loaded.domain, training),
+    })  # fmt: skip
+    return hashlib.sha256(weights).hexdigest()[:16], val_loss

@@ -10,9 +10,11 @@ metrics.jsonl      one line per validation run
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,17 @@ def save_tokenizer(folder: Path, tokenizer: SLMTokenizer) -> None:
     atomic_write_text(Path(folder) / TOKENIZER, tokenizer.to_json())
 
 
+def calibration_bytes(quantiles: np.ndarray) -> bytes:
+    calibration = {"levels": QUANTILE_LEVELS.tolist(), "bits_per_byte": quantiles.tolist()}
+    return json.dumps(calibration, indent=1).encode()
+
+
+def config_bytes(config: ModelConfig, domain: str, training: dict[str, Any]) -> bytes:
+    meta = {"format": FORMAT, "domain": domain, "model": model_config_to_dict(config),
+            "training": training}  # fmt: skip
+    return json.dumps(meta, indent=2).encode()
+
+
 def finish_folder(
     folder: Path,
     config: ModelConfig,
@@ -74,18 +87,45 @@ def finish_folder(
 ) -> None:
     """Write calibration, profile and, last, config.json, which makes the folder loadable."""
     folder = Path(folder)
-    calibration = {"levels": QUANTILE_LEVELS.tolist(), "bits_per_byte": quantiles.tolist()}
-    atomic_write_text(folder / CALIBRATION, json.dumps(calibration, indent=1))
+    atomic_write_bytes(folder / CALIBRATION, calibration_bytes(quantiles))
     buf = io.BytesIO()
     np.save(buf, profile.astype(np.float32))
     atomic_write_bytes(folder / PROFILE, buf.getvalue())
-    meta = {
-        "format": FORMAT,
-        "domain": domain,
-        "model": model_config_to_dict(config),
-        "training": training,
-    }
-    atomic_write_text(folder / CONFIG, json.dumps(meta, indent=2))
+    atomic_write_bytes(folder / CONFIG, config_bytes(config, domain, training))
+
+
+STAGED = ".next"  # suffix of a file staged by replace_files
+
+
+def replace_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Replace several files of a model folder as one change, config.json among them.
+
+    Each file is staged as NAME.next; config.json.next, written last, commits the change; the
+    renames into place follow, config.json last. A crash before the commit leaves the old model
+    (the writer clears stale staged files next time); after it, whoever opens the folder next
+    finishes the renames (read_meta). Readers that only react to config.json changing (the
+    serving process) never see new weights with old calibration.
+    """
+    folder = Path(folder)
+    if CONFIG not in files:
+        raise ValueError("replace_files needs config.json: it is the commit")
+    for stale in folder.glob("*" + STAGED):
+        stale.unlink(missing_ok=True)
+    for name, data in files.items():
+        if name != CONFIG:
+            atomic_write_bytes(folder / (name + STAGED), data)
+    atomic_write_bytes(folder / (CONFIG + STAGED), files[CONFIG])
+    _finish_replacement(folder)
+
+
+def _finish_replacement(folder: Path) -> None:
+    """Move a committed change's staged files into place, config.json last (idempotent)."""
+    if not (folder / (CONFIG + STAGED)).exists():
+        return  # nothing committed: staged files, if any, belong to a writer still at work
+    staged = sorted(folder.glob("*" + STAGED), key=lambda p: p.name == CONFIG + STAGED)
+    for path in staged:
+        with contextlib.suppress(FileNotFoundError):  # another process moved it first
+            os.replace(path, folder / path.name[: -len(STAGED)])
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
@@ -94,6 +134,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
         raise ModelFolderError(
             f"model folder {folder} does not exist; train one with `slm-node train`"
         )
+    _finish_replacement(folder)
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
     if missing:
         hint = (

@@ -87,3 +87,18 @@ def test_unknown_strategy_and_empty_cohort_are_errors() -> None:
         aggregate([moved("a")], "fedprox")
     with pytest.raises(ValueError, match="no updates"):
         aggregate([], "fedavg")
+
+
+def test_updates_that_change_nothing_or_claim_outsized_data_are_rejected() -> None:
+    idle = Update("idle", {k: v.copy() for k, v in GLOBAL.items()}, 10)
+    greedy = moved("greedy", examples=10_000)
+    accepted, rejected = screen([moved("a"), moved("b"), idle, greedy], GLOBAL)
+    assert sorted(u.node for u in accepted) == ["a", "b"]
+    why = reasons(rejected)
+    assert "does not change the model" in why["idle"]
+    assert "claims 10000 examples" in why["greedy"]
+
+
+def test_trimmed_mean_trims_from_three_nodes_on() -> None:
+    updates = [Update(str(v), {"x": np.array([v], np.float32)}, 1) for v in (1.0, 2.0, 90.0)]
+    assert aggregate(updates, "trimmed-mean")["x"][0] == 2.0

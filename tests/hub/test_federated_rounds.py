@@ -193,6 +193,8 @@ def test_a_node_killed_during_a_round_does_not_hang_it(network) -> None:  # type
     for line in run.stdout:
         if json.loads(line)["event"] == "round-started":
             break
+    second = train_cli(hub, "--min-nodes", "1")
+    assert second.returncode == 1 and "is already training law" in second.stderr
     victim = psutil.Process(nodes["b"].proc.pid)
     for process in [*victim.children(recursive=True), victim]:
         process.kill()  # the node, its SuperNode and its ClientApp, mid-round

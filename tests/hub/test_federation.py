@@ -38,14 +38,16 @@ class FakeCohort:
 
     def __init__(self, deltas: dict[int, float], examples: dict[int, int], silent=()) -> None:  # type: ignore[no-untyped-def]
         self.deltas, self.examples, self.silent = deltas, examples, set(silent)
+        self.held: dict[int, dict] | None = None  # what fetch returns, per node (default START)
         self.trained: list[list[int]] = []
         self.adopted: list[list[int]] = []
 
     def online(self) -> set[int]:
         return set(self.deltas)
 
-    def fetch(self, node: int, timeout: float) -> Reply:
-        return Reply({k: v.copy() for k, v in START.items()})
+    def fetch(self, nodes: Sequence[int], timeout: float) -> dict[int, Reply]:
+        held = self.held or {}
+        return {n: Reply(held.get(n, {k: v.copy() for k, v in START.items()})) for n in nodes}
 
     def train(self, nodes: Sequence[int], weights, config: dict[str, Any], timeout: float):  # type: ignore[no-untyped-def]
         self.trained.append(list(nodes))
@@ -62,8 +64,8 @@ class FakeCohort:
 
 def plan(tmp_path: Path, **overrides: Any) -> TrainingPlan:
     members = ",".join(f"{i + 1}={node}" for i, node in enumerate(NODES[:3]))
-    values = {"domain": "law", "node_ids": members, "local_steps": 3, "hub_home": str(tmp_path),
-              "min_nodes": 2, "round_timeout": 5.0, **overrides}  # fmt: skip
+    values = {"domain": "law", "node_ids": members, "local_steps": 3, "min_nodes": 2,
+              "round_timeout": 5.0, **overrides}  # fmt: skip
     return TrainingPlan(**values)
 
 
@@ -95,12 +97,27 @@ def test_rounds_store_record_and_credit_the_fedavg_of_the_updates(tmp_path, ledg
     np.testing.assert_allclose(store.load("law", first.weights_sha256)["w"], START["w"] + 1.5)
     np.testing.assert_allclose(store.load("law", second.weights_sha256)["w"], START["w"] + 3.0)
     assert latest_round(ledger.engine, "law").weights_sha256 == second.weights_sha256
-    assert json.loads(first.metrics)["val_loss"] == 1.5
+    assert json.loads(first.metrics)["val_loss"] == 2.5  # the nodes' own, after local training
+    assert events[3]["global_val_loss"] == 1.5  # the global model's, on the nodes' data
     assert cohort.adopted == [[1, 2], [1, 2]]  # only participants adopt
     assert balance(ledger, 0) == balance(ledger, 1) == 2 * 5_000_000
     assert [e["event"] for e in events] == [
         "started", "initial", "round-started", "round-done", "round-started", "round-done", "done",
     ]  # fmt: skip
+
+
+def test_a_first_run_starts_from_the_median_of_the_agreeing_node_models(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]
+    cohort = FakeCohort({1: 1.0, 2: 1.0, 3: 1.0}, {1: 1, 2: 1, 3: 1}, silent=[3])
+    cohort.held = {
+        1: {k: v + 100 for k, v in START.items()},  # one node tries to choose the start
+        2: {k: v.copy() for k, v in START.items()},
+        3: {"w": START["w"].astype(np.float16), "b": START["b"]},  # disagrees on dtype: ignored
+    }
+    events = run(tmp_path, ledger, cohort)
+    assert events[1]["source"] == "the median of 2 node model(s)"
+    (row,) = rows(ledger)
+    got = GlobalStore(tmp_path).load("law", row.weights_sha256)
+    np.testing.assert_allclose(got["w"], START["w"] + 50 + 1.0)  # median of two = their mean
 
 
 def test_a_new_run_starts_from_the_domains_latest_global_model(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]

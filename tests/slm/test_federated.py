@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hub.federation import GlobalStore
 from node.adoption import ModelWatcher
@@ -95,3 +96,38 @@ def test_the_serving_process_swaps_in_an_adopted_model(law) -> None:  # type: ig
     assert lines == [f"adopted model {service.loaded.version} (was {old})"]
     score = service.score("r1", "The licensee shall")
     assert score.model_version == service.loaded.version
+
+
+def test_three_fedavg_rounds_beat_either_node_trained_alone(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 5's learning claim, on the code the ClientApp and ServerApp run (without Flower's
+    transport, which test_federated_rounds.py covers): two law nodes, each with half the
+    corpus, 3 rounds of 20 local steps, against each node alone for 60 steps; loss on the held
+    out tenth of the corpus, which neither node has."""
+    from hub.aggregation import Update, aggregate
+    from slm.federated import train_config_of
+    from slm.train import evaluate
+
+    seen, held_out = held_out_split("law")
+    cut = seen.rfind("\n", 0, len(seen) // 2)
+    data = {"a": tmp_path / "a.txt", "b": tmp_path / "b.txt"}
+    data["a"].write_text(seen[:cut], encoding="utf-8")
+    data["b"].write_text(seen[cut + 1 :], encoding="utf-8")
+    folder = trained["law"].folder
+    base = load_model_folder(folder)
+    held = torch.tensor(base.tokenizer.encode(held_out))
+
+    def held_out_loss(weights: dict[str, np.ndarray]) -> float:
+        model = load_model_folder(folder).model
+        apply_weights(model, weights)
+        return evaluate(model, held, train_config_of(base), base.tokenizer.bos_id, "cpu")
+
+    start = weights_of(base.model)
+    global_weights = start
+    for round_number in (1, 2, 3):
+        updates = [local_train(folder, data[n], global_weights, 20, round_number) for n in data]
+        global_weights = aggregate(
+            [Update(n, u.weights, u.num_examples) for n, u in zip(data, updates, strict=True)]
+        )
+    federated = held_out_loss(global_weights)
+    alone = {n: held_out_loss(local_train(folder, data[n], start, 60, 1).weights) for n in data}
+    assert federated < min(alone.values()), (federated, alone)

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -70,3 +71,43 @@ def test_unfinished_training_points_to_resume(folder: Path) -> None:
     (folder / "checkpoint.pt").write_bytes(b"x")
     with pytest.raises(ModelFolderError, match="--resume"):
         load_model_folder(folder)
+
+
+def _changed_files(folder: Path) -> dict[str, bytes]:
+    """The files an adoption replaces, for a model whose weights all moved a little."""
+    import torch
+
+    from slm.model_folder import CALIBRATION, CONFIG, WEIGHTS, weights_bytes
+
+    loaded = load_model_folder(folder)
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            p.add_(0.01)
+    return {
+        WEIGHTS: weights_bytes(loaded.model),
+        CALIBRATION: (folder / CALIBRATION).read_bytes(),
+        CONFIG: (folder / CONFIG).read_bytes(),
+    }
+
+
+def test_a_replacement_that_crashed_before_its_commit_leaves_the_old_model(folder: Path) -> None:
+    before = load_model_folder(folder).version
+    files = _changed_files(folder)
+    (folder / "model.safetensors.next").write_bytes(files["model.safetensors"])  # no commit
+    assert load_model_folder(folder).version == before
+    assert (folder / "model.safetensors.next").exists()  # a writer may still be at work
+
+
+def test_a_replacement_that_crashed_after_its_commit_is_finished_by_the_next_reader(
+    folder: Path,
+) -> None:
+    from slm.model_folder import replace_files
+
+    files = _changed_files(folder)
+    (folder / "model.safetensors.next").write_bytes(files["model.safetensors"])
+    (folder / "config.json.next").write_bytes(files["config.json"])  # committed, not moved
+    new_version = hashlib.sha256(files["model.safetensors"]).hexdigest()[:16]
+    assert load_model_folder(folder).version == new_version
+    assert not list(folder.glob("*.next"))
+    replace_files(folder, files)  # the same change again is harmless
+    assert load_model_folder(folder).version == new_version
