@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import statistics
@@ -105,7 +106,7 @@ def measure(address: str, ca: bytes, clients: int, asks: int) -> dict[str, list[
     """Each client thread asks `asks` times; overhead and peer round trips, interleaved."""
     channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(ca))
     swarm, health = rpc.SwarmStub(channel), health_pb2_grpc.HealthStub(channel)
-    out: dict[str, list[float]] = {"overhead": [], "peer": [], "node": []}
+    out: dict[str, list[float]] = {"overhead": [], "peer": [], "node": [], "e2e": []}
     lock = threading.Lock()
 
     def client() -> None:
@@ -125,6 +126,7 @@ def measure(address: str, ca: bytes, clients: int, asks: int) -> dict[str, list[
                 out["overhead"].append(e2e - node)
                 out["peer"].append(peer)
                 out["node"].append(node)
+                out["e2e"].append(e2e)
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
@@ -132,6 +134,7 @@ def measure(address: str, ca: bytes, clients: int, asks: int) -> dict[str, list[
     for t in threads:
         t.join()
     channel.close()
+    out["e2e_p50"] = percentile(out["e2e"], 50)  # type: ignore[assignment]
     return out
 
 
@@ -207,10 +210,43 @@ def memory_phase(work: Path, n: int) -> tuple[float, float, float]:
         hub.wait(30)
 
 
+def flower_round_trips(work: Path, queries: int) -> list[float]:
+    """The same score query as a Flower message: ServerApp -> SuperNode -> ClientApp -> back,
+    on the hub's own SuperLink and one of the running nodes' SuperNodes (ms per round trip)."""
+    from bench import flower_peer
+    from hub.superlink import running_control_client
+    from hub.training_runs import submit, wait_finished
+
+    out = work / "flower-peer.json"
+    client = running_control_client(work / "hub")
+    try:
+        deadline = time.monotonic() + 120
+        while not online_supernodes(client):
+            if time.monotonic() > deadline:
+                raise SystemExit("no SuperNode came online for the Flower peer")
+            time.sleep(0.5)
+        run_id = submit(client, flower_peer.bundle(),
+                        {"queries": queries, "prompt": PROMPT, "out": str(out)})  # fmt: skip
+        status, sub_status, details = wait_finished(client, run_id, timeout=900)
+    finally:
+        client.close()
+    if sub_status != "completed":
+        raise SystemExit(f"the Flower peer run {status}:{sub_status}: {details}")
+    return json.loads(out.read_text())
+
+
+def online_supernodes(client) -> int:  # type: ignore[no-untyped-def]
+    from flwr.proto.control_pb2 import ListNodesRequest
+
+    return sum(n.status == "online" for n in client.ListNodes(ListNodesRequest()).nodes_info)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--asks", type=int, default=200, help="asks per client level")
     parser.add_argument("--simulated", type=int, default=1000)
+    parser.add_argument("--flower-queries", type=int, default=10,
+                        help="score queries through Flower's Message API (the peer)")  # fmt: skip
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="routing-bench-"))
@@ -243,6 +279,9 @@ def main() -> None:
             got = measure(address, ca, clients, asks)
             hub_cpu_ms = (cpu_s(hub.pid) - before) * 1000 / len(got["overhead"])
             rows.append((clients, len(got["overhead"]), got, hub_cpu_ms))
+        print(f"peer: {args.flower_queries} score queries over Flower's Message API ...",
+              flush=True)  # fmt: skip
+        flower_trips = flower_round_trips(work, args.flower_queries)
     finally:
         for p in [*nodes, hub]:
             p.send_signal(signal.SIGTERM)
@@ -284,9 +323,17 @@ def main() -> None:
         f"simulated nodes admitted and heartbeating (peak {peak:.0f} MB); target < 300 MB: "
         f"{'yes' if loaded < 300 else '**no**'}. The hub never imports torch.",
         "",
-        "Not measured yet: the same round trip through Flower's Message API (a ServerApp "
-        "message to a ClientApp and back). Flower is not installed until the federated-training "
-        "plane lands; the peer above stands in for it.",
+        f"Peer on Flower's Message API, same run: the same score query (the prompt above, one "
+        f"of the same nodes' model) as a message from a ServerApp on the hub's SuperLink to a "
+        f"node's SuperNode, whose ClientApp scores it and replies ({len(flower_trips)} queries, "
+        f"one at a time; `bench/flower_peer.py`): p50 **{percentile(flower_trips, 50):,.0f} ms**, "
+        f"min {min(flower_trips):,.0f} ms, max {max(flower_trips):,.0f} ms. An Ask at 1 client "
+        f"(scoring on all 8 candidates, then generating) took "
+        f"{rows[0][2]['e2e_p50']:.1f} ms end to end at p50: Flower's round trip is "
+        f"**{percentile(flower_trips, 50) / rows[0][2]['e2e_p50']:,.0f}x** that. Flower 1.41 "
+        "starts a `flwr-clientapp` process for every message (it imports Flower and torch and "
+        "loads the model each time), which is why the routing plane is its own gRPC stream and "
+        "the training plane, where a message carries minutes of work, is Flower.",
     ]
     table = "\n".join(lines)
     publish("routing", "Routing plane", table, write=not args.no_write)

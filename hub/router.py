@@ -2,8 +2,9 @@
 
 Transport-free: the routing server gives the router one `NodeLink` per connected node (in the
 server, a request multiplexed on that node's stream) and turns the events `ask` yields into
-`AskReply` messages. Every score and the final completion are checked against the node's
-signature before they count.
+`AskReply` messages. The winning score and every completion are checked against the node's
+signature before they count; the runners-up's scores only order the fail-over list, and a
+node that takes over still has its completion checked.
 """
 
 from __future__ import annotations
@@ -143,12 +144,18 @@ class Router:
             : self.config.candidates
         ]
         links = {n: self.links[n] for n in chosen}  # a node may leave while scoring
-        scores = await asyncio.gather(
-            *(self._checked_score(links[n], request_id, prompt) for n in chosen)
-        )
+        scores = await asyncio.gather(*(self._score(links[n], request_id, prompt) for n in chosen))
         valid = {n: s for n, s in zip(chosen, scores, strict=True) if s is not None}
-        post = posterior({n: s.loglik for n, s in valid.items() if not s.declined}, priors,
-                         self.config.temperature)  # fmt: skip
+        # Lazily verified: only the winner's signature decides the route, so only the winner's
+        # is checked (0.6 ms of CPU each); a winner whose signature fails is dropped and the
+        # posterior taken again.
+        while True:
+            post = posterior({n: s.loglik for n, s in valid.items() if not s.declined}, priors,
+                             self.config.temperature)  # fmt: skip
+            best = next(iter(ranked(post)), None)
+            if best is None or self._verified(links[best[0]], request_id, prompt, valid[best[0]]):
+                break
+            del valid[best[0]]
         out = [
             Candidate(n, links[n].domain, similarity.get(n, 0.0), valid[n].loglik,
                       post.get(n, 0.0), valid[n].declined, valid[n].node_ms)
@@ -157,19 +164,21 @@ class Router:
         order = {n: i for i, (n, _) in enumerate(ranked(post))}
         return sorted(out, key=lambda c: (order.get(c.node_id, len(order)), c.node_id))
 
-    async def _checked_score(self, link: NodeLink, request_id: str, prompt: str) -> Score | None:
+    async def _score(self, link: NodeLink, request_id: str, prompt: str) -> Score | None:
         try:
-            s = await asyncio.wait_for(
+            return await asyncio.wait_for(
                 link.score(request_id, prompt, self.config.score_deadline_s),
                 self.config.score_deadline_s,
             )
         except Exception:  # late, failed or disconnected: skipped, never fatal
             return None
+
+    def _verified(self, link: NodeLink, request_id: str, prompt: str, s: Score) -> bool:
         statement = score_bytes(
             link.node_id, request_id, prompt, s.loglik, s.bits_per_byte, s.confidence,
             s.declined, s.model_version or link.model_version,
         )  # fmt: skip
-        return s if verify(link.public_key, s.signature, statement) else None
+        return verify(link.public_key, s.signature, statement)
 
     async def ask(
         self, prompt: str, params: SamplingParams, priors: Mapping[str, float] | None = None

@@ -73,6 +73,29 @@ def cohort(engine: Engine, domain: str, online: dict[int, str]) -> tuple[dict[in
     return members, offline
 
 
+def submit(client: Any, fab: bytes, config: dict[str, Any]) -> int:
+    """Start a run of this app bundle with this run config; its run id."""
+    from flwr.common.serde import fab_to_proto, user_config_to_proto
+    from flwr.proto.control_pb2 import StartRunRequest
+    from flwr.supercore.fab import Fab
+
+    request = StartRunRequest(
+        fab=fab_to_proto(Fab(hashlib.sha256(fab).hexdigest(), fab, {})),
+        override_config=user_config_to_proto(config),
+    )
+    return int(client.StartRun(request).run_id)
+
+
+def wait_finished(client: Any, run_id: int, timeout: float) -> tuple[str, str, str]:
+    """Flower's (status, sub-status, details) once the run finished, or TrainingError."""
+    deadline = time.monotonic() + timeout
+    while (status := _status(client, run_id))[0] != "finished":
+        if time.monotonic() > deadline:
+            raise TrainingError(f"run {run_id} is still {status[0]} after {timeout:g} s")
+        time.sleep(POLL_S)
+    return status
+
+
 def start(
     home: Path, open_engine: Callable[[], Engine], plan: TrainingPlan
 ) -> tuple[Any, int, TrainingPlan]:
@@ -80,10 +103,6 @@ def start(
 
     The SuperLink is asked first: without a serving hub there is nothing to check or write.
     """
-    from flwr.common.serde import fab_to_proto, user_config_to_proto
-    from flwr.proto.control_pb2 import StartRunRequest
-    from flwr.supercore.fab import Fab
-
     client, online = _connect(home)
     try:
         members, offline = cohort(open_engine(), plan.domain, online)
@@ -101,12 +120,7 @@ def start(
                 "would write the same nodes' models)"
             )
         plan = replace(plan, node_ids=",".join(f"{f}={n}" for f, n in sorted(members.items())))
-        fab = app_bundle()
-        request = StartRunRequest(
-            fab=fab_to_proto(Fab(hashlib.sha256(fab).hexdigest(), fab, {})),
-            override_config=user_config_to_proto(plan.run_config()),
-        )
-        run_id = int(client.StartRun(request).run_id)
+        run_id = submit(client, app_bundle(), plan.run_config())
     except BaseException:
         client.close()
         raise

@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="this node's training data (file or folder), for the hub's federated rounds; it "
         "never leaves the node (default: none, so the node serves but does not train)",
     )  # fmt: skip
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch, serving and federated "
+                   "training alike (default: all cores)")  # fmt: skip
     p.set_defaults(run=cmd_join)
     return parser
 
@@ -371,6 +372,8 @@ def cmd_join(args: argparse.Namespace) -> None:
     training = {"model": str(service.loaded.path.resolve()), "domain": service.loaded.domain}
     if args.data is not None:
         training["data"] = str(args.data.resolve())
+    if args.threads is not None:  # rounds train with the same budget: nodes sharing a machine
+        training["threads"] = str(args.threads)  # must not oversubscribe its cores
     node_config_arg(training)  # a path Flower cannot carry fails now, with its reason
     supernode_options = SuperNodeOptions(
         home=args.home, key=node.key_path.resolve(), ca=args.ca, insecure=args.insecure,

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -49,6 +50,13 @@ def _folder(context: Context) -> Path:
     return Path(str(context.node_config["model"]))
 
 
+def _use_threads(context: Context) -> None:
+    """The torch threads `slm-node join --threads` gave the node (else torch's default)."""
+    threads = context.node_config.get("threads")
+    if threads:
+        torch.set_num_threads(int(str(threads)))
+
+
 def _data(context: Context) -> Path:
     data = context.node_config.get("data")
     if not data:
@@ -63,6 +71,7 @@ def _refuse(message: Message, exc: Exception) -> Message:
 
 @app.query()
 def query(message: Message, context: Context) -> Message:
+    _use_threads(context)
     try:
         loaded = load_model_folder(_folder(context))
     except Exception as exc:
@@ -74,6 +83,7 @@ def query(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     received_at = time.time()  # one clock with the ServerApp on one machine: the bench uses it
+    _use_threads(context)
     config = message.content["config"]
     try:
         update = local_train(
@@ -103,6 +113,7 @@ def train(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
+    _use_threads(context)
     config = message.content["config"]
     data = context.node_config.get("data")
     provenance = {

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+import torch
 from safetensors.numpy import load_file
 from sqlalchemy import select
 
@@ -114,11 +115,17 @@ def test_a_fedavg_round_averages_the_two_law_updates_by_examples(network, traine
     assert set(participants) == {nodes["a"].node_id, nodes["b"].node_id}  # not medicine
     assert row.domain == "law" and row.round == 1 and json.loads(row.rejected) == []
 
-    # Each node's update, recomputed here from the same start, data and seed.
-    updates = {
-        name: local_train(trained["law"].folder, root / f"{name}.txt", start, LOCAL_STEPS, 1)
-        for name in ("a", "b")
-    }
+    # Each node's update, recomputed here from the same start, data, seed and threads (the
+    # nodes run with --threads 1; float sums depend on how work is split across threads).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        updates = {
+            name: local_train(trained["law"].folder, root / f"{name}.txt", start, LOCAL_STEPS, 1)
+            for name in ("a", "b")
+        }
+    finally:
+        torch.set_num_threads(threads)
     for name, update in updates.items():
         assert participants[nodes[name].node_id] == update.num_examples
     stored = load_file(hub.home / "models" / "law" / f"{row.weights_sha256}.safetensors")
