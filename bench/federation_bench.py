@@ -203,14 +203,14 @@ def main() -> None:
     lines = [
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}. Command: "
         "`bench/federation_bench.py`. A real `slm-hub serve` (TLS, Flower SuperLink) and two "
-        "`slm-node join` law nodes (SuperNodes, 1 torch thread for serving; the ClientApps use "
-        "the machine's 2 cores) on this machine; each node has half of the law corpus. The split "
+        "`slm-node join --threads 1` law nodes (SuperNodes; serving and the ClientApps use one "
+        "torch thread each) on this machine; each node has half of the law corpus. The split "
         "is the slowest node's, from the run's events (one clock for ServerApp and ClientApps): "
         "delivery = global model to the ClientApp (Flower push and pull, ClientApp process "
         "start) + update back; setup = loading the model folder and the data; training = the "
         "local steps and a validation pass; adoption = the global model back into both model "
         "folders. Peer: both nodes' local steps run one after the other in the benchmark "
-        "process, without Flower.",
+        "process (2 torch threads), without Flower.",
         "",
         "| model | round | local steps | round wall (s) | delivery (s) | setup (s) | training (s) "
         "| aggregation (s) | adoption (s) | MB per node each way | peer: local steps, both "
@@ -225,6 +225,18 @@ def main() -> None:
                 f"{r['adopt']:.1f} | {r['bytes'] / 1e6:.1f} | {peer:.1f} | "
                 f"{r['wall'] / peer:.1f}x |"
             )
+    if "slm-63m" in results:
+        tiny = float(np.mean([r["delivery"] for r in results["slm-tiny"][1]]))
+        big = results["slm-63m"][1][0]
+        excess = big["delivery"] - tiny
+        lines += [
+            "",
+            f"Transfer: the slm-63m delivery exceeds the tiny model's ({tiny:.1f} s, almost all "
+            f"fixed cost: a ClientApp process start per message) by {excess:.1f} s for "
+            f"{2 * big['bytes'] / 1e6:.0f} MB (the model each way): Flower moved about "
+            f"**{2 * big['bytes'] / 1e6 / excess:.0f} MB/s** on loopback here. Adoption is the "
+            "same fixed cost plus the model down again, a recalibration and the folder write.",
+        ]
     lines += [
         "",
         f"Learning (slm-tiny, {len(rows)} FedAvg rounds of {steps} local steps on two nodes, "
