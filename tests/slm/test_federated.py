@@ -17,9 +17,11 @@ from hub.federation import GlobalStore
 from node.adoption import ModelWatcher
 from node.identity import generate_key
 from node.service import NodeService
+from protos.signing import completion_bytes, verify
 from slm.errors import ConfigError
 from slm.federated import adopt, apply_weights, local_train, validation_loss, weights_of
 from slm.model_folder import load_model_folder
+from slm.sampling_params import SamplingParams
 from tests.conftest import held_out_split
 
 
@@ -73,11 +75,14 @@ def test_weights_that_do_not_fit_the_model_are_refused(law) -> None:  # type: ig
         apply_weights(model, weights)
 
 
-def test_the_serving_process_swaps_in_an_adopted_model(law) -> None:  # type: ignore[no-untyped-def]
+def test_the_serving_process_swaps_in_an_adopted_model_without_breaking_an_answer(law) -> None:  # type: ignore[no-untyped-def]
     folder, data = law
     service = NodeService(load_model_folder(folder), generate_key())
     old = service.loaded.version
     swapped, lines = asyncio.Event(), []
+    prompt = "The licensee shall"
+    answer = service.generate("r0", prompt, SamplingParams(max_tokens=12, temperature=0))
+    first = next(answer)  # an answer is being streamed when the new model lands
 
     async def scenario() -> None:
         stop = asyncio.Event()
@@ -92,6 +97,11 @@ def test_the_serving_process_swaps_in_an_adopted_model(law) -> None:  # type: ig
         await task
 
     asyncio.run(scenario())
+    rest = list(answer)
+    assert rest[-1].done and rest[-1].model_version == old  # finished by the model it began with
+    text = first.text + "".join(c.text for c in rest)
+    statement = completion_bytes(service.node_id, "r0", prompt, text, rest[-1].tokens, old)
+    assert verify(service.public_key, rest[-1].signature, statement)
     assert service.loaded.version != old
     assert lines == [f"adopted model {service.loaded.version} (was {old})"]
     score = service.score("r1", "The licensee shall")
