@@ -17,7 +17,7 @@ Weights = dict[str, np.ndarray]
 
 STRATEGIES = ("fedavg", "fedmedian", "trimmed-mean", "krum")
 NORM_FACTOR = 5.0  # an update moving the model this many times more than its peers is dropped
-EXAMPLES_FACTOR = 10.0  # a node claiming this many times its peers' examples is dropped
+EXAMPLES_FACTOR = 10.0  # no node weighs more than this many times its peers' median examples
 TRIM_FRACTION = 0.2  # trimmed-mean drops this share of values at each end (at least one, n >= 3)
 
 
@@ -81,21 +81,21 @@ def screen(updates: Sequence[Update], reference: Weights) -> tuple[list[Update],
         return sound, rejected
     scale = float(np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in reference.values())))
     floor = 1e-3 * max(1e-12, scale)
+    claims = [u.num_examples for u in sound]
     accepted = []
     for i, u in enumerate(sound):
         peer_norm = float(np.median([n for j, n in enumerate(norms) if j != i]))
-        peer_examples = float(np.median([p.num_examples for j, p in enumerate(sound) if j != i]))
         if norms[i] > NORM_FACTOR * max(peer_norm, floor):
-            reason = (
-                f"update norm {norms[i]:.4g} is over {NORM_FACTOR:g}x its peers' ({peer_norm:.4g})"
-            )
-        elif u.num_examples > EXAMPLES_FACTOR * peer_examples:
-            reason = (f"claims {u.num_examples} examples, over {EXAMPLES_FACTOR:g}x its peers' "
-                      f"({peer_examples:g})")  # fmt: skip
-        else:
-            accepted.append(u)
+            rejected.append(Rejection(
+                u.node, f"update norm {norms[i]:.4g} is over {NORM_FACTOR:g}x its peers' "
+                f"({peer_norm:.4g})",
+            ))  # fmt: skip
             continue
-        rejected.append(Rejection(u.node, reason))
+        # Examples set a node's weight and its reward. More data is honest, so a large claim is
+        # not rejected, but it counts for no more than EXAMPLES_FACTOR x the others' median.
+        peers = float(np.median([c for j, c in enumerate(claims) if j != i]))
+        u.num_examples = min(u.num_examples, max(1, int(EXAMPLES_FACTOR * peers)))
+        accepted.append(u)
     return accepted, rejected
 
 

@@ -341,7 +341,8 @@ def _initial_model(
     plan: TrainingPlan, cohort: Cohort, engine: Engine, store: GlobalStore
 ) -> tuple[Weights, str]:
     """The domain's latest global model; on its first run, the element-wise median of what its
-    online nodes hold (among those that agree on names, shapes and dtypes, the largest group).
+    online nodes hold (among those that agree on names, shapes and dtypes, the largest group;
+    fewer than three must hold the same model, since a median of two is their mean).
 
     Every round starts all participants from the same weights, which is what averaging needs;
     the median keeps one node from choosing that start for everyone.
@@ -361,6 +362,12 @@ def _initial_model(
     if not groups:
         raise TrainingError(f"no {plan.domain} node could send a usable starting model")
     models = max(groups.values(), key=len)
+    same = all(all(np.array_equal(m[k], models[0][k]) for k in models[0]) for m in models[1:])
+    if len(models) < 3 and not same:  # a median of two is their mean: either could choose it
+        raise TrainingError(
+            f"the {plan.domain} nodes hold different models and {len(models)} are too few for a "
+            "median; start them from one base model (copy one node's model folder to the others)"
+        )
     start = {k: np.median(np.stack([m[k] for m in models]), axis=0).astype(models[0][k].dtype)
              for k in models[0]}  # fmt: skip
     return start, f"the median of {len(models)} node model(s)"

@@ -137,8 +137,9 @@ class Router:
 
     async def rank(
         self, request_id: str, prompt: str, priors: Mapping[str, float]
-    ) -> list[Candidate]:
-        """Score the profile candidates in parallel; best verified, non-declined first."""
+    ) -> tuple[list[Candidate], dict[str, Score]]:
+        """Score the profile candidates in parallel; best non-declined first, the first one's
+        signature verified; and the scores, for verifying a runner-up before it takes over."""
         similarity = dict(self.index.top(embed(prompt), self.config.candidates))
         chosen = [n for n in similarity if n in self.links] or list(self.links)[
             : self.config.candidates
@@ -162,7 +163,7 @@ class Router:
             for n in valid
         ]  # fmt: skip
         order = {n: i for i, (n, _) in enumerate(ranked(post))}
-        return sorted(out, key=lambda c: (order.get(c.node_id, len(order)), c.node_id))
+        return sorted(out, key=lambda c: (order.get(c.node_id, len(order)), c.node_id)), valid
 
     async def _score(self, link: NodeLink, request_id: str, prompt: str) -> Score | None:
         try:
@@ -187,17 +188,28 @@ class Router:
         self.validate(prompt)
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
-        candidates = await self.rank(request_id, prompt, priors or {})
+        candidates, scores = await self.rank(request_id, prompt, priors or {})
         node_ms = max((c.node_ms for c in candidates), default=0.0)  # scores run in parallel
         ready = [c for c in candidates if c.posterior > 0]
         if not ready:
             raise RoutingError(
                 "UNAVAILABLE", "no node could answer: every candidate failed or declined"
             )
+        checked = {ready[0].node_id: True}  # rank verified the winner
+
+        def usable(c: Candidate) -> bool:
+            """Connected, and (checked on first need) its score is really its own."""
+            link = self.links.get(c.node_id)
+            if link is None:
+                return False
+            if c.node_id not in checked:
+                checked[c.node_id] = self._verified(link, request_id, prompt, scores[c.node_id])
+            return checked[c.node_id]
+
         text, segments, verified = "", [], False
         for i, candidate in enumerate(ready):
             link = self.links.get(candidate.node_id)
-            if link is None:
+            if link is None or not usable(candidate):
                 continue
             continued = prompt + text
             produced, tokens = "", 0
@@ -235,7 +247,7 @@ class Router:
                 node_ms += (time.perf_counter() - wait) * 1000
                 segments.append((link.node_id, tokens))
                 text += produced
-                nxt = next((c.node_id for c in ready[i + 1 :] if c.node_id in self.links), None)
+                nxt = next((c.node_id for c in ready[i + 1 :] if usable(c)), None)
                 if nxt is None:
                     raise RoutingError(
                         "UNAVAILABLE",

@@ -8,9 +8,10 @@ reports the run finished. Ctrl-C stops the run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,25 @@ class Outcome:
     run_id: int
     ok: bool
     reason: str  # why it failed; "" when it completed
+
+
+@contextlib.contextmanager
+def plane_errors() -> Iterator[None]:
+    """The Control API's HTTP failures as one-line TrainingErrors (a hub that went away, a
+    refusal), not tracebacks."""
+    import httpx
+
+    try:
+        yield
+    except httpx.HTTPStatusError as exc:
+        raise TrainingError(
+            f"the training plane refused: HTTP {exc.response.status_code} {exc.response.text[:200]}"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise TrainingError(
+            f"the training plane does not answer ({type(exc).__name__}); is `slm-hub serve` "
+            "still running?"
+        ) from None
 
 
 def _connect(home: Path):  # type: ignore[no-untyped-def]
@@ -113,14 +133,16 @@ def start(
                 f"{len(members)} {plan.domain} node(s) connected for training, fewer than "
                 f"--min-nodes {plan.min_nodes} ({known} {plan.domain} node(s) joined){detail}"
             )
-        busy = active_run(client, plan.domain)
+        with plane_errors():
+            busy = active_run(client, plan.domain)
         if busy is not None:
             raise TrainingError(
                 f"run {busy} is already training {plan.domain}; wait for it to finish (two runs "
                 "would write the same nodes' models)"
             )
         plan = replace(plan, node_ids=",".join(f"{f}={n}" for f, n in sorted(members.items())))
-        run_id = submit(client, app_bundle(), plan.run_config())
+        with plane_errors():
+            run_id = submit(client, app_bundle(), plan.run_config())
     except BaseException:
         client.close()
         raise
@@ -155,7 +177,8 @@ def follow(client: Any, home: Path, run_id: int, show: Callable[[dict[str, Any]]
     submitted = time.monotonic()
     try:
         while True:
-            status, sub_status, details = _status(client, run_id)
+            with plane_errors():
+                status, sub_status, details = _status(client, run_id)
             events, offset = read_events(path, offset)
             for event in events:
                 if event["event"] == "failed":
@@ -166,7 +189,8 @@ def follow(client: Any, home: Path, run_id: int, show: Callable[[dict[str, Any]]
                     return Outcome(run_id, True, "")
                 return Outcome(run_id, False, failure or details or f"the run {sub_status}")
             if status == "pending" and time.monotonic() - submitted > START_TIMEOUT_S:
-                client.StopRun(StopRunRequest(run_id=run_id))
+                with plane_errors():
+                    client.StopRun(StopRunRequest(run_id=run_id))
                 return Outcome(
                     run_id,
                     False,
@@ -175,5 +199,9 @@ def follow(client: Any, home: Path, run_id: int, show: Callable[[dict[str, Any]]
                 )
             time.sleep(POLL_S)
     except KeyboardInterrupt:
-        client.StopRun(StopRunRequest(run_id=run_id))
+        try:
+            with plane_errors():
+                client.StopRun(StopRunRequest(run_id=run_id))
+        except TrainingError as exc:
+            return Outcome(run_id, False, f"interrupted, and the run could not be stopped: {exc}")
         return Outcome(run_id, False, "stopped (Ctrl-C)")

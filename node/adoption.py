@@ -22,6 +22,11 @@ from slm.model_folder import CONFIG, LoadedModel
 POLL_S = 1.0
 
 
+def stamp(folder: Path) -> tuple[int, int, int] | None:
+    """config.json's identity: taken before loading, a change during the load is still seen."""
+    return _stamp(Path(folder) / CONFIG)
+
+
 def _stamp(path: Path) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
@@ -38,15 +43,17 @@ class ModelWatcher:
         service: NodeService,
         log: Callable[[str], None],
         on_swap: Callable[[], None] = lambda: None,
+        seen: tuple[int, int, int] | None = None,
     ) -> None:
         self.path = Path(folder) / CONFIG
         self.load = load
         self.service = service
         self.log = log
         self.on_swap = on_swap
+        self.seen = seen  # config.json as it was before the served model was loaded
 
     async def watch(self, stop: asyncio.Event) -> None:
-        seen = _stamp(self.path)
+        seen = self.seen or _stamp(self.path)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), POLL_S)

@@ -349,7 +349,7 @@ def cmd_join(args: argparse.Namespace) -> None:
 
     import torch
 
-    from node.adoption import ModelWatcher
+    from node.adoption import ModelWatcher, stamp
     from node.home import NodeConfig
     from node.identity import load_key
     from node.join import JoinOptions, NodeAgent
@@ -366,6 +366,7 @@ def cmd_join(args: argparse.Namespace) -> None:
     options = JoinOptions(args.hub, args.token, args.ca, args.insecure, args.capacity)
     node = NodeConfig.load(args.home)
     key = load_key(node.key_path)
+    before_load = stamp(args.model or node.model_dir)
     service = NodeService(_load(args), key, args.min_confidence)
     if args.data is not None and not args.data.exists():
         raise ConfigError(f"--data {args.data} does not exist")
@@ -387,7 +388,7 @@ def cmd_join(args: argparse.Namespace) -> None:
         f"dialling {args.hub}")  # fmt: skip
     agent = NodeAgent(service, options, log, SuperNode(supernode_options, log))
     agent.watcher = ModelWatcher(service.loaded.path, lambda: _load(args), service, log,
-                                 on_swap=agent.version_changed)  # fmt: skip
+                                 on_swap=agent.version_changed, seen=before_load)  # fmt: skip
     asyncio.run(agent.run())
     log("left the hub")
 

@@ -30,6 +30,7 @@ from slm.model import SLM
 from slm.model_folder import (
     CONFIG,
     METRICS,
+    STAGED,
     WEIGHTS,
     finish_folder,
     save_tokenizer,
@@ -331,6 +332,8 @@ def prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
     if force:
         for name in (CONFIG, CHECKPOINT, WEIGHTS, METRICS):
             (out / name).unlink(missing_ok=True)
+        for staged in out.glob("*" + STAGED):  # an adoption's leftovers must not land later
+            staged.unlink()
         return
     if has_model:
         raise ConfigError(

@@ -107,17 +107,27 @@ def test_rounds_store_record_and_credit_the_fedavg_of_the_updates(tmp_path, ledg
 
 
 def test_a_first_run_starts_from_the_median_of_the_agreeing_node_models(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]
-    cohort = FakeCohort({1: 1.0, 2: 1.0, 3: 1.0}, {1: 1, 2: 1, 3: 1}, silent=[3])
+    members = ",".join(f"{i + 1}={node}" for i, node in enumerate(NODES))
+    cohort = FakeCohort({1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0}, {1: 1, 2: 1, 3: 1, 4: 1}, silent=[4])
     cohort.held = {
         1: {k: v + 100 for k, v in START.items()},  # one node tries to choose the start
         2: {k: v.copy() for k, v in START.items()},
-        3: {"w": START["w"].astype(np.float16), "b": START["b"]},  # disagrees on dtype: ignored
+        3: {k: v + 2 for k, v in START.items()},
+        4: {"w": START["w"].astype(np.float16), "b": START["b"]},  # disagrees on dtype: ignored
     }
-    events = run(tmp_path, ledger, cohort)
-    assert events[1]["source"] == "the median of 2 node model(s)"
+    events = run(tmp_path, ledger, cohort, node_ids=members)
+    assert events[1]["source"] == "the median of 3 node model(s)"
     (row,) = rows(ledger)
     got = GlobalStore(tmp_path).load("law", row.weights_sha256)
-    np.testing.assert_allclose(got["w"], START["w"] + 50 + 1.0)  # median of two = their mean
+    np.testing.assert_allclose(got["w"], START["w"] + 2 + 1.0)  # the median, then a round
+
+
+def test_two_nodes_holding_different_models_cannot_start_a_domain(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]
+    cohort = FakeCohort({1: 1.0, 2: 1.0}, {1: 1, 2: 1})
+    cohort.held = {1: {k: v + 100 for k, v in START.items()}, 2: dict(START)}
+    with pytest.raises(TrainingError, match="different models and 2 are too few for a median"):
+        run(tmp_path, ledger, cohort)
+    assert rows(ledger) == []
 
 
 def test_a_new_run_starts_from_the_domains_latest_global_model(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]

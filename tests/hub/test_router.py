@@ -25,6 +25,7 @@ class LocalLink:
     domain: str
     die_after: int | None = None  # pieces, then the node "disconnects"
     forge: bool = False
+    bad_signature: bool = False  # an honest loglik under a signature that is not the node's
     leave_while_scoring: dict | None = None  # the router's links: remove itself after scoring
 
     @property
@@ -44,7 +45,8 @@ class LocalLink:
         if self.leave_while_scoring is not None:
             self.leave_while_scoring.pop(self.node_id, None)
         loglik = s.loglik + 1000 if self.forge else s.loglik  # a claim its signature won't cover
-        return Score(loglik, s.bits_per_byte, s.confidence, s.declined, s.signature)
+        signature = b"\x00" * len(s.signature) if self.bad_signature else s.signature
+        return Score(loglik, s.bits_per_byte, s.confidence, s.declined, signature)
 
     async def generate(
         self, request_id: str, prompt: str, params: SamplingParams
@@ -87,6 +89,14 @@ def test_prompts_reach_the_node_of_their_domain_with_a_verified_answer(trained) 
         assert result.verified and result.confidence > 0.5
         assert "".join(e.text for e in events if isinstance(e, Text))
         assert result.candidates[0].node_id == result.node_id
+
+
+def test_a_runner_up_whose_score_is_not_its_own_never_takes_over(trained) -> None:
+    """Only the winner's score is verified up front; a runner-up's is checked before a
+    fail-over reaches it, and one that fails is skipped."""
+    router = _router(trained, medicine={"die_after": 3}, law={"bad_signature": True})
+    with pytest.raises(RoutingError, match="no other node can continue"):
+        _ask(router, trained["medicine"].held_out[:300])
 
 
 def test_a_node_that_dies_mid_answer_is_replaced_by_the_next_best(trained) -> None:
