@@ -210,9 +210,9 @@ SOURCES = (
     Source("news", "bbc-sport", (BBC,), "BBC articles, research use", _bbc("sports")),
     Source("politics", "sotu-1790-1899", (SOTU,), "public domain; package Apache-2.0",
            _sotu(1790, 1899)),
+    Source("politics", "bbc-politics", (BBC,), "BBC articles, research use", _bbc("politics")),
     Source("politics", "sotu-1900-2018", (SOTU,), "public domain; package Apache-2.0",
            _sotu(1900, 2100)),
-    Source("politics", "bbc-politics", (BBC,), "BBC articles, research use", _bbc("politics")),
 )  # fmt: skip
 
 
