@@ -110,7 +110,10 @@ class RouterConfig:
     candidates: int = 8  # top-M by profile before scoring
     score_deadline_s: float = 2.0
     stall_s: float = 10.0  # no chunk for this long: fail over
-    temperature: float = 1.0  # posterior temperature
+    # Posterior temperature, set by temperature scaling: the T with the lowest mean
+    # -log p(true domain | prompt) over the routing evaluation's held-out prompts
+    # (docs/evaluation.md). Logliks are sums over a prompt's tokens, so T = 1 is near 0/1.
+    temperature: float = 64.0
 
 
 @dataclass
