@@ -3,8 +3,8 @@
 Transport-free: the routing server gives the router one `NodeLink` per connected node (in the
 server, a request multiplexed on that node's stream) and turns the events `ask` yields into
 `AskReply` messages. The winning score and every completion are checked against the node's
-signature before they count; the runners-up's scores only order the fail-over list, and a
-node that takes over still has its completion checked.
+signature before they count; a runner-up's score is checked only if a fail-over reaches it,
+before it is handed the answer.
 """
 
 from __future__ import annotations
