@@ -225,10 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hub.federation import TrainingPlan
-    from hub.superlink import running_control_client
+    from hub.superlink import running_control_client, served_db_url
     from hub.training_runs import follow, start
 
     running_control_client(args.home).close()  # a one-line error when no hub serves from there
+    args.db = args.db or served_db_url(args.home)  # the registry the serving hub writes
     plan = TrainingPlan(
         domain=args.domain, rounds=args.rounds, local_steps=args.local_steps,
         strategy=args.strategy, min_nodes=args.min_nodes, round_timeout=args.timeout,

@@ -59,6 +59,14 @@ def control_client(home: Path, address: str, insecure: bool):  # type: ignore[no
     )
 
 
+def served_db_url(home: Path) -> str | None:
+    """The database the hub serving from `home` uses (its --db may not be in hub.toml)."""
+    try:
+        return json.loads(address_path(home).read_text(encoding="utf-8")).get("db_url")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def running_control_client(home: Path):  # type: ignore[no-untyped-def]
     """A Control API client of the SuperLink the hub serving from `home` runs."""
     try:
@@ -135,7 +143,8 @@ class SuperLink:
         while time.monotonic() < deadline:
             if await asyncio.to_thread(self._answers):
                 atomic_write_text(address_path(self.home), json.dumps(
-                    {"address": self.address, "insecure": self.options.insecure}
+                    {"address": self.address, "insecure": self.options.insecure,
+                     "db_url": self.db_url}
                 ))  # fmt: skip
                 self.ready.set()
                 log.info("training plane: Flower SuperLink on %s (state %s)", self.address,

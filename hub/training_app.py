@@ -7,9 +7,11 @@ It writes what a round produced straight into the hub's home and ledger, as the 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +127,22 @@ class FlowerCohort:
         return self._send(MessageType.EVALUATE, nodes, weights, config, timeout)
 
 
+@contextlib.contextmanager
+def domain_lock(home: Path, domain: str) -> Iterator[None]:
+    """One run per domain at a time, enforced where runs execute (`slm-hub train` also checks,
+    but two started at once could both pass): two would write the same nodes' folders."""
+    path = home / "training" / f"{domain}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainingError(
+                f"another run is training {domain}; this one does nothing"
+            ) from None
+        yield
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     plan = TrainingPlan.from_run_config(dict(context.run_config))
@@ -136,8 +154,9 @@ def main(grid: Grid, context: Context) -> None:
         check_current(engine)
         ledger = Ledger(engine, load_signing_key(cfg.signing_key_path),
                         load_public_key(cfg.public_key_path), cfg.rewards)  # fmt: skip
-        run_rounds(plan, context.run_id, FlowerCohort(grid), ledger, GlobalStore(home), events,
-                   log=log.warning)  # fmt: skip
+        with domain_lock(home, plan.domain):
+            run_rounds(plan, context.run_id, FlowerCohort(grid), ledger, GlobalStore(home),
+                       events, log=log.warning)  # fmt: skip
     except Exception as exc:
         reason = str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}"
         events.emit("failed", reason=reason)

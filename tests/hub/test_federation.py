@@ -193,3 +193,18 @@ def test_a_global_model_that_does_not_match_its_hash_is_refused(tmp_path) -> Non
     store.path("law", sha).write_bytes(store.path("law", sha).read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(TrainingError, match="does not match its hash"):
         store.load("law", sha)
+
+
+def test_one_run_per_domain_is_enforced_where_runs_execute(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from hub.training_app import domain_lock
+
+    with domain_lock(tmp_path, "law"):
+        with (
+            pytest.raises(TrainingError, match="another run is training law"),
+            domain_lock(tmp_path, "law"),
+        ):
+            pass
+        with domain_lock(tmp_path, "medicine"):
+            pass  # other domains train meanwhile
+    with domain_lock(tmp_path, "law"):
+        pass  # released with the run
