@@ -287,6 +287,12 @@ def evaluate(preset_name: str, source: str, work: Path, only: list[str] | None =
           flush=True)  # fmt: skip
     results = ask_all(work, folders, prompts)
     truth = [d for d, _, _ in prompts]
+    atomic_write_text(work / "asks.json", json.dumps([  # for scoring other routers offline
+        {"domain": d, "prompt": p, "routed": r.domain,
+         "candidates": [{"domain": c.domain, "cosine": c.profile_similarity, "loglik": c.loglik}
+                        for c in r.candidates]}
+        for (d, p, _), r in zip(prompts, results, strict=True)
+    ]))  # fmt: skip
     names = list(domains)
     routed = {"full router (hub, top-8 profile candidates, loglik posterior)": [],
               "profile only": [], "loglik only, all nodes": [],
