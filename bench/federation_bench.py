@@ -41,9 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
-from bench.routing_bench import BIN, ENV, start, token, wait_line  # noqa: E402
+from bench.routing_bench import BIN, ENV, start_hub, start_node  # noqa: E402
 from bench.slm_bench import machine  # noqa: E402
-from hub.federation import events_path  # noqa: E402
 from slm.config import get_preset  # noqa: E402
 from slm.federated import apply_weights, local_train, train_config_of, weights_of  # noqa: E402
 from slm.model_folder import load_model_folder  # noqa: E402
@@ -77,25 +76,15 @@ def base_model(work: Path, preset_name: str, halves: dict[str, Path]) -> Path:
 def run_rounds(work: Path, base: Path, halves: dict[str, Path], rounds: int, steps: int) -> list:
     """Hub + two law nodes, `slm-hub train`; the run's events."""
     net = work / f"net-{base.name}"
-    hub = start(["slm-hub", "serve", "--home", str(net / "hub"), "--port", "0",
-                 "--flower-port", "0"], net.with_suffix(".hub.log"))  # fmt: skip
-    address = (
-        "127.0.0.1:"
-        + wait_line(net.with_suffix(".hub.log"), "hub listening").split(":")[1].split()[0]
-    )
+    net.mkdir(parents=True)
+    hub, address = start_hub(net / "hub", net.with_suffix(".hub.log"))
     nodes = []
     try:
         for name, data in halves.items():
             home, model = net / f"node-{name}", net / f"model-{name}"
             shutil.copytree(base, model)
-            subprocess.run([str(BIN / "slm-node"), "init", "--home", str(home)], check=True,
-                           capture_output=True, env=ENV)  # fmt: skip
-            log = net / f"node-{name}.log"
-            nodes.append(start([
-                "slm-node", "join", "--home", str(home), "--model", str(model), "--hub", address,
-                "--token", token(net / "hub", "law"), "--ca", str(net / "hub" / "ca.pem"),
-                "--data", str(data), "--threads", "1",
-            ], log))  # fmt: skip
+            nodes.append(start_node(home, model, address, net / "hub", "law",
+                                    net / f"node-{name}.log", "--data", str(data)))  # fmt: skip
         deadline = time.monotonic() + 120
         while True:  # both nodes registered and their SuperNodes online
             probe = subprocess.run(
@@ -115,11 +104,7 @@ def run_rounds(work: Path, base: Path, halves: dict[str, Path], rounds: int, ste
         )  # fmt: skip
         if done.returncode != 0:
             raise SystemExit(done.stderr)
-        run_id = int(done.stderr.split()[1].rstrip(":")) if done.stderr.startswith("run ") else 0
-        events = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-        if not events:
-            events = [json.loads(x) for x in events_path(net / "hub", run_id).read_text().split()]
-        return events
+        return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     finally:
         for p in [*nodes, hub]:
             p.send_signal(signal.SIGTERM)

@@ -79,6 +79,20 @@ def start_hub(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
     return hub, f"127.0.0.1:{port}"
 
 
+def start_node(
+    home: Path, model: Path, address: str, hub_home: Path, domain: str, log: Path, *extra: str
+) -> subprocess.Popen:
+    """`slm-node init` (once) and `slm-node join` with a fresh token of `domain`, 1 torch thread."""
+    if not (home / "node_key").exists():
+        subprocess.run([str(BIN / "slm-node"), "init", "--home", str(home)], check=True,
+                       capture_output=True, env=ENV)  # fmt: skip
+    return start([
+        "slm-node", "join", "--home", str(home), "--model", str(model), "--hub", address,
+        "--token", token(hub_home, domain), "--ca", str(hub_home / "ca.pem"), "--threads", "1",
+        *extra,
+    ], log)  # fmt: skip
+
+
 def token(home: Path, domain: str) -> str:
     command = [str(BIN / "slm-hub"), "token", "create", "--domain", domain, "--home", str(home)]
     done = subprocess.run(command, capture_output=True, text=True, check=True, env=ENV)
@@ -266,14 +280,8 @@ def main() -> None:
     nodes = []
     try:
         for i in range(8):
-            home = work / f"node-{i}"
-            subprocess.run([str(BIN / "slm-node"), "init", "--home", str(home)], check=True,
-                           capture_output=True, env=ENV)  # fmt: skip
-            nodes.append(start([
-                "slm-node", "join", "--home", str(home), "--model", str(model), "--hub", address,
-                "--token", token(work / "hub", "medicine"), "--ca", str(work / "hub" / "ca.pem"),
-                "--threads", "1", "--capacity", "4",
-            ], work / f"node-{i}.log"))  # fmt: skip
+            nodes.append(start_node(work / f"node-{i}", model, address, work / "hub", "medicine",
+                                    work / f"node-{i}.log", "--capacity", "4"))  # fmt: skip
         for i in range(8):
             wait_line(work / f"node-{i}.log", "joined")
         ca = (work / "hub" / "ca.pem").read_bytes()

@@ -24,7 +24,6 @@ import json
 import math
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.routing_bench import BIN, ENV, start, start_hub, token, wait_line  # noqa: E402
+from bench.routing_bench import start_hub, start_node, wait_line  # noqa: E402
 from bench.slm_bench import machine  # noqa: E402
 from evaluation.corpora import OUT as LARGE  # noqa: E402
 from evaluation.corpora import SOURCES  # noqa: E402
@@ -181,15 +180,8 @@ def ask_all(work: Path, folders: dict[str, Path], prompts: list[tuple[str, str, 
     nodes = []
     try:
         for domain, folder in folders.items():
-            home = work / "nodes" / domain
-            subprocess.run([str(BIN / "slm-node"), "init", "--home", str(home)],
-                           check=True, capture_output=True, env=ENV)  # fmt: skip
-            log = work / f"node-{domain}.log"
-            nodes.append(start([
-                "slm-node", "join", "--home", str(home), "--model", str(folder), "--hub", address,
-                "--token", token(work / "hub", domain), "--ca", str(work / "hub" / "ca.pem"),
-                "--threads", "1",
-            ], log))  # fmt: skip
+            nodes.append(start_node(work / "nodes" / domain, folder, address, work / "hub",
+                                    domain, work / f"node-{domain}.log"))  # fmt: skip
         for domain in folders:
             wait_line(work / f"node-{domain}.log", "joined")
         ca = (work / "hub" / "ca.pem").read_bytes()
