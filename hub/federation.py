@@ -268,18 +268,7 @@ def run_rounds(
         sent_at = time.time()
         replies = cohort.train(online, weights, config, plan.round_timeout)
         replies_at = time.time()
-        updates, rejected = [], []
-        for flower_id in online:
-            reply = replies.get(flower_id)
-            node = members[flower_id]
-            if reply is None:
-                rejected.append(
-                    {"node": node, "reason": f"no update within {plan.round_timeout:g} s"}
-                )
-            elif reply.error or reply.weights is None:
-                rejected.append({"node": node, "reason": reply.error or "no weights in the reply"})
-            else:
-                updates.append(Update(node, reply.weights, reply.num_examples, reply.metrics or {}))
+        updates, rejected = _updates(online, replies, members, plan.round_timeout)
         accepted, screened_out = screen(updates, weights)
         rejected += [r.as_dict() for r in screened_out]
         for r in rejected:
@@ -335,6 +324,23 @@ def run_rounds(
             },
         )  # fmt: skip
     events.emit("done")
+
+
+def _updates(
+    online: Sequence[int], replies: dict[int, Reply], members: dict[int, str], timeout: float
+) -> tuple[list[Update], list[dict[str, str]]]:
+    """The updates that came back, and a rejection with its reason for every node that sent
+    none (silence, an error reply, a reply without weights)."""
+    updates, rejected = [], []
+    for flower_id in online:
+        reply, node = replies.get(flower_id), members[flower_id]
+        if reply is None:
+            rejected.append({"node": node, "reason": f"no update within {timeout:g} s"})
+        elif reply.error or reply.weights is None:
+            rejected.append({"node": node, "reason": reply.error or "no weights in the reply"})
+        else:
+            updates.append(Update(node, reply.weights, reply.num_examples, reply.metrics or {}))
+    return updates, rejected
 
 
 def _initial_model(
