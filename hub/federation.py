@@ -314,7 +314,8 @@ def run_rounds(
             examples=[e for _, e in participants], rejected=rejected,
             train_loss=metrics["train_loss"], val_loss=metrics["val_loss"],
             global_val_loss=_mean(list(global_val.values())), weights_sha256=sha,
-            adopted=sorted(n for n, v in global_val.items()), nodes=metrics["nodes"],
+            adopted=sorted(members[f] for f, r in adopted.items() if not r.error),
+            nodes=metrics["nodes"],
             timing={
                 "train_phase_s": round(replies_at - sent_at, 3),
                 "aggregate_s": round(aggregated_at - replies_at, 3),

@@ -59,7 +59,8 @@ class FakeCohort:
 
     def adopt(self, nodes: Sequence[int], weights, config: dict[str, Any], timeout: float):  # type: ignore[no-untyped-def]
         self.adopted.append(list(nodes))
-        return {n: Reply(metrics={"val_loss": 1.5}) for n in nodes}
+        # node 2 holds no data to validate on: it adopts and reports no loss
+        return {n: Reply(metrics={"val_loss": 1.5} if n != 2 else {}) for n in nodes}
 
 
 def plan(tmp_path: Path, **overrides: Any) -> TrainingPlan:
@@ -99,6 +100,7 @@ def test_rounds_store_record_and_credit_the_fedavg_of_the_updates(tmp_path, ledg
     assert latest_round(ledger.engine, "law").weights_sha256 == second.weights_sha256
     assert json.loads(first.metrics)["val_loss"] == 2.5  # the nodes' own, after local training
     assert events[3]["global_val_loss"] == 1.5  # the global model's, on the nodes' data
+    assert events[3]["adopted"] == sorted([NODES[0], NODES[1]])
     assert cohort.adopted == [[1, 2], [1, 2]]  # only participants adopt
     assert balance(ledger, 0) == balance(ledger, 1) == 2 * 5_000_000
     assert [e["event"] for e in events] == [
