@@ -34,7 +34,14 @@ from slm.model_folder import (
     weights_bytes,
 )
 from slm.scoring import calibrate, calibration_passages
-from slm.train import evaluate, get_batch, make_optimizer, read_corpus, split_corpus
+from slm.train import (
+    evaluate,
+    get_batch,
+    make_optimizer,
+    read_corpus,
+    split_corpus,
+    train_step,
+)
 
 LOCAL_LR_FACTOR = 0.5  # rounds fine-tune a trained model: half its peak rate, held constant
 
@@ -133,13 +140,7 @@ def local_train(
     total = 0.0
     for step in range(steps):
         x, y = get_batch(local.train, cfg, step, bos, device)
-        torch.manual_seed(cfg.seed + step)
-        loss = model.loss(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        value = loss.item()
+        value = train_step(model, optimizer, x, y, cfg, step)
         if not math.isfinite(value):
             raise ConfigError(f"local training diverged: loss {value} at step {step + 1}")
         total += value

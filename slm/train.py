@@ -144,6 +144,25 @@ def get_batch(
     return x.to(device), y.to(device)
 
 
+def train_step(
+    model: SLM,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    step: int,
+) -> float:
+    """One optimiser step on a batch; the loss before it. Dropout is seeded by (seed, step), so
+    a resumed run, or a federated round replayed elsewhere, takes the same step."""
+    torch.manual_seed(cfg.seed + step)
+    loss = model.loss(x, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
 @torch.no_grad()
 def evaluate(
     model: SLM, val: torch.Tensor, cfg: TrainConfig, bos_id: int, device: torch.device
@@ -237,15 +256,9 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = get_batch(train_ids, train_cfg, step, tokenizer.bos_id, device)
-        torch.manual_seed(train_cfg.seed + step)  # dropout, reproducible across resumes
-        loss = model.loss(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        optimizer.step()
+        loss_value = train_step(model, optimizer, x, y, train_cfg, step)
         step += 1
         tokens_seen += x.numel()
-        loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise ConfigError(
                 f"training diverged: loss is {loss_value} at step {step}; lower --learning-rate "
