@@ -185,6 +185,8 @@ def _r_lazyload_texts(dirs: list[Path]) -> str:
     while pos + 4 < len(data):
         stream = zlib.decompressobj()
         blob = stream.decompress(data[pos + 4 :])
+        if not stream.eof:
+            raise SystemExit(f"{rdb}: an object's compressed data is cut short")
         pos = len(data) - len(stream.unused_data)
         lines = r_strings(blob)
         if lines is not None:
@@ -266,14 +268,17 @@ def _sword(module: str, first: str | None = None, stop: str | None = None,
             done = subprocess.run([str(program), module], capture_output=True, env=env,
                                   check=True)  # fmt: skip
         text: list[str] = []
-        taking = first is None
+        taking, stopped = first is None, stop is None
         parts = re.split(r"(?m)^\$\$\$(.*)\n", done.stdout.decode("utf-8", errors="replace"))
         for key, body in zip(parts[1::2], parts[2::2], strict=True):
             taking = taking or (first is not None and key.startswith(first))
             if stop is not None and key.startswith(stop):
+                stopped = True
                 break
             if taking and (clean := osis_text(body)):
                 text.append(clean)
+        if not (taking and stopped):  # a window that never closes could take held-out text
+            raise SystemExit(f"{module}: no entry starts with {first if not taking else stop!r}")
         return "\n".join(text)
 
     return extract

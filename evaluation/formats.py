@@ -73,7 +73,8 @@ class _HtmlText(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if self.skipping:
             self.skipping -= tag == self.skip_tag
-            return
+            if self.skipping:
+                return  # the skipped element's own end falls through: it counted in `inside`
         if self.root and self.inside and tag == self.root_tag:
             self.inside -= 1
         if tag in self.BLOCKS:
@@ -146,6 +147,7 @@ def roff_text(source: str) -> str:
             out.append(" ".join(para))
             para.clear()
 
+    source = re.sub(r"(?<!\\)\\\n", "", source)  # a line ending in \ goes on on the next
     for raw in source.splitlines():
         if dropping:
             if raw.startswith("." + dropping) or (dropping == "." and raw.startswith("..")):
@@ -231,8 +233,8 @@ def wordnet_glosses(data: dict[str, str], roots: Iterable[str], topics: Iterable
 def gcide_senses(text: str, fields: Iterable[str]) -> str:
     """'Headword. definition' for each sense of the GCIDE (Webster's 1913 and later) that is
     marked with one of `fields`, e.g. '(Med.)'; a sense of a phrase ('{Petrosal bone} (Anat.),
-    a bone ...') goes under the phrase. Quotations' authors, markup and senses with
-    pronunciation codes left in are dropped."""
+    a bone ...') goes under the phrase. Quotations' authors and derived words with their
+    pronunciation ('-- Ad`e*nom"a*tous, a.') are cut off; a sense with markup left is dropped."""
     tag = r"\((?:" + "|".join(re.escape(f) for f in fields) + r")\.\)"
     # up to a source mark ('[1913 Webster]'), the next numbered sense, a phrase's own sense,
     # a blank line
@@ -246,9 +248,11 @@ def gcide_senses(text: str, fields: Iterable[str]) -> str:
         for m in sense.finditer(entry):
             d = re.sub(r"\{([^{}]*)\}", r"\1", m.group(2))
             d = re.sub(r"\s--[A-Z].*", "", " ".join(d.split())).lstrip(", ")
+            d = re.sub(r"\s--\s*\S*[*`\"].*", "", d)  # a derived word with its pronunciation
+            d = re.sub(r"\s+AS$", "", d)  # a stray editor's mark the dictionary leaves in
             d = re.sub(r"\[(\w)[=^.~`'\"]?\]|\[[=^.~`'\"](\w)\]",
                        lambda c: c.group(1) or c.group(2), d)  # fmt: skip
-            if len(d) > 20 and not re.search(r"[\[\]\\{}]", d):
+            if len(d) > 20 and not re.search(r"[\[\]\\{}*]", d):
                 out.append(f"{m.group(1) or head.group(1).strip()}. {d[0].upper()}{d[1:]}")
     return "\n".join(out)
 

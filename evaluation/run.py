@@ -275,16 +275,17 @@ def cpu_ms_each(function: Callable[[str], object], texts: list[str]) -> float:
 
 
 def weight_sweep(
-    truth: list[str], cands: list[dict], votes: dict[str, list[dict]], sizes: list[int]
-) -> dict[str, dict[str, list[float]]]:
+    truth: list[str], cands: list[dict], votes: dict[str, list[dict[str, float]]], sizes: list[int]
+) -> dict[str, dict[str, list]]:
     """Accuracy of a router the hub does not use, the profile as a vote beside the loglik: the
     evidence for a node is loglik + weight x prompt bytes x cosine (nats; the vote grows with the
     prompt as the loglik does). For each profile function and weight, on the even-numbered
     prompts (where a weight is chosen) and the odd-numbered ones (where the chosen weight is
-    judged): choosing and judging on the same prompts would flatter the choice."""
+    judged): choosing and judging on the same prompts would flatter the choice. The odd
+    prompts' hits are kept for the sign test in `vote_verdict`."""
     out = {}
     for name, cosines in votes.items():
-        rows: dict[str, list[float]] = {"choose (even prompts)": [], "judge (odd prompts)": []}
+        rows: dict[str, list] = {"choose (even prompts)": [], "judge (odd prompts)": [], "hits": []}
         for w in WEIGHTS:
             hits = [
                 max(cs, key=lambda d: cs[d].loglik + w * size * cos[d]) == t
@@ -292,8 +293,24 @@ def weight_sweep(
             ]
             rows["choose (even prompts)"].append(float(np.mean(hits[0::2])))
             rows["judge (odd prompts)"].append(float(np.mean(hits[1::2])))
+            rows["hits"].append(hits[1::2])
         out[name] = rows
     return out
+
+
+def chosen(rows: dict[str, list]) -> int:
+    """The index of the weight the even prompts choose; ties go to the smaller weight."""
+    choose = rows["choose (even prompts)"]
+    return max(range(len(WEIGHTS)), key=lambda i: (choose[i], -WEIGHTS[i]))
+
+
+def vote_verdict(rows: dict[str, list]) -> tuple[int, int, bool]:
+    """On the odd prompts: (prompts only the chosen vote routes right, prompts only the loglik
+    routes right, whether the difference is beyond chance by a sign test at about 95%)."""
+    best = rows["hits"][chosen(rows)]
+    wins = sum(b and not a for a, b in zip(rows["hits"][0], best, strict=True))
+    losses = sum(a and not b for a, b in zip(rows["hits"][0], best, strict=True))
+    return wins, losses, wins - losses > 2 * math.sqrt(max(1, wins + losses))
 
 
 def evaluate(preset_name: str, source: str, work: Path, only: list[str] | None = None) -> dict:
@@ -453,7 +470,12 @@ def report(r: dict, command: str) -> str:
         "so the posterior at T = 1 is nearly always 0 or 1, and wrong about a misrouted prompt "
         "with the same certainty; a larger T spreads it (temperature scaling, as in Guo et al., "
         "2017). The hub's default, `RouterConfig.temperature` in `hub/router.py`, is "
-        f"T = {RouterConfig().temperature:g}, this table's lowest.",
+        f"T = {RouterConfig().temperature:g}"
+        + (
+            ", this table's lowest."
+            if float(best_t) == RouterConfig().temperature
+            else f"; this run's lowest is T = {best_t}."
+        ),
         "",
         "## The profile as a vote",
         "",
@@ -465,25 +487,28 @@ def report(r: dict, command: str) -> str:
         "|---|---|" + "---:|" * len(WEIGHTS),
     ]
     for name, rows in r["sweep"].items():
-        for half, values in rows.items():
+        for half in ("choose (even prompts)", "judge (odd prompts)"):
+            values = rows[half]
             lines.append(f"| {name} | {half} | " + " | ".join(f"{v:.1%}" for v in values) + " |")
     for name, rows in r["sweep"].items():
-        choose, judge = rows["choose (even prompts)"], rows["judge (odd prompts)"]
-        best = max(range(len(WEIGHTS)), key=lambda i: (choose[i], -WEIGHTS[i]))
+        best, judge = chosen(rows), rows["judge (odd prompts)"]
+        wins, losses, beyond = vote_verdict(rows)
         lines.append(
             f"\n{name}: the even prompts choose w = {WEIGHTS[best]:g}, which routes "
-            f"{judge[best]:.1%} of the odd ones; the loglik alone (w = 0) routes {judge[0]:.1%}."
+            f"{judge[best]:.1%} of the odd ones; the loglik alone (w = 0) routes {judge[0]:.1%}. "
+            f"Of the odd prompts, {wins} are routed right only with the vote and {losses} only "
+            f"without it: {'beyond' if beyond else 'within'} chance (sign test, about 95%)."
         )
-    hashed_rows = r["sweep"]["hashed word vectors (the hub's)"]
-    gain = max(zip(hashed_rows["choose (even prompts)"], hashed_rows["judge (odd prompts)"],
-                   strict=True))[1] - hashed_rows["judge (odd prompts)"][0]  # fmt: skip
+    wins, losses, beyond = vote_verdict(r["sweep"]["hashed word vectors (the hub's)"])
     lines += [
         "",
-        f"With the hub's profile the chosen vote changes the odd prompts' accuracy by {gain:+.1%}"
+        "With the hub's profile the vote "
         + (
-            ": the hub's router stays the loglik posterior."
-            if gain <= 0.01
-            else ": worth adding to the hub's posterior (it is not there yet)."
+            "routes better beyond chance: worth adding to the hub's posterior (it is not there "
+            "yet)."
+            if beyond and wins > losses
+            else "does not route better beyond chance, so the hub's router stays the loglik "
+            "posterior."
         ),
         "",
         "## Bits per byte of the continuation",
@@ -499,7 +524,16 @@ def report(r: dict, command: str) -> str:
         f"Targets: routed within 3% of the oracle: **{'met' if within <= 0.03 else 'missed'}** "
         f"({within:+.1%}); lower than the generalist: "
         f"**{'met' if b['routed'] < b['generalist'] else 'missed'}** "
-        f"({(b['routed'] - b['generalist']) / b['generalist']:+.1%}).",
+        f"({(b['routed'] - b['generalist']) / b['generalist']:+.1%})."
+        + (
+            ""
+            if b["routed"] < b["generalist"]
+            else " What limits it: the continuations come from sources no node trained on, "
+            "where the generalist's training on every domain (as many tokens as all nodes "
+            "together) counts for as much as a node's focus; and one training run of each model "
+            "is one sample "
+            "(the union's slices and its tokenizer change with every corpus edit)."
+        ),
         "",
         "## Profile functions",
         "",
@@ -508,8 +542,8 @@ def report(r: dict, command: str) -> str:
     encoder_only = f"profile only, {ENCODER_NAME}"
     if encoder_only in acc:
         hashed, encoded = acc["profile only"], acc[encoder_only]
-        judged = {name: max(zip(rows["choose (even prompts)"], rows["judge (odd prompts)"],
-                                strict=True))[1] for name, rows in r["sweep"].items()}  # fmt: skip
+        judged = {name: rows["judge (odd prompts)"][chosen(rows)]
+                  for name, rows in r["sweep"].items()}  # fmt: skip
         cost = r["profile_cpu_ms"]
         lines += [
             f"Profile only: hashed word vectors (`slm/profile.py`, the hub's) {hashed:.1%}, "
@@ -523,9 +557,9 @@ def report(r: dict, command: str) -> str:
             "",
             "CPU per prompt, one prompt at a time: "
             + ", ".join(f"{name} {ms:.2f} ms" for name, ms in cost.items())
-            + ". The hub spends about 7 ms of CPU on a whole Ask (`docs/benchmarks.md`) and must "
-            "stay under 300 MB with 1,000 nodes; the encoder would add its CPU to every Ask "
-            "and torch with a 90 MB model to the hub. The profile only picks the top-8 "
+            + ". The encoder's is several times what the hub spends on a whole Ask "
+            "(`docs/benchmarks.md`), and it would put torch and a 90 MB model into a hub that "
+            "must stay under 300 MB with 1,000 nodes. The profile only picks the top-8 "
             "candidates, and with 8 nodes every node is scored, so the hub keeps the hashed word "
             "vectors; with many nodes per domain the encoder's better first stage would matter "
             "more, at that cost.",

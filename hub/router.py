@@ -113,7 +113,7 @@ class RouterConfig:
     # Posterior temperature, set by temperature scaling: the T with the lowest mean
     # -log p(true domain | prompt) over the routing evaluation's held-out prompts
     # (docs/evaluation.md). Logliks are sums over a prompt's tokens, so T = 1 is near 0/1.
-    temperature: float = 64.0
+    temperature: float = 32.0
 
 
 @dataclass

@@ -75,6 +75,8 @@ def test_html_text_keeps_the_main_prose_without_code_or_navigation() -> None:
     )
     docbook = '<div class="navheader">Prev</div><p>Vacuum</p><div class="toc"><p>x</p></div>'
     assert html_text(docbook, None, ["navheader", "toc"]) == "Vacuum"
+    skipped_inside = "<div role=main><p>in</p><div class=x>s</div></div><div>sidebar</div>"
+    assert html_text(skipped_inside, "main", ["x"]) == "in"  # the root still ends where it does
 
 
 def test_roff_text_keeps_running_text_and_drops_requests_tables_and_code() -> None:
@@ -100,12 +102,14 @@ SIGHUP	1
 int main(void);
 .EE
 .BR \-s\ \fIservice\fP ", " \-\-service
+.B "sprof [option]... shared\
+ [data]"
 """
     assert roff_text(page) == (
         "NAME\nsignal - overview of signals\n\nDESCRIPTION\n"
         "A process can change the disposition of a signal using sigaction(2) or signal handler, "
         "see \u201cman\u201d now.\nTerm\nDefault action is to terminate the process.\n"
-        "-s service, --service"
+        "-s service, --service sprof [option]... shared [data]"
     )
 
 
@@ -135,6 +139,14 @@ Abdomen \Ab*do"men\, n. [L.]
    2. (Zool.) The posterior section of the body of an insect.
       [1913 Webster]
 
+Adenoma \Ad`e*no"ma\, n. (Med.) A benign tumor of epithelial tissue. -- {Ad`e*nom"a*tous},
+   a.--AS
+   [1913 Webster]
+
+Abirritative \Ab*ir"ri*ta*tive\, a. (Med.)
+   Characterized by abirritation or debility. AS
+   [1913 Webster]
+
 Petrosal \Pe*tro"sal\, a. (Anat.)
    Petrous. -- n. A bone. {Petrosal bone} (Anat.), a bone of the
    skull of man.
@@ -142,6 +154,8 @@ Petrosal \Pe*tro"sal\, a. (Anat.)
 """
     assert gcide_senses(text, ["Med", "Anat"]) == (
         "Abdomen. The belly, or that part of the body between the thorax and the pelvis.\n"
+        "Adenoma. A benign tumor of epithelial tissue.\n"
+        "Abirritative. Characterized by abirritation or debility.\n"
         "Petrosal. Petrous. -- n. A bone.\n"
         "Petrosal bone. A bone of the skull of man."
     )
