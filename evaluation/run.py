@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.routing_bench import start_hub, start_node, wait_line  # noqa: E402
 from bench.slm_bench import machine  # noqa: E402
 from evaluation.corpora import OUT as LARGE  # noqa: E402
-from evaluation.corpora import SOURCES  # noqa: E402
+from evaluation.corpora import sources_by_domain  # noqa: E402
 from evaluation.encoder import NAME as ENCODER_NAME  # noqa: E402
 from hub.posterior import posterior  # noqa: E402
 from hub.router import RouterConfig  # noqa: E402
@@ -81,20 +81,15 @@ def source_names(domains: list[str], source: str) -> dict[str, tuple[list[str], 
     """domain -> (training sources, held-out source), for the report."""
     if source != "large":
         return {d: (["the first 80% of data/corpora"], "the last 20%") for d in domains}
-    names: dict[str, list[str]] = {}
-    for s in SOURCES:
-        names.setdefault(s.domain, []).append(s.name)
+    names = {d: [s.name for s in group] for d, group in sources_by_domain().items()}
     return {d: (names[d][:-1], names[d][-1]) for d in domains}
 
 
 def domains_from_large(folder: Path) -> dict[str, tuple[str, str]]:
     """domain -> (training text, held-out text): the last source of a domain is held out."""
-    by_domain: dict[str, list[str]] = {}
-    for s in SOURCES:
-        by_domain.setdefault(s.domain, []).append(s.name)
     out = {}
-    for domain, names in by_domain.items():
-        paths = [folder / domain / f"{n}.txt" for n in names]
+    for domain, group in sources_by_domain().items():
+        paths = [folder / domain / f"{s.name}.txt" for s in group]
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             raise SystemExit(f"missing {', '.join(missing)}: run `make corpora` first")
@@ -313,6 +308,21 @@ def vote_verdict(rows: dict[str, list]) -> tuple[int, int, bool]:
     return wins, losses, wins - losses > 2 * math.sqrt(max(1, wins + losses))
 
 
+def other_routers(cands: list[dict], names: list[str], rng: random.Random) -> dict[str, list]:
+    """What the routers the hub does not run would choose, from the scores the hub collected."""
+    routed: dict[str, list[str]] = {"profile only": [], "loglik only, all nodes": [],
+                                    "profile top-3, then loglik": [], "random": []}  # fmt: skip
+    for cs in cands:
+        by_profile = sorted(cs.values(), key=lambda c: -c.profile_similarity)
+        routed["profile only"].append(by_profile[0].domain)
+        routed["loglik only, all nodes"].append(max(cs.values(), key=lambda c: c.loglik).domain)
+        routed["profile top-3, then loglik"].append(
+            max(by_profile[:3], key=lambda c: c.loglik).domain
+        )
+        routed["random"].append(rng.choice(names))
+    return routed
+
+
 def evaluate(preset_name: str, source: str, work: Path, only: list[str] | None = None) -> dict:
     preset = PRESETS[preset_name]
     domains = domains_from_large(LARGE) if source == "large" else domains_from_shipped(only)
@@ -340,16 +350,7 @@ def evaluate(preset_name: str, source: str, work: Path, only: list[str] | None =
     sizes = [len(p.encode("utf-8")) for _, p, _ in prompts]
     cands = [{c.domain: c for c in r.candidates} for r in results]
     hashed = [{d: c.profile_similarity for d, c in cs.items()} for cs in cands]
-    routed: dict[str, list[str]] = {FULL: [r.domain for r in results], "profile only": []}
-    routed |= {"loglik only, all nodes": [], "profile top-3, then loglik": [], "random": []}
-    for cs in cands:
-        by_profile = sorted(cs.values(), key=lambda c: -c.profile_similarity)
-        routed["profile only"].append(by_profile[0].domain)
-        routed["loglik only, all nodes"].append(max(cs.values(), key=lambda c: c.loglik).domain)
-        routed["profile top-3, then loglik"].append(
-            max(by_profile[:3], key=lambda c: c.loglik).domain
-        )
-        routed["random"].append(rng.choice(names))
+    routed = {FULL: [r.domain for r in results], **other_routers(cands, names, rng)}
     nll = {t: [] for t in TEMPERATURES}
     for domain, cs in zip(truth, cands, strict=True):
         for t in TEMPERATURES:

@@ -4,6 +4,7 @@ extractors turn tiny hand-made package files into clean text."""
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -25,6 +26,13 @@ def test_a_second_build_does_nothing_and_sources_are_capped(tmp_path: Path) -> N
     lines.clear()
     build(tmp_path, local, lines.append)
     assert all("up to date" in line for line in lines) and len(lines) == len(local)
+    # text extracted by other code (an older reader) is stale under the same pins
+    stale = json.loads((tmp_path / "manifest.json").read_text())
+    stale[f"code/{local[0].name}"]["extractors"] = "older"
+    (tmp_path / "manifest.json").write_text(json.dumps(stale))
+    lines.clear()
+    build(tmp_path, local, lines.append)
+    assert "up to date" not in lines[0] and "up to date" in lines[-1]
 
 
 def test_cap_cuts_at_a_line_end_and_normalises_blank_runs() -> None:
