@@ -3,7 +3,8 @@ extracted to data/corpora-large/<domain>/<source>.txt for the routing evaluation
 
 Every package is pinned. Downloads land in data/corpora-large/.cache/ and are reused; each
 extracted file is written atomically, and a source whose file exists with the manifest's
-recorded pin is skipped, so a second run does nothing and an interrupted one resumes. Each
+recorded pins and extraction code is skipped, so a second run does nothing, an interrupted one
+resumes and a changed reader re-extracts. Each
 domain has two or more sources, so the evaluation can train on some and ask from others. A
 source is capped at MAX_BYTES (cut at a line end, deterministic) to keep training time even.
 
