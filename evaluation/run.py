@@ -2,8 +2,9 @@
 beat one generalist model? Measured the way Branch-Train-Merge measured domain experts.
 
 1. One node per domain, trained on its domain's training sources (all but the last source of
-   the domain in evaluation/corpora.py), every node with the same steps; one generalist of the
-   same shape trained on the union with as many steps as all nodes together.
+   the domain in evaluation/corpora.py, an equal share of bytes each), every node with the same
+   steps; one generalist of the same shape trained on the union with as many steps as all nodes
+   together.
 2. A real `slm-hub serve` and one `slm-node join` per domain; prompts cut from each domain's
    held-out source (text no node trained on), a sentence to a paragraph long, are asked with
    one-token answers. The hub's reply lists every candidate's profile cosine and loglik, so the
@@ -68,7 +69,7 @@ class EvalPreset:
     model: str  # slm preset of every node and of the generalist
     steps: int  # per domain node; the generalist gets steps x domains
     prompts: int  # per domain
-    max_train_bytes: int  # per node (the generalist: the union of the nodes' texts)
+    max_train_bytes: int  # per node, shared by its sources (the generalist: the nodes' union)
 
 
 PRESETS = {
@@ -85,20 +86,21 @@ def source_names(domains: list[str], source: str) -> dict[str, tuple[list[str], 
     return {d: (names[d][:-1], names[d][-1]) for d in domains}
 
 
-def domains_from_large(folder: Path) -> dict[str, tuple[str, str]]:
-    """domain -> (training text, held-out text): the last source of a domain is held out."""
+def domains_from_large(folder: Path) -> dict[str, tuple[list[str], str]]:
+    """domain -> (training sources' texts, held-out text): the last source of a domain is held
+    out."""
     out = {}
     for domain, group in sources_by_domain().items():
         paths = [folder / domain / f"{s.name}.txt" for s in group]
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             raise SystemExit(f"missing {', '.join(missing)}: run `make corpora` first")
-        train_text = "\n\n".join(p.read_text(encoding="utf-8") for p in paths[:-1])
-        out[domain] = (train_text, paths[-1].read_text(encoding="utf-8"))
+        train_texts = [p.read_text(encoding="utf-8") for p in paths[:-1]]
+        out[domain] = (train_texts, paths[-1].read_text(encoding="utf-8"))
     return out
 
 
-def domains_from_shipped(names: list[str] | None = None) -> dict[str, tuple[str, str]]:
+def domains_from_shipped(names: list[str] | None = None) -> dict[str, tuple[list[str], str]]:
     """The shipped ~100 KB corpora: the first 80% to train, the rest held out."""
     out = {}
     for path in sorted(SHIPPED.glob("*.txt")):
@@ -106,7 +108,7 @@ def domains_from_shipped(names: list[str] | None = None) -> dict[str, tuple[str,
             continue
         text = read_corpus(path)
         cut = text.rfind("\n", 0, int(len(text) * 0.8))
-        out[path.stem] = (text[:cut], text[cut + 1 :])
+        out[path.stem] = ([text[:cut]], text[cut + 1 :])
     return out
 
 
@@ -118,6 +120,17 @@ def spread(text: str, limit: int) -> str:
     size = limit // pieces
     step = len(text) // pieces
     return "\n".join(text[i * step : i * step + size] for i in range(pieces))
+
+
+def mix(texts: list[str], limit: int) -> str:
+    """At most `limit` bytes of a node's training sources, each source an equal share (a source
+    smaller than its share gives all of it, and the rest goes to the others): a node learns
+    its domain, not its biggest source, so a held-out source is not a stranger to it."""
+    shares, left = {}, limit
+    for n, i in enumerate(sorted(range(len(texts)), key=lambda i: len(texts[i].encode()))):
+        shares[i] = min(len(texts[i].encode()), left // (len(texts) - n))
+        left -= shares[i]
+    return "\n\n".join(spread(t, shares[i]) for i, t in enumerate(texts))
 
 
 def cut_prompts(text: str, n: int, rng: random.Random) -> list[tuple[str, str]]:
@@ -138,27 +151,28 @@ def cut_prompts(text: str, n: int, rng: random.Random) -> list[tuple[str, str]]:
 
 
 def train_models(
-    work: Path, domains: dict[str, tuple[str, str]], preset: EvalPreset
+    work: Path, training: dict[str, str], preset: EvalPreset
 ) -> tuple[dict[str, Path], Path]:
+    """A node per domain on its training text, and the generalist on all of them."""
     base = get_preset(preset.model)
     folders = {}
-    for i, (domain, (text, _)) in enumerate(domains.items(), 1):
+    for i, (domain, text) in enumerate(training.items(), 1):
         folder = work / "models" / domain
         if not (folder / "config.json").exists():
             began = time.monotonic()
-            print(f"[{i}/{len(domains)}] training the {domain} node ({preset.steps} steps) ...",
+            print(f"[{i}/{len(training)}] training the {domain} node ({preset.steps} steps) ...",
                   flush=True)  # fmt: skip
             cfg = replace(base.train, max_steps=preset.steps, patience=10**6,
                           eval_interval=max(1, preset.steps // 4))  # fmt: skip
-            train(spread(text, preset.max_train_bytes), domain, folder, base.model, cfg)
+            train(text, domain, folder, base.model, cfg)
             print(f"    {time.monotonic() - began:.0f} s", flush=True)
         folders[domain] = folder
     generalist = work / "models" / "_generalist"
     if not (generalist / "config.json").exists():
-        steps = preset.steps * len(domains)
-        print(f"training the generalist on all {len(domains)} domains ({steps} steps) ...",
+        steps = preset.steps * len(training)
+        print(f"training the generalist on all {len(training)} domains ({steps} steps) ...",
               flush=True)  # fmt: skip
-        union = _interleave([spread(t, preset.max_train_bytes) for t, _ in domains.values()])
+        union = _interleave(list(training.values()))
         cfg = replace(base.train, max_steps=steps, patience=10**6, eval_interval=max(1, steps // 4))
         train(union, "general", generalist, base.model, cfg)
     return folders, generalist
@@ -331,7 +345,8 @@ def evaluate(preset_name: str, source: str, work: Path, only: list[str] | None =
     rng = random.Random(0)
     prompts = [(d, p, c) for d, (_, held) in domains.items()
                for p, c in cut_prompts(held, preset.prompts, rng)]  # fmt: skip
-    folders, generalist = train_models(work, domains, preset)
+    training = {d: mix(texts, preset.max_train_bytes) for d, (texts, _) in domains.items()}
+    folders, generalist = train_models(work, training, preset)
     began = time.monotonic()
     # the models' own record, so a run that reuses them (--work) still reports their cost
     trained_s = sum(float(load_model_folder(f).training.get("elapsed_s", 0.0))
@@ -361,7 +376,7 @@ def evaluate(preset_name: str, source: str, work: Path, only: list[str] | None =
     encoder = _encoder(source)
     if encoder is not None:
         print("profiles from the sentence encoder ...", flush=True)
-        profiles = {d: encoder.profile(text) for d, (text, _) in domains.items()}
+        profiles = {d: encoder.profile(text) for d, text in training.items()}
         vectors = encoder.embed([p for _, p, _ in prompts])
         encoded = [{d: float(v @ profiles[d]) for d in names} for v in vectors]
         votes[ENCODER_NAME] = encoded
@@ -571,10 +586,15 @@ def report(r: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=PRESETS, default="full")
-    parser.add_argument("--source", choices=("large", "shipped"), default="large")
-    parser.add_argument("--work", type=Path, help="keep models here (default: a temp folder)")
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--preset", choices=PRESETS, default="full",
+                        help="full: the report's run, about half an hour on 2 cores; tiny: the "
+                        "test's (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--source", choices=("large", "shipped"), default="large",
+                        help="large: data/corpora-large (`make corpora`); shipped: data/corpora, "
+                        "80%% to train and 20%% held out (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--work", type=Path, help="keep models here and reuse the ones already "
+                        "there (default: a temp folder)")  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)

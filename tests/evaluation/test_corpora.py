@@ -9,8 +9,17 @@ import struct
 import zlib
 from pathlib import Path
 
-from evaluation.corpora import MAX_BYTES, SOURCES, _r_lazyload_texts, build, cap
-from evaluation.formats import gcide_senses, html_text, osis_text, roff_text, wordnet_glosses
+import pytest
+
+from evaluation.corpora import MAX_BYTES, SOURCES, _brown, _r_lazyload_texts, build, cap
+from evaluation.formats import (
+    brown_text,
+    gcide_senses,
+    html_text,
+    osis_text,
+    roff_text,
+    wordnet_glosses,
+)
 
 
 def test_a_second_build_does_nothing_and_sources_are_capped(tmp_path: Path) -> None:
@@ -176,3 +185,21 @@ def test_osis_text_drops_notes_and_tags() -> None:
         "<table><row><cell>God creates.</cell><cell>(1-2)</cell></row></table>"
     )
     assert osis_text(entry) == 'Chapter 1\nGod said, "Light".\nGod creates. (1-2)'
+
+
+def test_brown_text_drops_tags_and_rejoins_punctuation_and_quotes() -> None:
+    tagged = (
+        "\n\n\t``/`` I/ppss saw/vbd your/pp$ fire/nn ,/, ''/'' she/pps said/vbd ./.\n"
+        "It's/pps+bez 1/2/cd full/jj (/( or/cc so/rb )/) ;/. ;/.\n\n\n"
+        "\tWhy/wrb ?/. ?/.\n"
+    )
+    assert brown_text(tagged) == '"I saw your fire," she said. It\'s 1/2 full (or so);\nWhy?'
+
+
+def test_brown_takes_the_samples_of_the_chosen_categories_only(tmp_path: Path) -> None:
+    (tmp_path / "cats.txt").write_text("cn01 adventure\ncb01 editorial\ncp01 romance\n")
+    for name, word in (("cn01", "Ride"), ("cb01", "Tax"), ("cp01", "Kiss")):
+        (tmp_path / name).write_text(f"\t{word}/vb ./.\n")
+    assert _brown(("adventure", "romance"))([tmp_path]) == "Ride.\n\nKiss."
+    with pytest.raises(SystemExit, match="no sample of learned"):
+        _brown(("learned",))([tmp_path])
