@@ -21,9 +21,11 @@ beat one generalist model? Measured the way Branch-Train-Merge measured domain e
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -154,28 +156,41 @@ def train_models(
     work: Path, training: dict[str, str], preset: EvalPreset
 ) -> tuple[dict[str, Path], Path]:
     """A node per domain on its training text, and the generalist on all of them."""
-    base = get_preset(preset.model)
     folders = {}
     for i, (domain, text) in enumerate(training.items(), 1):
-        folder = work / "models" / domain
-        if not (folder / "config.json").exists():
-            began = time.monotonic()
-            print(f"[{i}/{len(training)}] training the {domain} node ({preset.steps} steps) ...",
-                  flush=True)  # fmt: skip
-            cfg = replace(base.train, max_steps=preset.steps, patience=10**6,
-                          eval_interval=max(1, preset.steps // 4))  # fmt: skip
-            train(text, domain, folder, base.model, cfg)
-            print(f"    {time.monotonic() - began:.0f} s", flush=True)
-        folders[domain] = folder
-    generalist = work / "models" / "_generalist"
-    if not (generalist / "config.json").exists():
-        steps = preset.steps * len(training)
-        print(f"training the generalist on all {len(training)} domains ({steps} steps) ...",
-              flush=True)  # fmt: skip
-        union = _interleave(list(training.values()))
-        cfg = replace(base.train, max_steps=steps, patience=10**6, eval_interval=max(1, steps // 4))
-        train(union, "general", generalist, base.model, cfg)
+        what = f"[{i}/{len(training)}] the {domain} node"
+        folders[domain] = _trained(work / "models" / domain, text, domain, preset.steps, what,
+                                   preset)  # fmt: skip
+    steps = preset.steps * len(training)
+    generalist = _trained(work / "models" / "_generalist", _interleave(list(training.values())),
+                          "general", steps, f"the generalist on all {len(training)} domains",
+                          preset)  # fmt: skip
     return folders, generalist
+
+
+def reusable(folder: Path, text: str, steps: int) -> bool:
+    """Whether the model in `folder` (from an earlier run's --work) was trained on exactly this
+    text for this many steps: a corpus or preset edit since must not be reported on old models."""
+    try:
+        training = json.loads((folder / "config.json").read_text())["training"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return (training.get("corpus_sha256"), training.get("train_config", {}).get("max_steps")) == (
+        hashlib.sha256(text.encode("utf-8")).hexdigest(), steps)  # fmt: skip
+
+
+def _trained(folder: Path, text: str, domain: str, steps: int, what: str, preset: EvalPreset
+             ) -> Path:  # fmt: skip
+    if reusable(folder, text, steps):
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    began = time.monotonic()
+    print(f"training {what} ({steps} steps) ...", flush=True)
+    shape = get_preset(preset.model)
+    cfg = replace(shape.train, max_steps=steps, patience=10**6, eval_interval=max(1, steps // 4))
+    train(text, domain, folder, shape.model, cfg)
+    print(f"    {time.monotonic() - began:.0f} s", flush=True)
+    return folder
 
 
 def _interleave(texts: list[str], chunk: int = 4000) -> str:
@@ -605,8 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=("large", "shipped"), default="large",
                         help="large: data/corpora-large (`make corpora`); shipped: data/corpora, "
                         "80%% to train and 20%% held out (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--work", type=Path, help="keep models here and reuse the ones already "
-                        "there (default: a temp folder)")  # fmt: skip
+    parser.add_argument("--work", type=Path, help="keep models here, and reuse those trained on "
+                        "the same text and steps (default: a temp folder)")  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)

@@ -1,10 +1,15 @@
 """The evaluation's plain helpers: a node's training text gives each training source an equal
 share of the bytes, so a domain's biggest source does not crowd out the others; the report says
-whether one run's accuracy is far enough from the target to trust which side it is on."""
+whether one run's accuracy is far enough from the target to trust which side it is on; a model
+kept from an earlier run is reused only when it was trained on the same text and steps."""
 
 from __future__ import annotations
 
-from evaluation.run import margin_sentence, mix
+import hashlib
+import json
+from pathlib import Path
+
+from evaluation.run import margin_sentence, mix, reusable
 
 
 def test_each_source_gets_an_equal_share_and_a_small_one_gives_its_rest_away() -> None:
@@ -24,3 +29,13 @@ def test_the_report_says_when_a_run_is_too_close_to_the_target_to_call() -> None
     assert "standard error is 1.7 points" in close and "(1 prompt)" in close
     assert "either side" in close
     assert "outside it" in margin_sentence(250 / 320, 320)
+
+
+def test_a_kept_model_is_reused_only_for_the_same_text_and_steps(tmp_path: Path) -> None:
+    assert not reusable(tmp_path, "text", 800)  # nothing there
+    training = {"corpus_sha256": hashlib.sha256(b"text").hexdigest(),
+                "train_config": {"max_steps": 800}}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps({"training": training}))
+    assert reusable(tmp_path, "text", 800)
+    assert not reusable(tmp_path, "other text", 800)  # a corpus edit since
+    assert not reusable(tmp_path, "text", 600)  # a preset edit since
