@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -41,18 +40,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# The first moments of every child: ask the kernel for SIGTERM when the supervisor dies, give
+# up if it already has, then become the real program. A shim rather than `preexec_fn`, because a
+# Python callback between fork and exec makes CPython fork (not vfork), and a fork of a process
+# whose gRPC threads are busy can abort in gRPC's fork handlers before the program ever starts
+# (seen: a node's SuperNode exiting with SIGABRT at every restart).
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 async def start(cmd: list[str], log_path: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
-    """Start `cmd` in its own process group, appending its output to `log_path`."""
+    """Start `cmd` (an absolute path first) in its own process group, appending its output to
+    `log_path`; it dies with this process."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    shim = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid())]
     with open(log_path, "ab") as out:
         return await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            *shim, *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+            start_new_session=True,
         )  # fmt: skip
 
 
