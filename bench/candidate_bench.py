@@ -1,8 +1,9 @@
 """Benchmark candidate prediction: top-8 nodes by profile cosine among 10,000, per prompt.
 
-Ours (hub.candidates.ProfileIndex: column-major, reads only a prompt's non-zero rows) against
-the peer measured in the same run: a dense row-major matrix-vector product with argpartition,
-the obvious numpy implementation. Prompts are real held-out passages of the shipped corpora.
+Ours (hub.routing.candidates.ProfileIndex: column-major, reads only a prompt's non-zero rows)
+against the peer measured in the same run: a dense row-major matrix-vector product with
+argpartition, the obvious numpy implementation. Prompts are real held-out passages of the
+shipped corpora.
 
     .venv/bin/python bench/candidate_bench.py [--nodes N] [--no-write]
 """
@@ -21,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
-from bench.slm_bench import machine  # noqa: E402
-from hub.candidates import ProfileIndex  # noqa: E402
+from harness import machine  # noqa: E402
+from hub.routing.candidates import ProfileIndex  # noqa: E402
 from slm.profile import PROFILE_DIM, embed, passages  # noqa: E402
 
 M = 8
@@ -72,7 +73,8 @@ def main() -> None:
         "",
         "| search | ms per prompt | ratio | target |",
         "|---|---:|---:|---|",
-        f"| hub.candidates.ProfileIndex (sparse rows of a column-major matrix) | {ours_ms:.3f} | "
+        "| hub.routing.candidates.ProfileIndex (sparse rows of a column-major matrix) | "
+        f"{ours_ms:.3f} | "
         f"{peer_ms / ours_ms:.1f}x faster | < 1 ms: {'yes' if ours_ms < 1 else '**no**'} |",
         f"| peer: dense row-major matrix-vector product + argpartition | {peer_ms:.3f} | 1.0x | |",
         "",

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +39,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
-from bench.routing_bench import BIN, ENV, start_hub, start_node  # noqa: E402
-from bench.slm_bench import machine  # noqa: E402
+from harness import (  # noqa: E402
+    Hub,
+    Node,
+    cli,
+    machine,
+    wait_trainable,
+)
+from harness.processes import stop_all  # noqa: E402
 from slm.config import get_preset  # noqa: E402
 from slm.federated import apply_weights, local_train, train_config_of, weights_of  # noqa: E402
 from slm.model_folder import load_model_folder  # noqa: E402
@@ -77,39 +81,23 @@ def run_rounds(work: Path, base: Path, halves: dict[str, Path], rounds: int, ste
     """Hub + two law nodes, `slm-hub train`; the run's events."""
     net = work / f"net-{base.name}"
     net.mkdir(parents=True)
-    hub, address = start_hub(net / "hub", net.with_suffix(".hub.log"))
-    nodes = []
+    hub = Hub(net / "hub")
+    nodes: list[Node] = []
     try:
         for name, data in halves.items():
             home, model = net / f"node-{name}", net / f"model-{name}"
             shutil.copytree(base, model)
-            nodes.append(start_node(home, model, address, net / "hub", "law",
-                                    net / f"node-{name}.log", "--data", str(data)))  # fmt: skip
-        deadline = time.monotonic() + 120
-        while True:  # both nodes registered and their SuperNodes online
-            probe = subprocess.run(
-                [str(BIN / "slm-hub"), "train", "--home", str(net / "hub"), "--domain", "law",
-                 "--min-nodes", "3"], capture_output=True, text=True, env=ENV,
-            )  # fmt: skip
-            if "2 law node(s) connected" in probe.stderr:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(probe.stderr)
-            time.sleep(0.5)
+            nodes.append(Node(home, model, hub, hub.token("law"), "--data", str(data)))
+        wait_trainable(hub, "law", len(nodes))
         print(f"{rounds} round(s) of {steps} local steps on {base.name} ...", flush=True)
-        done = subprocess.run(
-            [str(BIN / "slm-hub"), "train", "--home", str(net / "hub"), "--domain", "law",
-             "--rounds", str(rounds), "--local-steps", str(steps), "--timeout", "1800", "--json"],
-            capture_output=True, text=True, env=ENV,
-        )  # fmt: skip
+        done = cli("slm-hub", "train", "--home", str(hub.home), "--domain", "law", "--rounds",
+                   str(rounds), "--local-steps", str(steps), "--timeout", "1800", "--json",
+                   timeout=None)  # fmt: skip
         if done.returncode != 0:
             raise SystemExit(done.stderr)
         return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     finally:
-        for p in [*nodes, hub]:
-            p.send_signal(signal.SIGTERM)
-        for p in [*nodes, hub]:
-            p.wait(60)
+        stop_all([*nodes, hub], timeout=60)
 
 
 def split(events: list[dict[str, Any]]) -> list[dict[str, float]]:

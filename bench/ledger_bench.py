@@ -24,11 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
-from bench.slm_bench import machine  # noqa: E402
-from hub.db import make_engine, sqlite_url, upgrade  # noqa: E402
-from hub.keys import create_signing_key  # noqa: E402
-from hub.ledger import InferenceRecord, Ledger  # noqa: E402
-from hub.ledger_writer import LedgerWriter  # noqa: E402
+from harness import machine  # noqa: E402
+from hub.ledger.keys import create_signing_key  # noqa: E402
+from hub.ledger.ledger import Ledger  # noqa: E402
+from hub.ledger.rewards import InferenceRecord  # noqa: E402
+from hub.ledger.writer import LedgerWriter  # noqa: E402
+from hub.storage.engine import make_engine, sqlite_url, upgrade  # noqa: E402
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 NODES = [f"{i:016x}" for i in range(1, 33)]
@@ -44,7 +45,7 @@ def record(prefix: str, n: int) -> InferenceRecord:
 
 
 def fresh_ledger(url: str, key_path: Path) -> Ledger:
-    from hub.keys import load_signing_key
+    from hub.ledger.keys import load_signing_key
 
     engine = make_engine(url)
     upgrade(engine)

@@ -21,9 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,63 +38,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
-from bench.slm_bench import machine  # noqa: E402
-from hub.db import make_engine  # noqa: E402
-from hub.home import HubConfig  # noqa: E402
-from hub.tokens import create_token  # noqa: E402
+from harness import Hub, Node, machine  # noqa: E402
+from harness.processes import stop_all  # noqa: E402
+from hub.config import HubConfig  # noqa: E402
+from hub.routing.tokens import create_token  # noqa: E402
+from hub.storage.engine import make_engine  # noqa: E402
 from node.identity import generate_key, public_openssh  # noqa: E402
 from protos import swarm_pb2 as pb  # noqa: E402
 from protos import swarm_pb2_grpc as rpc  # noqa: E402
 from protos.signing import challenge_bytes, sign  # noqa: E402
+from protos.wire import SamplingParams  # noqa: E402
 from slm.config import get_preset  # noqa: E402
 from slm.profile import PROFILE_DIM  # noqa: E402
 from slm.train import read_corpus, train  # noqa: E402
 
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 PROMPT = "Acute serous otitis media of the left ear"
+ONE_TOKEN = SamplingParams(max_tokens=1, temperature=0).to_proto()
 CORES = os.cpu_count() or 1
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env=ENV)  # fmt: skip
-
-
-def wait_line(log: Path, pattern: str, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if pattern in line:
-                return line
-        time.sleep(0.1)
-    raise SystemExit(f"{pattern!r} not in {log}:\n{log.read_text()}")
-
-
-def start_hub(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    hub = start(["slm-hub", "serve", "--home", str(home), "--port", "0", "--flower-port", "0"], log)
-    port = wait_line(log, "hub listening").split(":")[1].split()[0]
-    return hub, f"127.0.0.1:{port}"
-
-
-def start_node(
-    home: Path, model: Path, address: str, hub_home: Path, domain: str, log: Path, *extra: str
-) -> subprocess.Popen:
-    """`slm-node init` (once) and `slm-node join` with a fresh token of `domain`, 1 torch thread."""
-    if not (home / "node_key").exists():
-        subprocess.run([str(BIN / "slm-node"), "init", "--home", str(home)], check=True,
-                       capture_output=True, env=ENV)  # fmt: skip
-    return start([
-        "slm-node", "join", "--home", str(home), "--model", str(model), "--hub", address,
-        "--token", token(hub_home, domain), "--ca", str(hub_home / "ca.pem"), "--threads", "1",
-        *extra,
-    ], log)  # fmt: skip
-
-
-def token(home: Path, domain: str) -> str:
-    command = [str(BIN / "slm-hub"), "token", "create", "--domain", domain, "--home", str(home)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True, env=ENV)
-    return done.stdout.strip()
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -134,7 +92,7 @@ def measure(address: str, ca: bytes, clients: int, asks: int) -> dict[str, list[
         for _ in range(asks):
             start = time.perf_counter()
             result = None
-            for reply in swarm.Ask(pb.AskRequest(prompt=PROMPT, max_tokens=1, temperature=0)):
+            for reply in swarm.Ask(pb.AskRequest(prompt=PROMPT, sampling=ONE_TOKEN)):
                 if reply.WhichOneof("body") == "result":
                     result = reply.result
             e2e = (time.perf_counter() - start) * 1000
@@ -201,18 +159,17 @@ async def simulated_nodes(address: str, ca: bytes, tokens: list[str], hold: asyn
 
 def memory_phase(work: Path, n: int) -> tuple[float, float, float]:
     """(hub RSS idle, RSS with n nodes connected, peak RSS) in MB."""
-    home = work / "hub-memory"
-    hub, address = start_hub(home, work / "hub-memory.log")
+    hub = Hub(work / "hub-memory")
     try:
         time.sleep(1.0)
         idle, _ = rss_mb(hub.pid)
-        engine = make_engine(HubConfig.load(home).db_url)
+        engine = make_engine(HubConfig.load(hub.home).db_url)
         tokens = [create_token(engine, "sim", timedelta(hours=1)) for _ in range(n)]
-        ca = (home / "ca.pem").read_bytes()
+        ca = hub.ca.read_bytes()
 
         async def run() -> tuple[float, float]:
             hold = asyncio.Event()
-            tasks, channels = await simulated_nodes(address, ca, tokens, hold)
+            tasks, channels = await simulated_nodes(hub.address, ca, tokens, hold)
             listed = rpc.SwarmStub(channels[0]).ListNodes(pb.ListNodesRequest())
             connected = sum(x.connected for x in (await listed).nodes)
             assert connected == n, f"only {connected} of {n} simulated nodes connected"
@@ -227,16 +184,15 @@ def memory_phase(work: Path, n: int) -> tuple[float, float, float]:
         loaded, peak = asyncio.run(run())
         return idle, loaded, peak
     finally:
-        hub.send_signal(signal.SIGTERM)
-        hub.wait(30)
+        hub.stop(30)
 
 
 def flower_round_trips(work: Path, queries: int) -> list[float]:
     """The same score query as a Flower message: ServerApp -> SuperNode -> ClientApp -> back,
     on the hub's own SuperLink and one of the running nodes' SuperNodes (ms per round trip)."""
     from bench import flower_peer
-    from hub.superlink import running_control_client
-    from hub.training_runs import submit, wait_finished
+    from hub.training.runs import submit, wait_finished
+    from hub.training.superlink import running_control_client
 
     out = work / "flower-peer.json"
     client = running_control_client(work / "hub")
@@ -276,23 +232,23 @@ def main() -> None:
     print("training a tiny model for the 8 nodes ...", flush=True)
     train(read_corpus(ROOT / "data" / "corpora" / "medicine.txt"), "medicine", model,
           preset.model, replace(preset.train, max_steps=30))  # fmt: skip
-    hub, address = start_hub(work / "hub", work / "hub.log")
-    nodes = []
+    hub = Hub(work / "hub")
+    nodes: list[Node] = []
     try:
         for i in range(8):
-            nodes.append(start_node(work / f"node-{i}", model, address, work / "hub", "medicine",
-                                    work / f"node-{i}.log", "--capacity", "4"))  # fmt: skip
-        for i in range(8):
-            wait_line(work / f"node-{i}.log", "joined")
-        ca = (work / "hub" / "ca.pem").read_bytes()
-        measure(address, ca, 4, 10)  # warm up every node and connection
+            nodes.append(Node(work / f"node-{i}", model, hub, hub.token("medicine"),
+                              "--capacity", "4"))  # fmt: skip
+        for node in nodes:
+            node.wait_for("joined")
+        ca = hub.ca.read_bytes()
+        measure(hub.address, ca, 4, 10)  # warm up every node and connection
         rows = []
         for clients in (1, 16, 64):
             asks = max(4, args.asks // clients)
             print(f"{clients} clients x {asks} asks ...", flush=True)
             pids = [hub.pid, *(p.pid for p in nodes)]
             before, all_before = cpu_s(hub.pid), sum(map(cpu_s, pids)) + own_cpu_s()
-            got = measure(address, ca, clients, asks)
+            got = measure(hub.address, ca, clients, asks)
             n = len(got["overhead"])
             hub_cpu_ms = (cpu_s(hub.pid) - before) * 1000 / n
             got["all_cpu_ms"] = (sum(map(cpu_s, pids)) + own_cpu_s() - all_before) * 1000 / n  # type: ignore[assignment]
@@ -301,10 +257,7 @@ def main() -> None:
               flush=True)  # fmt: skip
         flower_trips = flower_round_trips(work, args.flower_queries)
     finally:
-        for p in [*nodes, hub]:
-            p.send_signal(signal.SIGTERM)
-        for p in [*nodes, hub]:
-            p.wait(30)
+        stop_all([*nodes, hub])
     print(f"memory: {args.simulated} simulated nodes ...", flush=True)
     idle, loaded, peak = memory_phase(work, args.simulated)
 

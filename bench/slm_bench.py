@@ -15,7 +15,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,8 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
+from harness import machine  # noqa: E402
+from protos.wire import SamplingParams  # noqa: E402
 from slm.config import ModelConfig, get_preset  # noqa: E402
-from slm.generate import SamplingParams, generate_ids  # noqa: E402
+from slm.generate import generate_ids  # noqa: E402
 from slm.model import SLM  # noqa: E402
 from slm.scoring import token_logprobs  # noqa: E402
 from slm.serving import for_serving  # noqa: E402
@@ -96,12 +97,14 @@ torch.set_num_threads({THREADS})
 from slm.config import get_preset
 from slm.model import SLM
 from slm.serving import for_serving
-from slm.generate import SamplingParams, generate_ids
+from types import SimpleNamespace
+from slm.generate import generate_ids
 base = psutil.Process().memory_info().rss
 model = for_serving(SLM(get_preset("slm-63m").model), "{precision}")
 with torch.inference_mode():
     model(torch.randint(0, 1000, (1, {SCORE_TOKENS})))
-    list(generate_ids(model, [0, 1, 2], SamplingParams(max_tokens=16, temperature=0)))
+    greedy = SimpleNamespace(max_tokens=16, temperature=0, top_k=0, top_p=1.0, stop=(), seed=None)
+    list(generate_ids(model, [0, 1, 2], greedy))
 # VmHWM belongs to this address space; ru_maxrss would carry the parent's peak across exec.
 hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
 print(json.dumps({{"peak": int(hwm) / 1024,
@@ -271,19 +274,6 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     publish("slm", "The SLM on this CPU", table, write=not args.no_write)
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB"
 
 
 if __name__ == "__main__":

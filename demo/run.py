@@ -10,11 +10,7 @@ and shows where it went and why), runs one federated round of the two law nodes 
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,17 +20,15 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import grpc  # noqa: E402
-
-from protos import swarm_pb2 as pb  # noqa: E402
-from protos import swarm_pb2_grpc as rpc  # noqa: E402
+from harness import HarnessError, Hub, Node, cli, wait_trainable  # noqa: E402
+from harness.processes import stop_all  # noqa: E402
+from hub.config import ServeOptions  # noqa: E402
 from slm.config import get_preset  # noqa: E402
 from slm.errors import SLMError  # noqa: E402
 from slm.model_folder import load_model_folder  # noqa: E402
 from slm.train import read_corpus, train  # noqa: E402
 
 HOME = ROOT / "demo-home"
-BIN = Path(sys.executable).parent
 DOMAINS = ("medicine", "law", "religion")
 PROMPTS = {
     "medicine": "Acute and subacute allergic otitis media, recurrent, left ear",
@@ -63,34 +57,6 @@ def ensure_model(domain: str) -> Path:
     return folder
 
 
-def cli(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / args[0]), *args[1:]], check=True, text=True,
-                          capture_output=capture)  # fmt: skip
-
-
-def start(*args: str, log: Path) -> subprocess.Popen:
-    out = open(log, "w")  # noqa: SIM115 (the process writes it until the demo ends)
-    return subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=out, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and text in log.read_text():
-            return
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise SystemExit(f"demo: {text!r} never appeared in {log}:\n{log.read_text()}")
-
-
 def law_halves() -> tuple[Path, Path]:
     """Each law node's own data: half of the shipped law corpus."""
     text = read_corpus(ROOT / "data" / "corpora" / "law.txt")
@@ -103,18 +69,9 @@ def law_halves() -> tuple[Path, Path]:
     return halves
 
 
-def wait_trainable(hub_home: Path, domain: str, count: int, timeout: float = 90) -> None:
-    """Both law nodes registered on the training plane, their SuperNodes online."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        probe = subprocess.run(
-            [str(BIN / "slm-hub"), "train", "--home", str(hub_home), "--domain", domain,
-             "--min-nodes", str(count + 1)], capture_output=True, text=True,
-        )  # fmt: skip
-        if f"{count} {domain} node(s) connected for training" in probe.stderr:
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"demo: the {domain} nodes did not come online for training")
+def show(*args: str) -> None:
+    """Run an `slm-hub` or `slm-node` command with its output on this terminal."""
+    cli(*args, check=True, capture=False, timeout=None)
 
 
 def main() -> None:
@@ -129,71 +86,44 @@ def main() -> None:
         ("religion-node", folders["religion"], None),
     ]
     hub_home, logs = HOME / "hub", HOME / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    address = f"127.0.0.1:{free_port()}"
-    processes: list[subprocess.Popen] = []
+    processes: list = []
     try:
-        hub = start("slm-hub", "serve", "--home", str(hub_home), "--port", address.split(":")[1],
-                    "--flower-port", "0", log=logs / "hub.log")  # fmt: skip
+        hub = Hub(hub_home, log=logs / "hub.log")
         processes.append(hub)
-        wait_for(logs / "hub.log", "hub listening", hub)
-        console.print(f"[bold]hub[/] serving on {address} (TLS), log {logs / 'hub.log'}")
+        home = ("--home", str(hub_home))
+        console.print(f"[bold]hub[/] serving on {hub.address} (TLS), log {hub.log}")
         for name, folder, data in nodes:
-            node_home = HOME / name
-            if not (node_home / "node_key").exists():
-                cli("slm-node", "init", "--home", str(node_home), capture=True)
-            domain = name.split("-")[0]
-            token = cli("slm-hub", "token", "create", "--domain", domain, "--home",
-                        str(hub_home), capture=True).stdout.strip()  # fmt: skip
-            node = start("slm-node", "join", "--home", str(node_home), "--model", str(folder),
-                         "--hub", address, "--token", token, "--ca", str(hub_home / "ca.pem"),
-                         "--threads", "1", *(("--data", str(data)) if data else ()),
-                         log=logs / f"{name}.log")  # fmt: skip
+            token = hub.token(name.split("-")[0])
+            node = Node(HOME / name, folder, hub, token, *(("--data", str(data)) if data else ()),
+                        log=logs / f"{name}.log")  # fmt: skip
             processes.append(node)
-        for (name, _, _), node in zip(nodes, processes[1:], strict=True):
-            wait_for(logs / f"{name}.log", "joined", node)
-        wait_connected(address, hub_home / "ca.pem", len(nodes))
-        cli("slm-hub", "nodes", "--hub", address, "--home", str(hub_home))
+        for node in processes[1:]:
+            node.wait_for("joined")
+        hub.wait_connected([node.node_id for node in processes[1:]])
+        show("slm-hub", "nodes", "--hub", hub.address, *home)
         for prompt in PROMPTS.values():
             console.rule(f"[bold]slm-hub ask[/] {prompt!r}")
             sampling = ("--max-tokens", "40", "--temperature", "0.7", "--top-k", "40")
-            cli("slm-hub", "ask", prompt, "--hub", address, "--home", str(hub_home), *sampling)
+            show("slm-hub", "ask", prompt, "--hub", hub.address, *home, *sampling)
         console.rule("[bold]slm-hub train[/]: the two law nodes train together")
-        wait_trainable(hub_home, "law", 2)
-        cli("slm-hub", "train", "--home", str(hub_home), "--domain", "law", "--rounds", "1",
-            "--local-steps", "10", "--timeout", "300")  # fmt: skip
+        wait_trainable(hub, "law", 2)
+        show("slm-hub", "train", *home, "--domain", "law", "--rounds", "1", "--local-steps", "10",
+             "--timeout", "300")  # fmt: skip
         time.sleep(2)  # the nodes swap the new model in and heartbeat its version
-        cli("slm-hub", "nodes", "--hub", address, "--home", str(hub_home))
+        show("slm-hub", "nodes", "--hub", hub.address, *home)
         console.rule("[bold]the reward ledger[/]")
-        cli("slm-hub", "ledger", "balance", "--home", str(hub_home))
-        cli("slm-hub", "ledger", "verify", "--home", str(hub_home))
+        show("slm-hub", "ledger", "balance", *home)
+        show("slm-hub", "ledger", "verify", *home)
         console.print(
             f"Logs of the hub and each node are in {logs}. Run the network yourself:\n"
             f"  .venv/bin/slm-hub serve --home {hub_home}\n"
             f"  .venv/bin/slm-node join --home {HOME / 'law-node'} --model {folders['law']} "
-            f"--hub 127.0.0.1:7443 --ca {hub_home / 'ca.pem'}"
+            f"--hub {ServeOptions().address} --ca {hub_home / 'ca.pem'}"
         )
+    except HarnessError as exc:
+        raise SystemExit(f"demo: {exc}") from None
     finally:
-        for process in reversed(processes):
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def wait_connected(address: str, ca: Path, count: int, timeout: float = 60) -> None:
-    stub = rpc.SwarmStub(
-        grpc.secure_channel(address, grpc.ssl_channel_credentials(ca.read_bytes()))
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        nodes = stub.ListNodes(pb.ListNodesRequest(), timeout=10).nodes
-        if sum(n.connected for n in nodes) >= count:
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"demo: {count} nodes did not connect to the hub at {address}")
+        stop_all(list(reversed(processes)), timeout=20)
 
 
 if __name__ == "__main__":

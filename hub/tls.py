@@ -21,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from slm.atomic import atomic_write_bytes
 from slm.errors import SLMError
+from slm.files import HomeFile
 
 LOOPBACK_NAMES = ("localhost",)
 CA_YEARS, SERVER_YEARS = 10, 2
@@ -28,23 +29,13 @@ CA_YEARS, SERVER_YEARS = 10, 2
 
 @dataclass(frozen=True)
 class TLSFiles:
+    """The hub's TLS material in its home: nodes and clients get ca.pem, the rest stays."""
+
     home: Path
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.home / "ca.pem"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.home / "ca.key"
-
-    @property
-    def server_cert(self) -> Path:
-        return self.home / "server.pem"
-
-    @property
-    def server_key(self) -> Path:
-        return self.home / "server.key"
+    ca_cert = HomeFile("ca.pem")
+    ca_key = HomeFile("ca.key")
+    server_cert = HomeFile("server.pem")
+    server_key = HomeFile("server.key")
 
 
 def is_loopback(host: str) -> bool:

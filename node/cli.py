@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import MISSING, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from protos.errors import WireError
+from slm.command import add_flags, parser_with_commands, run, values
 from slm.config import PRESETS, TrainConfig, get_preset, load_seed_config
 from slm.errors import ConfigError, SLMError
 
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
-
+DESCRIPTION = """Run a SwarmLLM node: train a domain SLM on your own data, use it locally, and
+serve it to a hub."""
 EPILOG = """\
 examples:
   slm-node init
@@ -26,33 +27,13 @@ examples:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except SLMError as exc:
-        print(f"slm-node: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("slm-node: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except OSError as exc:  # files and pipes: a path that is a folder, a full disk, a closed pager
-        if not isinstance(exc, BrokenPipeError):
-            print(f"slm-node: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    return run("slm-node", build_parser(), argv, (SLMError, WireError))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from node.home import DEFAULT_HOME
+    from node.config import DEFAULT_HOME
 
-    parser = argparse.ArgumentParser(
-        prog="slm-node",
-        description="Run a SwarmLLM node: train a domain SLM on your own data, use it locally, "
-        "and serve it to a hub.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser, sub = parser_with_commands("slm-node", DESCRIPTION, EPILOG)
     home = argparse.ArgumentParser(add_help=False)
     home.add_argument(
         "--home",
@@ -63,7 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", parents=[home], help="create the node's identity key and node.toml")
     p.set_defaults(run=cmd_init)
+    _add_train(sub, home)
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", type=Path, help="model folder (default: <home>/model)")
+    model.add_argument("--int8", action="store_true", help="int8 dynamic quantisation (CPU)")
+    _add_use(sub, home, model)
+    _add_join(sub, home, model)
+    return parser
 
+
+def _add_train(sub: argparse._SubParsersAction, home: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "train",
         parents=[home],
@@ -88,37 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     group = p.add_argument_group("training overrides (default: the preset's value)")
     standard = PRESETS["slm-63m"].train
-    for f in fields(TrainConfig):
-        kind = (
-            float
-            if f.name == "max_epochs"
-            else type(f.default)
-            if f.default is not MISSING
-            else str
-        )
-        group.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            type=kind,
-            dest=f"train_{f.name}",
-            metavar=kind.__name__.upper(),
-            help=f"slm-63m: {getattr(standard, f.name)}",
-        )
+    add_flags(group, TrainConfig, prefix="train_",
+              describe=lambda f: f"slm-63m: {getattr(standard, f.name)}")  # fmt: skip
     p.set_defaults(run=cmd_train)
 
-    model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("--model", type=Path, help="model folder (default: <home>/model)")
-    model.add_argument("--int8", action="store_true", help="int8 dynamic quantisation (CPU)")
+
+def _add_use(
+    sub: argparse._SubParsersAction, home: argparse.ArgumentParser,
+    model: argparse.ArgumentParser,
+) -> None:  # fmt: skip
+    """generate, score and info: using the model here, without a hub."""
+    from protos.wire import SamplingParams
 
     p = sub.add_parser("generate", parents=[home, model], help="stream a completion of a prompt")
     p.add_argument("prompt", help="the prompt; '-' reads it from standard input")
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument(
-        "--temperature", type=float, default=0.8, help="0 for greedy (default: %(default)s)"
-    )
-    p.add_argument("--top-k", type=int, default=0, help="0 for no cut (default: %(default)s)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (default: %(default)s)")
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--seed", type=int, help="sampling seed, for repeatable output")
+    add_flags(p.add_argument_group("sampling"), SamplingParams)
     p.set_defaults(run=cmd_generate)
 
     p = sub.add_parser(
@@ -143,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(run=cmd_info)
 
+
+def _add_join(
+    sub: argparse._SubParsersAction, home: argparse.ArgumentParser,
+    model: argparse.ArgumentParser,
+) -> None:  # fmt: skip
+    from node.config import JoinOptions
+
     p = sub.add_parser(
         "join",
         parents=[home, model],
@@ -154,19 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  slm-node join --hub hub.example.org:7443 --token slmj_... --ca ca.pem",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--hub", required=True, help="the hub's HOST:PORT")
-    p.add_argument("--token", default="", help="join token from `slm-hub token create`")
-    p.add_argument("--ca", type=Path, help="the hub's CA certificate (its <home>/ca.pem)")
-    p.add_argument(
-        "--insecure", action="store_true", help="plaintext, for a hub serving on loopback only"
-    )
-    p.add_argument(
-        "--capacity", type=int, default=2, help="requests served at once (default: %(default)s)"
-    )
-    p.add_argument(
-        "--min-confidence", type=float, default=0.0,
-        help="decline prompts this node's model is less confident about (0..1, default: 0)",
-    )  # fmt: skip
+    add_flags(p, JoinOptions, only=("hub", "token", "ca", "insecure", "capacity", "min_confidence"))
     p.add_argument(
         "--data", type=Path,
         help="this node's training data (file or folder), for the hub's federated rounds; it "
@@ -175,11 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for torch, serving and federated "
                    "training alike (default: all cores)")  # fmt: skip
     p.set_defaults(run=cmd_join)
-    return parser
 
 
 def cmd_init(args: argparse.Namespace) -> None:
-    from node.home import NodeConfig
+    from node.config import NodeConfig
     from node.identity import generate_key, load_key, public_openssh, write_key
     from protos.signing import node_id
 
@@ -198,9 +166,8 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    import torch
 
-    from node.home import NodeConfig
+    from node.config import NodeConfig
     from node.progress import TrainingProgress
     from slm.train import prepare_out_dir, read_corpus, train
 
@@ -212,18 +179,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         data = data or seed.data_path
         for note in seed.notes:
             print(f"slm-node: note: {note}", file=sys.stderr)
-    overrides = {
-        f.name: getattr(args, f"train_{f.name}")
-        for f in fields(TrainConfig)
-        if getattr(args, f"train_{f.name}") is not None
-    }
-    train_cfg = replace(train_cfg, **overrides)
+    train_cfg = replace(train_cfg, **values(TrainConfig, args, prefix="train_"))
     if data is None:
         raise ConfigError("no training data: pass --data FILE|DIR")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    _use_threads(args.threads)
     out = args.out or NodeConfig.load(args.home).model_dir
     text = read_corpus(data)  # check the data before touching the out folder
     prepare_out_dir(out, resume=args.resume, force=args.force)
@@ -245,6 +204,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def _use_threads(threads: int | None) -> None:
+    """--threads: torch's CPU threads (default: all cores)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _prompt(args: argparse.Namespace) -> str:
     try:
         text = sys.stdin.buffer.read().decode("utf-8") if args.prompt == "-" else args.prompt
@@ -257,7 +227,7 @@ def _prompt(args: argparse.Namespace) -> str:
 
 
 def _load(args: argparse.Namespace):
-    from node.home import NodeConfig
+    from node.config import NodeConfig
     from slm.model_folder import load_model_folder
     from slm.train import default_device
 
@@ -267,16 +237,10 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from slm.generate import SamplingParams, stream_text
+    from protos.wire import SamplingParams
+    from slm.generate import stream_text
 
-    params = SamplingParams(
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        stop=tuple(args.stop),
-        seed=args.seed,
-    )
+    params = SamplingParams(**values(SamplingParams, args))
     prompt = _prompt(args)
     loaded = _load(args)
     for piece in stream_text(loaded.model, loaded.tokenizer, prompt, params):
@@ -301,7 +265,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from node.home import NodeConfig
+    from node.config import NodeConfig
     from slm.model_folder import load_model_folder
 
     info: dict[str, Any]
@@ -347,37 +311,33 @@ def cmd_join(args: argparse.Namespace) -> None:
     import asyncio
     import time
 
-    import torch
-
     from node.adoption import ModelWatcher, stamp
-    from node.home import NodeConfig
+    from node.config import JoinOptions, NodeConfig
     from node.identity import load_key
-    from node.join import JoinOptions, NodeAgent
+    from node.join import NodeAgent
     from node.service import NodeService
     from node.supernode import SuperNode, SuperNodeOptions, node_config_arg
-    from protos.channel import check_address, credentials
+    from protos import flower_keys as keys
 
-    check_address(args.hub)
-    credentials(args.ca, args.insecure)  # a missing CA fails now, not on every retry
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    options = JoinOptions(args.hub, args.token, args.ca, args.insecure, args.capacity)
+    options = JoinOptions(**values(JoinOptions, args))
+    _use_threads(args.threads)
     node = NodeConfig.load(args.home)
     key = load_key(node.key_path)
     before_load = stamp(args.model or node.model_dir)
-    service = NodeService(_load(args), key, args.min_confidence)
+    service = NodeService(_load(args), key, options.min_confidence)
     if args.data is not None and not args.data.exists():
         raise ConfigError(f"--data {args.data} does not exist")
-    training = {"model": str(service.loaded.path.resolve()), "domain": service.loaded.domain}
+    training = {
+        keys.NODE_MODEL: str(service.loaded.path.resolve()),
+        keys.NODE_DOMAIN: service.loaded.domain,
+    }
     if args.data is not None:
-        training["data"] = str(args.data.resolve())
+        training[keys.NODE_DATA] = str(args.data.resolve())
     if args.threads is not None:  # rounds train with the same budget: nodes sharing a machine
-        training["threads"] = str(args.threads)  # must not oversubscribe its cores
+        training[keys.NODE_THREADS] = str(args.threads)  # must not oversubscribe its cores
     node_config_arg(training)  # a path Flower cannot carry fails now, with its reason
     supernode_options = SuperNodeOptions(
-        home=args.home, key=node.key_path.resolve(), ca=args.ca, insecure=args.insecure,
+        home=args.home, key=node.key_path.resolve(), ca=options.ca, insecure=options.insecure,
         node_config=training,
     )  # fmt: skip
 

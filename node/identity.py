@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from slm.atomic import atomic_write_bytes
-from slm.errors import SLMError
+from slm.files import read_key
 
 
 def generate_key() -> ec.EllipticCurvePrivateKey:
@@ -37,12 +37,8 @@ def write_key(private_path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def load_key(private_path: Path) -> ec.EllipticCurvePrivateKey:
-    try:
-        key = serialization.load_ssh_private_key(private_path.read_bytes(), password=None)
-    except FileNotFoundError:
-        raise SLMError(f"no node key at {private_path}; run `slm-node init` first") from None
-    except ValueError as exc:
-        raise SLMError(f"{private_path} is not an OpenSSH private key: {exc}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp384r1":
-        raise SLMError(f"{private_path} must be an ECDSA P-384 key")
-    return key
+    return read_key(
+        private_path, lambda data: serialization.load_ssh_private_key(data, password=None),
+        lambda key: isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1",
+        "node key", "an ECDSA P-384 OpenSSH private key", "run `slm-node init` first",
+    )  # fmt: skip

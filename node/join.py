@@ -1,11 +1,10 @@
-"""`slm-node join`: serve a hub over one node-initiated stream, and keep it up.
+"""`slm-node join`: dial a hub over one node-initiated stream, and keep it up.
 
-The node dials the hub (so it can sit behind NAT), proves its key, and then answers score and
-generate requests as they arrive, up to `capacity` at once in worker threads: model compute
-never blocks the stream. If the stream drops, the node dials again with exponential backoff
-and jitter; a refusal (bad token, revoked key) is final and ends the command with the hub's
-reason. SIGINT/SIGTERM drain: requests in progress finish, new ones are declined, then the
-node leaves.
+The node dials the hub (so it can sit behind NAT), proves its key, and hands every request
+that follows to its dispatcher (node/dispatch.py), which serves them in worker threads. If the
+stream drops, the node dials again with exponential backoff and jitter; a refusal (bad token,
+revoked key) is final and ends the command with the hub's reason. SIGINT/SIGTERM drain:
+requests in progress finish, new ones are declined, then the node leaves.
 """
 
 from __future__ import annotations
@@ -14,17 +13,14 @@ import asyncio
 import contextlib
 import random
 import signal
-import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
 from node.adoption import ModelWatcher
+from node.config import JoinOptions
+from node.dispatch import Dispatcher
 from node.service import NodeService
 from node.supernode import SuperNode
 from protos import swarm_pb2 as pb
@@ -33,12 +29,12 @@ from protos.channel import aio_channel
 from protos.signing import challenge_bytes, sign
 from slm.config import PRESETS, ModelConfig
 from slm.errors import SLMError
-from slm.sampling_params import SamplingParams
 
 FATAL = (
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.UNIMPLEMENTED,  # a hub of another protocol version: upgrade one of the two
 )
 
 
@@ -46,15 +42,13 @@ class Refused(SLMError):
     """The hub refused this node; retrying would not help."""
 
 
-@dataclass(frozen=True)
-class JoinOptions:
-    hub: str
-    token: str = ""
-    ca: Path | None = None
-    insecure: bool = False
-    capacity: int = 2
-    drain_s: float = 30.0  # how long a shutdown waits for requests in progress
-    backoff_s: tuple[float, float] = (0.5, 30.0)  # first and longest wait between dials
+def refusal(code: grpc.StatusCode, details: str) -> Refused:
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return Refused(
+            f"the hub does not speak this node's protocol ({pb.DESCRIPTOR.package}); upgrade "
+            "the older of the two"
+        )
+    return Refused(f"the hub refused this node: {details}")
 
 
 def preset_name(config: ModelConfig) -> str:
@@ -82,20 +76,14 @@ class NodeAgent:
         self, service: NodeService, options: JoinOptions, log: Callable[[str], None],
         supernode: SuperNode | None = None,
     ) -> None:  # fmt: skip
-        if options.capacity < 1:
-            raise SLMError(f"--capacity must be at least 1, got {options.capacity}")
         self.service = service
         self.options = options
         self.log = log
         self.supernode = supernode  # the training plane, started once the hub names it
         self.watcher: ModelWatcher | None = None  # swaps in models the training plane adopts
+        self.dispatcher = Dispatcher(service, options.capacity, log)
+        self.draining = self.dispatcher.draining
         self._beat_now: asyncio.Event | None = None
-        self.pool = ThreadPoolExecutor(options.capacity, thread_name_prefix="node-worker")
-        self.in_flight = 0
-        self.draining = asyncio.Event()
-        self._active: Counter[str] = Counter()  # request ids being worked on (score, generate)
-        self._cancelled: set[str] = set()  # the subset the hub cancelled
-        self._lock = threading.Lock()
 
     async def run(self) -> None:
         """Serve until drained; raises Refused when the hub will not admit this node."""
@@ -114,7 +102,7 @@ class NodeAgent:
                     welcomed = await self._session()
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() in FATAL:
-                        raise Refused(f"the hub refused this node: {exc.details()}") from None
+                        raise refusal(exc.code(), exc.details() or "") from None
                     welcomed, why = False, f"{exc.code().name}: {exc.details()}"
                 except (ConnectionError, OSError) as exc:
                     welcomed, why = False, str(exc)
@@ -129,7 +117,7 @@ class NodeAgent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.draining.wait(), delay)
         finally:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.dispatcher.close()
             self.draining.set()
             for task in (training, watching):
                 if task is not None:
@@ -137,13 +125,22 @@ class NodeAgent:
 
     def _drain(self) -> None:
         if not self.draining.is_set():
-            self.log(f"draining: finishing {self.in_flight} request(s), declining new ones")
+            self.log(
+                f"draining: finishing {self.dispatcher.in_flight} request(s), declining new ones"
+            )
             self.draining.set()
+
+    def _hello(self) -> pb.NodeMessage:
+        loaded, svc = self.service.loaded, self.service
+        return pb.NodeMessage(hello=pb.Hello(
+            public_key=svc.public_key, join_token=self.options.token, domain=loaded.domain,
+            profile=loaded.profile.tolist(), model_version=loaded.version,
+            capacity=self.options.capacity, preset=preset_name(loaded.config),
+        ))  # fmt: skip
 
     async def _session(self) -> bool:
         """One connection, from hello to the stream's end; True if the hub welcomed us."""
         svc = self.service
-        loaded = svc.loaded
         outgoing: asyncio.Queue[pb.NodeMessage | None] = asyncio.Queue()
 
         async def requests() -> AsyncIterator[pb.NodeMessage]:
@@ -152,11 +149,7 @@ class NodeAgent:
 
         async with aio_channel(self.options.hub, self.options.ca, self.options.insecure) as ch:
             call = rpc.NodeLinkStub(ch).Connect(requests())
-            outgoing.put_nowait(pb.NodeMessage(hello=pb.Hello(
-                public_key=svc.public_key, join_token=self.options.token, domain=loaded.domain,
-                profile=loaded.profile.tolist(), model_version=loaded.version,
-                capacity=self.options.capacity, preset=preset_name(loaded.config),
-            )))  # fmt: skip
+            outgoing.put_nowait(self._hello())
             challenge = await call.read()
             if challenge is grpc.aio.EOF:
                 await self._check_status(call)
@@ -170,28 +163,32 @@ class NodeAgent:
             if welcome.WhichOneof("body") != "welcome":
                 call.cancel()
                 raise ConnectionError(f"the hub sent {welcome.WhichOneof('body')}, not a welcome")
+            self._welcomed(welcome.welcome)
             interval = max(0.2, welcome.welcome.heartbeat_interval_ms / 1000)
-            self.log(f"joined {self.options.hub} as node {welcome.welcome.node_id} "
-                     f"({loaded.domain}, model {loaded.version})")  # fmt: skip
-            if self.supernode is not None and welcome.welcome.flower_port:
-                host = self.options.hub.rsplit(":", 1)[0]
-                self.supernode.point_at(f"{host}:{welcome.welcome.flower_port}")
             beat = asyncio.create_task(self._heartbeat(outgoing, interval))
             drained = asyncio.create_task(self._leave_when_drained(outgoing))
             try:
                 while (message := await call.read()) is not grpc.aio.EOF:
-                    self._handle(message, outgoing)
+                    self.dispatcher.handle(message, outgoing.put_nowait)
                 await self._check_status(call)
             finally:
                 beat.cancel()
                 drained.cancel()
         return True
 
+    def _welcomed(self, welcome: pb.Welcome) -> None:
+        loaded = self.service.loaded
+        self.log(f"joined {self.options.hub} as node {welcome.node_id} "
+                 f"({loaded.domain}, model {loaded.version})")  # fmt: skip
+        if self.supernode is not None and welcome.flower_port:
+            host = self.options.hub.rsplit(":", 1)[0]
+            self.supernode.point_at(f"{host}:{welcome.flower_port}")
+
     async def _check_status(self, call: grpc.aio.StreamStreamCall) -> None:
         """Raise Refused if the hub ended the stream with a refusal."""
         code = await call.code()
         if code in FATAL:
-            raise Refused(f"the hub refused this node: {await call.details()}")
+            raise refusal(code, await call.details())
 
     def version_changed(self) -> None:
         """Tell the hub the new model version now rather than at the next heartbeat."""
@@ -202,7 +199,9 @@ class NodeAgent:
         assert self._beat_now is not None
         while True:
             outgoing.put_nowait(pb.NodeMessage(heartbeat=pb.Heartbeat(
-                in_flight=self.in_flight, model_version=self.service.loaded.version)))  # fmt: skip
+                in_flight=self.dispatcher.in_flight,
+                model_version=self.service.loaded.version,
+            )))  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), interval)
             self._beat_now.clear()
@@ -210,96 +209,6 @@ class NodeAgent:
     async def _leave_when_drained(self, outgoing: asyncio.Queue) -> None:
         await self.draining.wait()
         deadline = time.monotonic() + self.options.drain_s
-        while self.in_flight and time.monotonic() < deadline:
+        while self.dispatcher.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         outgoing.put_nowait(None)  # half-close: the hub ends the stream
-
-    def _handle(self, message: pb.HubMessage, outgoing: asyncio.Queue) -> None:
-        kind = message.WhichOneof("body")
-        if kind == "cancel":
-            with self._lock:
-                if message.cancel.request_id in self._active:
-                    self._cancelled.add(message.cancel.request_id)
-            return
-        if kind not in ("score", "generate"):
-            return
-        request = getattr(message, kind)
-        if self.draining.is_set():
-            outgoing.put_nowait(pb.NodeMessage(failed=pb.RequestFailed(
-                request_id=request.request_id, message="the node is shutting down")))  # fmt: skip
-            return
-        loop = asyncio.get_running_loop()
-        self.in_flight += 1
-        with self._lock:
-            self._active[request.request_id] += 1
-        work = self._score if kind == "score" else self._generate
-        future = loop.run_in_executor(self.pool, work, request, outgoing, loop, time.monotonic())
-        future.add_done_callback(lambda _: self._done(request.request_id))
-
-    def _done(self, request_id: str) -> None:
-        self.in_flight -= 1
-        with self._lock:
-            self._active[request_id] -= 1
-            if not self._active[request_id]:
-                del self._active[request_id]
-                self._cancelled.discard(request_id)
-
-    def _emit(self, loop: asyncio.AbstractEventLoop, outgoing: asyncio.Queue, message) -> None:  # type: ignore[no-untyped-def]
-        loop.call_soon_threadsafe(outgoing.put_nowait, message)
-
-    def _fail(self, loop, outgoing, request_id: str, text: str) -> None:  # type: ignore[no-untyped-def]
-        self._emit(loop, outgoing, pb.NodeMessage(
-            failed=pb.RequestFailed(request_id=request_id, message=text)))  # fmt: skip
-
-    def _score(self, request: pb.ScoreRequest, outgoing, loop, received: float) -> None:  # type: ignore[no-untyped-def]
-        rid = request.request_id
-        waited_ms = (time.monotonic() - received) * 1000
-        late = bool(request.deadline_ms) and waited_ms > request.deadline_ms
-        if late or self._take_cancel(rid):
-            self._fail(loop, outgoing, rid, f"too late: waited {waited_ms:.0f} ms for a worker")
-            return
-        try:
-            s = self.service.score(rid, request.prompt)
-        except Exception as exc:  # a bad prompt for this model; the hub skips this node
-            self._fail(loop, outgoing, rid, f"score failed: {exc}")
-            return
-        took = (time.monotonic() - received) * 1000
-        self._emit(loop, outgoing, pb.NodeMessage(score=pb.ScoreReply(
-            request_id=rid, loglik=s.loglik, bits_per_byte=s.bits_per_byte,
-            confidence=s.confidence, declined=s.declined, signature=s.signature, node_ms=took,
-            model_version=s.model_version,
-        )))  # fmt: skip
-        self.log(f"score    {rid[:8]}  {took:6.0f} ms  confidence {s.confidence:.3f}"
-                 + ("  (declined)" if s.declined else ""))  # fmt: skip
-
-    def _generate(self, request: pb.GenerateRequest, outgoing, loop, received: float) -> None:  # type: ignore[no-untyped-def]
-        rid = request.request_id
-        try:
-            params = SamplingParams(
-                max_tokens=request.max_tokens, temperature=request.temperature,
-                top_k=request.top_k, top_p=request.top_p, stop=tuple(request.stop),
-                seed=request.seed if request.HasField("seed") else None,
-            )  # fmt: skip
-            tokens = 0
-            for chunk in self.service.generate(rid, request.prompt, params):
-                if self._take_cancel(rid):
-                    self.log(f"generate {rid[:8]}  cancelled by the hub after {tokens} tokens")
-                    return
-                tokens = chunk.tokens
-                took = (time.monotonic() - received) * 1000 if chunk.done else 0.0
-                self._emit(loop, outgoing, pb.NodeMessage(chunk=pb.GenerateChunk(
-                    request_id=rid, text=chunk.text, tokens=chunk.tokens, done=chunk.done,
-                    signature=chunk.signature, node_ms=took, model_version=chunk.model_version,
-                )))  # fmt: skip
-        except Exception as exc:
-            self._fail(loop, outgoing, rid, f"generate failed: {exc}")
-            return
-        took = (time.monotonic() - received) * 1000
-        self.log(f"generate {rid[:8]}  {took:6.0f} ms  {tokens} tokens")
-
-    def _take_cancel(self, request_id: str) -> bool:
-        with self._lock:
-            if request_id in self._cancelled:
-                self._cancelled.discard(request_id)
-                return True
-        return False

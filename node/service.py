@@ -1,45 +1,24 @@
 """What a node does for the hub, without the transport: score and generate, signed.
 
-`slm-node join` will be a thin stream handler over this class: it decodes a request, calls a
-method here in a worker thread (model compute never runs on the event loop), and encodes the
-result. Signed statements come from protos.signing, the same definitions the hub verifies.
+`slm-node join`'s dispatcher (node/dispatch.py) decodes a request, calls a method here in a
+worker thread (model compute never runs on the event loop), and encodes the result, which is
+already the wire's own type. Signed statements come from protos.signing, the same definitions
+the hub verifies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from node.identity import public_openssh
 from protos.signing import completion_bytes, node_id, score_bytes, sign
+from protos.wire import Piece, SamplingParams, Score
 from slm.errors import SLMError
 from slm.generate import stream_counted
 from slm.model_folder import LoadedModel
-from slm.sampling_params import SamplingParams
 from slm.scoring import score
-
-
-@dataclass(frozen=True)
-class SignedScore:
-    request_id: str
-    loglik: float
-    bits_per_byte: float
-    confidence: float
-    declined: bool
-    signature: bytes
-    model_version: str  # the model that scored: the signature covers it
-
-
-@dataclass(frozen=True)
-class Chunk:
-    request_id: str
-    text: str
-    tokens: int  # generated so far
-    done: bool
-    signature: bytes = b""  # on the last chunk: over the whole completion
-    model_version: str = ""  # on the last chunk: the model that generated it
 
 
 class NodeService:
@@ -58,7 +37,7 @@ class NodeService:
         """Serve another model from the next request on; requests under way keep theirs."""
         self.loaded = loaded
 
-    def score(self, request_id: str, prompt: str) -> SignedScore:
+    def score(self, request_id: str, prompt: str) -> Score:
         loaded = self.loaded  # one model for the whole request, even if a swap lands meanwhile
         s = score(loaded.model, loaded.tokenizer, loaded.quantiles, prompt)
         declined = s.confidence < self.min_confidence
@@ -66,13 +45,13 @@ class NodeService:
             self.node_id, request_id, prompt, s.loglik, s.bits_per_byte, s.confidence, declined,
             loaded.version,
         )  # fmt: skip
-        return SignedScore(
+        return Score(
             request_id, s.loglik, s.bits_per_byte, s.confidence, declined,
             sign(self.key, statement), loaded.version,
         )  # fmt: skip
 
-    def generate(self, request_id: str, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
-        """Text pieces as they are produced, then a final, signed chunk."""
+    def generate(self, request_id: str, prompt: str, params: SamplingParams) -> Iterator[Piece]:
+        """Text pieces as they are produced, then a final, signed one."""
         if not prompt:
             raise SLMError("cannot continue an empty prompt")
         pieces: list[str] = []
@@ -81,10 +60,10 @@ class NodeService:
         for piece, tokens in stream_counted(loaded.model, loaded.tokenizer, prompt, params):
             if piece:
                 pieces.append(piece)
-                yield Chunk(request_id, piece, tokens, done=False)
+                yield Piece(request_id, piece, tokens, done=False)
         completion = "".join(pieces)
         statement = completion_bytes(
             self.node_id, request_id, prompt, completion, tokens, loaded.version
         )
-        yield Chunk(request_id, "", tokens, done=True, signature=sign(self.key, statement),
+        yield Piece(request_id, "", tokens, done=True, signature=sign(self.key, statement),
                     model_version=loaded.version)  # fmt: skip

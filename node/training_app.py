@@ -5,7 +5,7 @@ The node's SuperNode starts it (`flwr-clientapp`) for each message of a run; the
 
   query     send the current weights (the hub starts a domain's first run from them)
   train     apply the global weights, train the round's local steps on local data, send the
-            weights, `num-examples` and the losses back (the data itself never leaves)
+            weights, the number of examples and the losses back (the data itself never leaves)
   evaluate  adopt the round's global model into the model folder (the serving process picks it
             up between requests) and report its validation loss on local data
 """
@@ -29,6 +29,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from protos import flower_keys as keys
 from slm.errors import SLMError
 from slm.federated import adopt, local_train
 from slm.model_folder import load_model_folder
@@ -43,22 +44,22 @@ def _record(weights: dict[str, np.ndarray]) -> ArrayRecord:
 
 
 def _weights(message: Message) -> dict[str, np.ndarray]:
-    return {k: a.numpy() for k, a in message.content["weights"].items()}
+    return {k: a.numpy() for k, a in message.content[keys.WEIGHTS].items()}
 
 
 def _folder(context: Context) -> Path:
-    return Path(str(context.node_config["model"]))
+    return Path(str(context.node_config[keys.NODE_MODEL]))
 
 
 def _use_threads(context: Context) -> None:
     """The torch threads `slm-node join --threads` gave the node (else torch's default)."""
-    threads = context.node_config.get("threads")
+    threads = context.node_config.get(keys.NODE_THREADS)
     if threads:
         torch.set_num_threads(int(str(threads)))
 
 
 def _data(context: Context) -> Path:
-    data = context.node_config.get("data")
+    data = context.node_config.get(keys.NODE_DATA)
     if not data:
         raise SLMError("this node has no training data; start it with `slm-node join --data PATH`")
     return Path(str(data))
@@ -77,49 +78,49 @@ def query(message: Message, context: Context) -> Message:
     except Exception as exc:
         return _refuse(message, exc)
     weights = {k: v.detach().numpy() for k, v in loaded.model.state_dict().items()}
-    return message.create_reply(RecordDict({"weights": _record(weights)}))
+    return message.create_reply(RecordDict({keys.WEIGHTS: _record(weights)}))
 
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
     received_at = time.time()  # one clock with the ServerApp on one machine: the bench uses it
     _use_threads(context)
-    config = message.content["config"]
+    config = message.content[keys.CONFIG]
     try:
         update = local_train(
             _folder(context),
             _data(context),
             _weights(message),
-            int(config["local-steps"]),
-            round_seed=int(config["round"]),
+            int(config[keys.LOCAL_STEPS]),
+            round_seed=int(config[keys.ROUND]),
         )
     except Exception as exc:  # any failure goes back as this node's reason, not a crash
         return _refuse(message, exc)
     metrics = MetricRecord(
         {
-            "num-examples": update.num_examples,
-            "train_loss": update.train_loss,
-            "val_loss": update.val_loss,
-            "setup_s": update.setup_s,
-            "train_s": update.train_s,
-            "received_at": received_at,
-            "replied_at": time.time(),
+            keys.NUM_EXAMPLES: update.num_examples,
+            keys.TRAIN_LOSS: update.train_loss,
+            keys.VAL_LOSS: update.val_loss,
+            keys.SETUP_S: update.setup_s,
+            keys.TRAIN_S: update.train_s,
+            keys.RECEIVED_AT: received_at,
+            keys.REPLIED_AT: time.time(),
         }
     )
     return message.create_reply(
-        RecordDict({"weights": _record(update.weights), "metrics": metrics})
+        RecordDict({keys.WEIGHTS: _record(update.weights), keys.METRICS: metrics})
     )
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     _use_threads(context)
-    config = message.content["config"]
-    data = context.node_config.get("data")
+    config = message.content[keys.CONFIG]
+    data = context.node_config.get(keys.NODE_DATA)
     provenance = {
-        "run_id": int(config["run-id"]),
-        "round": int(config["round"]),
-        "weights_sha256": str(config["weights-sha256"]),
+        "run_id": int(config[keys.RUN_ID]),
+        "round": int(config[keys.ROUND]),
+        "weights_sha256": str(config[keys.WEIGHTS_SHA256]),
     }
     try:
         version, val_loss = adopt(
@@ -127,7 +128,7 @@ def evaluate(message: Message, context: Context) -> Message:
         )
     except Exception as exc:  # any failure goes back as this node's reason, not a crash
         return _refuse(message, exc)
-    content = RecordDict({"result": ConfigRecord({"version": version})})
+    content = RecordDict({keys.RESULT: ConfigRecord({keys.VERSION: version})})
     if val_loss is not None:
-        content["metrics"] = MetricRecord({"val_loss": val_loss})
+        content[keys.METRICS] = MetricRecord({keys.VAL_LOSS: val_loss})
     return message.create_reply(content)

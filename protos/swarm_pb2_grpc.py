@@ -39,7 +39,7 @@ class NodeLinkStub(object):
             channel: A grpc.Channel.
         """
         self.Connect = channel.stream_stream(
-                '/swarmllm.v1.NodeLink/Connect',
+                '/swarmllm.v2.NodeLink/Connect',
                 request_serializer=protos_dot_swarm__pb2.NodeMessage.SerializeToString,
                 response_deserializer=protos_dot_swarm__pb2.HubMessage.FromString,
                 _registered_method=True)
@@ -75,9 +75,9 @@ def add_NodeLinkServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'swarmllm.v1.NodeLink', rpc_method_handlers)
+            'swarmllm.v2.NodeLink', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('swarmllm.v1.NodeLink', rpc_method_handlers)
+    server.add_registered_method_handlers('swarmllm.v2.NodeLink', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -102,7 +102,7 @@ class NodeLink(object):
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/swarmllm.v1.NodeLink/Connect',
+            '/swarmllm.v2.NodeLink/Connect',
             protos_dot_swarm__pb2.NodeMessage.SerializeToString,
             protos_dot_swarm__pb2.HubMessage.FromString,
             options,
@@ -130,17 +130,17 @@ class SwarmStub(object):
             channel: A grpc.Channel.
         """
         self.Ask = channel.unary_stream(
-                '/swarmllm.v1.Swarm/Ask',
+                '/swarmllm.v2.Swarm/Ask',
                 request_serializer=protos_dot_swarm__pb2.AskRequest.SerializeToString,
                 response_deserializer=protos_dot_swarm__pb2.AskReply.FromString,
                 _registered_method=True)
         self.ListNodes = channel.unary_unary(
-                '/swarmllm.v1.Swarm/ListNodes',
+                '/swarmllm.v2.Swarm/ListNodes',
                 request_serializer=protos_dot_swarm__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=protos_dot_swarm__pb2.ListNodesReply.FromString,
                 _registered_method=True)
         self.Balance = channel.unary_unary(
-                '/swarmllm.v1.Swarm/Balance',
+                '/swarmllm.v2.Swarm/Balance',
                 request_serializer=protos_dot_swarm__pb2.BalanceRequest.SerializeToString,
                 response_deserializer=protos_dot_swarm__pb2.BalanceReply.FromString,
                 _registered_method=True)
@@ -156,7 +156,7 @@ class SwarmServicer(object):
     def Ask(self, request, context):
         """Server-streaming: text pieces as the answering node produces them, a `switched` note if a
         node failed mid-answer and the next-best continued, then one `result`.
-        INVALID_ARGUMENT: empty prompt, invalid UTF-8, parameters out of range.
+        INVALID_ARGUMENT: empty prompt, invalid UTF-8, sampling parameters out of range.
         RESOURCE_EXHAUSTED: prompt over the hub's size limit. UNAVAILABLE: no node can answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -197,9 +197,9 @@ def add_SwarmServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'swarmllm.v1.Swarm', rpc_method_handlers)
+            'swarmllm.v2.Swarm', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('swarmllm.v1.Swarm', rpc_method_handlers)
+    server.add_registered_method_handlers('swarmllm.v2.Swarm', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -224,7 +224,7 @@ class Swarm(object):
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/swarmllm.v1.Swarm/Ask',
+            '/swarmllm.v2.Swarm/Ask',
             protos_dot_swarm__pb2.AskRequest.SerializeToString,
             protos_dot_swarm__pb2.AskReply.FromString,
             options,
@@ -251,7 +251,7 @@ class Swarm(object):
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/swarmllm.v1.Swarm/ListNodes',
+            '/swarmllm.v2.Swarm/ListNodes',
             protos_dot_swarm__pb2.ListNodesRequest.SerializeToString,
             protos_dot_swarm__pb2.ListNodesReply.FromString,
             options,
@@ -278,7 +278,7 @@ class Swarm(object):
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/swarmllm.v1.Swarm/Balance',
+            '/swarmllm.v2.Swarm/Balance',
             protos_dot_swarm__pb2.BalanceRequest.SerializeToString,
             protos_dot_swarm__pb2.BalanceReply.FromString,
             options,

@@ -113,16 +113,14 @@ class Preset:
     summary: str
 
 
+_DEMO_TRAIN = TrainConfig(
+    batch_size=16, seq_len=128, learning_rate=2e-3, warmup_steps=20, max_steps=300,
+    eval_interval=50, patience=3,
+)  # fmt: skip
 _TINY_TRAIN = TrainConfig(
-    batch_size=16,
-    seq_len=64,
-    learning_rate=3e-3,
-    warmup_steps=10,
-    max_steps=150,
-    eval_interval=25,
-    eval_batches=4,
-    patience=3,
-)
+    batch_size=16, seq_len=64, learning_rate=3e-3, warmup_steps=10, max_steps=150,
+    eval_interval=25, eval_batches=4, patience=3,
+)  # fmt: skip
 
 PRESETS: dict[str, Preset] = {
     "slm-63m": Preset(
@@ -132,15 +130,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "slm-demo": Preset(
         ModelConfig(vocab_size=2048, block_size=256, n_layer=3, n_head=4, d_model=128, d_ff=512),
-        TrainConfig(
-            batch_size=16,
-            seq_len=128,
-            learning_rate=2e-3,
-            warmup_steps=20,
-            max_steps=300,
-            eval_interval=50,
-            patience=3,
-        ),
+        _DEMO_TRAIN,
         "about a minute on 2 cores; enough to tell domains apart (demo, routing tests)",
     ),
     "slm-tiny": Preset(
@@ -205,12 +195,50 @@ class SeedConfig:
     notes: tuple[str, ...]  # keys accepted but not used, for the user to see
 
 
+_SEED_SECTIONS = {
+    "main": {"batch_size", "learning_rate", "num_epochs", "patience"},
+    "SLM": {"api_endpoint", "training_dataset_filename"},
+    "SLMOtak": {"input_dim", "output_dim", "num_heads", "num_layers", "dropout"},
+    "SLMTrainLoad": {"early_stopping"},
+}
+_SEED_EARLY_KEYS = {
+    "early_stopping_patience",
+    "early_stopping_verbose",
+    "early_stopping_monitor",
+    "early_stopping_mode",
+}
+
+
 def load_seed_config(path: Path, base: Preset) -> SeedConfig:
     """Read the original SLM config (sections main, SLM, SLMOtak, SLMTrainLoad).
 
     Unknown sections or keys are an error naming them: a typo must not silently fall back to a
     default and train the wrong model for hours.
     """
+    raw, early = _read_seed(path)
+    model_changes = _seed_model(path, raw.get("SLMOtak", {}), base)
+    train_changes = _seed_train(path, raw.get("main", {}), early)
+    notes = [
+        f"{s}.{k} ignored: {why}" for (s, k), why in _SEED_IGNORED.items() if k in raw.get(s, {})
+    ]
+    if "early_stopping_verbose" in early:
+        notes.append(
+            "SLMTrainLoad.early_stopping.early_stopping_verbose ignored: stops are always logged"
+        )
+    data_path = None
+    slm_section = raw.get("SLM", {})
+    if "training_dataset_filename" in slm_section:
+        data_path = Path(path).parent / str(slm_section["training_dataset_filename"])
+    try:
+        model = replace(base.model, **model_changes)
+        train = replace(base.train, **train_changes)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return SeedConfig(model, train, data_path, tuple(notes))
+
+
+def _read_seed(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config's sections, and its early-stopping object, every key known."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -219,69 +247,60 @@ def load_seed_config(path: Path, base: Preset) -> SeedConfig:
         raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a JSON object with sections")
-
-    allowed = {
-        "main": {"batch_size", "learning_rate", "num_epochs", "patience"},
-        "SLM": {"api_endpoint", "training_dataset_filename"},
-        "SLMOtak": {"input_dim", "output_dim", "num_heads", "num_layers", "dropout"},
-        "SLMTrainLoad": {"early_stopping"},
-    }
-    early_keys = {
-        "early_stopping_patience",
-        "early_stopping_verbose",
-        "early_stopping_monitor",
-        "early_stopping_mode",
-    }
     problems: list[str] = []
     for section, body in raw.items():
-        if section not in allowed:
+        if section not in _SEED_SECTIONS:
             problems.append(f"section {section!r}")
             continue
         if not isinstance(body, dict):
             raise ConfigError(f"{path}: section {section!r} must be an object")
-        problems += [f"{section}.{key}" for key in body if key not in allowed[section]]
+        problems += [f"{section}.{key}" for key in body if key not in _SEED_SECTIONS[section]]
     early = raw.get("SLMTrainLoad", {}).get("early_stopping", {})
     if not isinstance(early, dict):
         raise ConfigError(f"{path}: SLMTrainLoad.early_stopping must be an object")
-    problems += [f"SLMTrainLoad.early_stopping.{k}" for k in early if k not in early_keys]
+    problems += [f"SLMTrainLoad.early_stopping.{k}" for k in early if k not in _SEED_EARLY_KEYS]
     if problems:
         raise ConfigError(f"{path}: unknown config keys: {', '.join(problems)}")
+    return raw, early
 
-    main, otak, slm_section = raw.get("main", {}), raw.get("SLMOtak", {}), raw.get("SLM", {})
-    model_changes: dict[str, Any] = {}
-    train_changes: dict[str, Any] = {}
+
+def _seed_model(path: Path, otak: dict[str, Any], base: Preset) -> dict[str, Any]:
+    """ModelConfig changes from the SLMOtak section."""
+    changes: dict[str, Any] = {}
     rename = {"input_dim": "d_model", "num_heads": "n_head", "num_layers": "n_layer"}
     for key, target in rename.items():
         if key in otak:
-            model_changes[target] = _number(path, f"SLMOtak.{key}", otak[key], int)
+            changes[target] = _number(path, f"SLMOtak.{key}", otak[key], int)
     if "dropout" in otak:
-        model_changes["dropout"] = _number(path, "SLMOtak.dropout", otak["dropout"], float)
+        changes["dropout"] = _number(path, "SLMOtak.dropout", otak["dropout"], float)
     if "output_dim" in otak:
         out_dim = _number(path, "SLMOtak.output_dim", otak["output_dim"], int)
-        d_model = model_changes.get("d_model", base.model.d_model)
+        d_model = changes.get("d_model", base.model.d_model)
         if out_dim != d_model:
             raise ConfigError(
                 f"{path}: SLMOtak.output_dim ({out_dim}) must equal input_dim ({d_model}): "
                 "the LM head is tied to the embedding"
             )
-    if "d_model" in model_changes:
+    if "d_model" in changes:
         # The original model's MLP is 4x wide; keep that ratio when the width changes.
-        model_changes["d_ff"] = 4 * model_changes["d_model"]
+        changes["d_ff"] = 4 * changes["d_model"]
+    return changes
+
+
+def _seed_train(path: Path, main: dict[str, Any], early: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig changes from the main section and the early-stopping object."""
+    changes: dict[str, Any] = {}
     if "batch_size" in main:
-        train_changes["batch_size"] = _number(path, "main.batch_size", main["batch_size"], int)
+        changes["batch_size"] = _number(path, "main.batch_size", main["batch_size"], int)
     if "learning_rate" in main:
-        train_changes["learning_rate"] = _number(
-            path, "main.learning_rate", main["learning_rate"], float
-        )
+        changes["learning_rate"] = _number(path, "main.learning_rate", main["learning_rate"], float)
     if "num_epochs" in main:
-        train_changes["max_epochs"] = float(
-            _number(path, "main.num_epochs", main["num_epochs"], int)
-        )
-        train_changes["max_steps"] = 10**9  # epochs decide
+        changes["max_epochs"] = float(_number(path, "main.num_epochs", main["num_epochs"], int))
+        changes["max_steps"] = 10**9  # epochs decide
     if "patience" in main:
-        train_changes["patience"] = _number(path, "main.patience", main["patience"], int)
+        changes["patience"] = _number(path, "main.patience", main["patience"], int)
     if "early_stopping_patience" in early:
-        train_changes["patience"] = _number(
+        changes["patience"] = _number(
             path,
             "SLMTrainLoad.early_stopping.early_stopping_patience",
             early["early_stopping_patience"],
@@ -293,23 +312,7 @@ def load_seed_config(path: Path, base: Preset) -> SeedConfig:
     mode = early.get("early_stopping_mode", "min")
     if mode != "min":
         raise ConfigError(f"{path}: early_stopping_mode {mode!r} unsupported for val_loss; use min")
-
-    notes = [
-        f"{s}.{k} ignored: {why}" for (s, k), why in _SEED_IGNORED.items() if k in raw.get(s, {})
-    ]
-    if "early_stopping_verbose" in early:
-        notes.append(
-            "SLMTrainLoad.early_stopping.early_stopping_verbose ignored: stops are always logged"
-        )
-    data_path = None
-    if "training_dataset_filename" in slm_section:
-        data_path = Path(path).parent / str(slm_section["training_dataset_filename"])
-    try:
-        model = replace(base.model, **model_changes)
-        train = replace(base.train, **train_changes)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return SeedConfig(model, train, data_path, tuple(notes))
+    return changes
 
 
 def _number(path: Path, key: str, value: Any, kind: type) -> Any:

@@ -7,12 +7,30 @@ terminals or sockets.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 
 from slm.model import SLM, KVCache
-from slm.sampling_params import SamplingParams
 from slm.tokenizer import SLMTokenizer
+
+
+class SamplingParams(Protocol):
+    """How to sample: what generation reads. The network's checked dataclass of these fields is
+    protos.wire.SamplingParams (the model package imports nothing of the wire's)."""
+
+    @property
+    def max_tokens(self) -> int: ...  # new tokens at most
+    @property
+    def temperature(self) -> float: ...  # 0: greedy
+    @property
+    def top_k(self) -> int: ...  # 0: no cut
+    @property
+    def top_p(self) -> float: ...  # 1: no cut
+    @property
+    def stop(self) -> tuple[str, ...]: ...
+    @property
+    def seed(self) -> int | None: ...
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:

@@ -185,18 +185,41 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@dataclass
+class _Progress:
+    """What a run carries from step to step; a checkpoint keeps it."""
+
+    step: int = 0
+    best: float = math.inf  # best validation loss so far
+    bad_evals: int = 0  # validations since the last improvement
+    tokens_seen: int = 0
+    elapsed: float = 0.0  # seconds of training before this process took over
+
+
+@dataclass
+class _Run:
+    """What stays fixed while a run trains."""
+
+    out: Path
+    model: SLM
+    optimizer: torch.optim.AdamW
+    tokenizer: SLMTokenizer
+    train_ids: torch.Tensor
+    val_ids: torch.Tensor
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    digest: str  # of the corpus, so a resume on other data is refused
+    device: torch.device
+    started: float = 0.0  # perf_counter at which the run, resumes included, began
+
+
 def train(
-    text: str,
-    domain: str,
-    out: Path,
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
-    resume: bool = False,
-    device: torch.device | None = None,
+    text: str, domain: str, out: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
+    resume: bool = False, device: torch.device | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[int], bool] | None = None,
-) -> TrainResult:
+) -> TrainResult:  # fmt: skip
     """Train into model folder `out`; callbacks report progress, `should_stop(step)` interrupts.
 
     On resume the checkpoint's model config and corpus digest must match: resuming on other data
@@ -204,130 +227,148 @@ def train(
     """
     out = Path(out)
     device = device or default_device()
+    _check_run(domain, model_cfg, train_cfg)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    train_text, val_text = split_corpus(text, train_cfg.val_fraction)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _load_checkpoint(out / CHECKPOINT, model_cfg, digest) if resume else None
+    if resume:
+        tokenizer = SLMTokenizer.load(out / "tokenizer.json")
+    else:
+        tokenizer = SLMTokenizer.train([train_text], model_cfg.vocab_size)
+        save_tokenizer(out, tokenizer)
+        (out / METRICS).unlink(missing_ok=True)
+    train_ids = _token_ids(tokenizer, train_text, "training", train_cfg)
+    val_ids = _token_ids(tokenizer, val_text, "validation", train_cfg)
+
+    torch.manual_seed(train_cfg.seed)
+    model = SLM(model_cfg).to(device)
+    optimizer = make_optimizer(model, train_cfg)
+    progress = _Progress()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        progress = _Progress(state["step"], state["best_val_loss"], state["bad_evals"],
+                             state["tokens_seen"], state["elapsed_s"])  # fmt: skip
+    run = _Run(out, model, optimizer, tokenizer, train_ids, val_ids, model_cfg, train_cfg, digest,
+               device, time.perf_counter() - progress.elapsed)  # fmt: skip
+    reason = _loop(run, progress, on_step, on_eval, should_stop)
+    result = TrainResult(progress.step, progress.best, reason, progress.tokens_seen,
+                         time.perf_counter() - run.started)  # fmt: skip
+    if reason != "stopped":
+        _finish(run, result, text, val_text, domain)
+    return result
+
+
+def _check_run(domain: str, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
     if train_cfg.seq_len > model_cfg.block_size:
         raise ConfigError(
             f"seq_len {train_cfg.seq_len} exceeds the model's block_size {model_cfg.block_size}"
         )
     if not domain or not domain.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"domain must be a word like 'medicine' or 'case-law', got {domain!r}")
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    train_text, val_text = split_corpus(text, train_cfg.val_fraction)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / CHECKPOINT
 
-    state: dict[str, Any] | None = None
-    if resume:
-        state = _load_checkpoint(ckpt_path, model_cfg, digest)
-        tokenizer = SLMTokenizer.load(out / "tokenizer.json")
-    else:
-        tokenizer = SLMTokenizer.train([train_text], model_cfg.vocab_size)
-        save_tokenizer(out, tokenizer)
-        (out / METRICS).unlink(missing_ok=True)
 
-    train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.long)
-    val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.long)
-    for name, ids in (("training", train_ids), ("validation", val_ids)):
-        if len(ids) < train_cfg.seq_len + 2:
-            raise DataError(
-                f"{name} split has {len(ids)} tokens, fewer than seq_len + 2 "
-                f"({train_cfg.seq_len + 2}); give more data or a smaller --seq-len"
-            )
+def _token_ids(tokenizer: SLMTokenizer, text: str, name: str, cfg: TrainConfig) -> torch.Tensor:
+    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    if len(ids) < cfg.seq_len + 2:
+        raise DataError(
+            f"{name} split has {len(ids)} tokens, fewer than seq_len + 2 "
+            f"({cfg.seq_len + 2}); give more data or a smaller --seq-len"
+        )
+    return ids
 
-    torch.manual_seed(train_cfg.seed)
-    model = SLM(model_cfg).to(device)
-    optimizer = make_optimizer(model, train_cfg)
-    step, best, bad_evals, tokens_seen, elapsed = 0, math.inf, 0, 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, best, bad_evals = state["step"], state["best_val_loss"], state["bad_evals"]
-        tokens_seen, elapsed = state["tokens_seen"], state["elapsed_s"]
 
-    total = total_steps(train_cfg, len(train_ids))
-    model.train()
-    started = time.perf_counter() - elapsed
-    reason = "max_steps"
+def _loop(
+    run: _Run, progress: _Progress, on_step: Callable[[int, int, float], None] | None,
+    on_eval: Callable[[dict[str, Any]], None] | None, should_stop: Callable[[int], bool] | None,
+) -> str:  # fmt: skip
+    """Step until the end, early stopping or `should_stop`; why it ended."""
+    cfg = run.train_cfg
+    total = total_steps(cfg, len(run.train_ids))
+    run.model.train()
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-    while step < total:
-        if should_stop is not None and should_stop(step):
-            reason = "stopped"
-            break
-        lr = lr_at(step, total, train_cfg)
-        for group in optimizer.param_groups:
+    while progress.step < total:
+        if should_stop is not None and should_stop(progress.step):
+            return "stopped"
+        lr = lr_at(progress.step, total, cfg)
+        for group in run.optimizer.param_groups:
             group["lr"] = lr
-        x, y = get_batch(train_ids, train_cfg, step, tokenizer.bos_id, device)
-        loss_value = train_step(model, optimizer, x, y, train_cfg, step)
-        step += 1
-        tokens_seen += x.numel()
+        x, y = get_batch(run.train_ids, cfg, progress.step, run.tokenizer.bos_id, run.device)
+        loss_value = train_step(run.model, run.optimizer, x, y, cfg, progress.step)
+        progress.step += 1
+        progress.tokens_seen += x.numel()
         if not math.isfinite(loss_value):
             raise ConfigError(
-                f"training diverged: loss is {loss_value} at step {step}; lower --learning-rate "
-                "and start over with --force"
+                f"training diverged: loss is {loss_value} at step {progress.step}; lower "
+                "--learning-rate and start over with --force"
             )
         window_loss += loss_value
         window_steps += 1
         if on_step is not None:
-            on_step(step, total, loss_value)
-        if step % train_cfg.eval_interval == 0 or step == total:
-            val_loss = evaluate(model, val_ids, train_cfg, tokenizer.bos_id, device)
-            now = time.perf_counter()
-            improved = val_loss < best - train_cfg.min_delta
-            if improved:
-                best, bad_evals = val_loss, 0
-                save_weights(out, model)
-            else:
-                bad_evals += 1
-            record = {
-                "step": step,
-                "train_loss": round(window_loss / window_steps, 5),
-                "val_loss": round(val_loss, 5),
-                "best_val_loss": round(best, 5),
-                "lr": lr,
-                "tokens_per_s": round(window_steps * x.numel() / (now - window_start), 1),
-                "elapsed_s": round(now - started, 2),
-            }
-            _append_metrics(out / METRICS, record)
-            _save_checkpoint(
-                ckpt_path,
-                model,
-                optimizer,
-                model_cfg,
-                digest,
-                step=step,
-                best=best,
-                bad_evals=bad_evals,
-                tokens_seen=tokens_seen,
-                elapsed=now - started,
-            )
+            on_step(progress.step, total, loss_value)
+        if progress.step % cfg.eval_interval == 0 or progress.step == total:
+            window = (window_loss / window_steps, window_steps * x.numel(), window_start)
+            record = _validate(run, progress, lr, window)
             if on_eval is not None:
-                on_eval({**record, "total_steps": total, "improved": improved})
+                on_eval({**record, "total_steps": total})
             window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-            if bad_evals >= train_cfg.patience:
-                reason = "early_stopping"
-                break
+            if progress.bad_evals >= cfg.patience:
+                return "early_stopping"
+    return "max_steps"
 
-    result = TrainResult(step, best, reason, tokens_seen, time.perf_counter() - started)
-    if reason == "stopped":
-        return result
+
+def _validate(
+    run: _Run, progress: _Progress, lr: float, window: tuple[float, int, float]
+) -> dict[str, Any]:
+    """Validate, keep the best weights, append the metrics record, then checkpoint (so a
+    resumed run never lacks the record of a step it starts after); the record.
+
+    `window`: the mean training loss, tokens and start time since the last validation.
+    """
+    val_loss = evaluate(run.model, run.val_ids, run.train_cfg, run.tokenizer.bos_id, run.device)
+    now = time.perf_counter()
+    improved = val_loss < progress.best - run.train_cfg.min_delta
+    if improved:
+        progress.best, progress.bad_evals = val_loss, 0
+        save_weights(run.out, run.model)
+    else:
+        progress.bad_evals += 1
+    progress.elapsed = now - run.started
+    train_loss, tokens, window_start = window
+    record = {
+        "step": progress.step, "train_loss": round(train_loss, 5), "val_loss": round(val_loss, 5),
+        "best_val_loss": round(progress.best, 5), "lr": lr,
+        "tokens_per_s": round(tokens / (now - window_start), 1),
+        "elapsed_s": round(progress.elapsed, 2),
+    }  # fmt: skip
+    _append_metrics(run.out / METRICS, record)
+    _save_checkpoint(run.out / CHECKPOINT, run.model, run.optimizer, run.model_cfg, run.digest,
+                     progress)  # fmt: skip
+    return {**record, "improved": improved}
+
+
+def _finish(run: _Run, result: TrainResult, text: str, val_text: str, domain: str) -> None:
+    """The best weights, calibrated, and the rest of the model folder, config.json last."""
+    out, model = run.out, run.model
     if not (out / WEIGHTS).exists():  # no validation ran (resumed at the end): keep current
         save_weights(out, model)
     model.load_state_dict(load_safetensors((out / WEIGHTS).read_bytes()))
     model.eval()
-    quantiles = calibrate(model, tokenizer, calibration_passages(val_text))
+    quantiles = calibrate(model, run.tokenizer, calibration_passages(val_text))
     training = {
         **asdict(result),
-        "train_config": asdict(train_cfg),
-        "corpus_sha256": digest,
+        "train_config": asdict(run.train_cfg),
+        "corpus_sha256": run.digest,
         "corpus_bytes": len(text.encode("utf-8")),
-        "train_tokens": len(train_ids),
-        "val_tokens": len(val_ids),
-        "tokenizer_vocab": tokenizer.vocab_size,
-        "device": str(device),
+        "train_tokens": len(run.train_ids),
+        "val_tokens": len(run.val_ids),
+        "tokenizer_vocab": run.tokenizer.vocab_size,
+        "device": str(run.device),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     _append_metrics(out / METRICS, {"event": "done", **asdict(result)})
-    finish_folder(out, model_cfg, domain, quantiles, corpus_profile(text), training)
-    return result
+    finish_folder(out, run.model_cfg, domain, quantiles, corpus_profile(text), training)
 
 
 def prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
@@ -366,13 +407,9 @@ def _append_metrics(path: Path, record: dict[str, Any]) -> None:
 
 
 def _save_checkpoint(
-    path: Path,
-    model: SLM,
-    optimizer: torch.optim.Optimizer,
-    model_cfg: ModelConfig,
-    digest: str,
-    **progress: Any,
-) -> None:
+    path: Path, model: SLM, optimizer: torch.optim.Optimizer, model_cfg: ModelConfig,
+    digest: str, progress: _Progress,
+) -> None:  # fmt: skip
     buf = io.BytesIO()
     torch.save(
         {
@@ -380,11 +417,11 @@ def _save_checkpoint(
             "optimizer": optimizer.state_dict(),
             "model_config": model_config_to_dict(model_cfg),
             "corpus_sha256": digest,
-            "step": progress["step"],
-            "best_val_loss": progress["best"],
-            "bad_evals": progress["bad_evals"],
-            "tokens_seen": progress["tokens_seen"],
-            "elapsed_s": progress["elapsed"],
+            "step": progress.step,
+            "best_val_loss": progress.best,
+            "bad_evals": progress.bad_evals,
+            "tokens_seen": progress.tokens_seen,
+            "elapsed_s": progress.elapsed,
         },
         buf,
     )

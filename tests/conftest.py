@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,7 +15,6 @@ from slm.train import read_corpus, train
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ROOT / "data" / "corpora"
-BIN = Path(sys.executable).parent
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -48,15 +45,3 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainedDomain
         train(seen, domain, folder, preset.model, replace(preset.train, max_steps=200))
         out[domain] = TrainedDomain(folder, held_out)
     return out
-
-
-def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
-    """Run a console script of this project as a user would; returns CompletedProcess."""
-    return subprocess.run(
-        [str(BIN / args[0]), *args[1:]],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )

@@ -7,8 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from evaluation.run import FULL, evaluate, report, write_png
+from evaluation.report import report, write_png
+from evaluation.routers import FULL
+from evaluation.run import evaluate
+
+pytestmark = pytest.mark.slow  # training and real processes
 
 DOMAINS = ["law", "medicine", "religion", "code"]
 

@@ -9,7 +9,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from evaluation.run import margin_sentence, mix, reusable
+from evaluation.report import margin_sentence
+from evaluation.run import mix, reusable
 
 
 def test_each_source_gets_an_equal_share_and_a_small_one_gives_its_rest_away() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evaluation.run import WEIGHTS, chosen, vote_verdict, weight_sweep
+from evaluation.routers import WEIGHTS, chosen, vote_verdict, weight_sweep
 
 
 @dataclass

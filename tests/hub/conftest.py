@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hub.db import make_engine, sqlite_url, upgrade
-from hub.keys import create_signing_key
-from hub.ledger import Ledger
+from hub.ledger.keys import create_signing_key
+from hub.ledger.ledger import Ledger
+from hub.storage.engine import make_engine, sqlite_url, upgrade
 from tests.hub.ledger_load import NODES
 
 POSTGRES = os.environ.get("SWARM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -50,7 +50,7 @@ def key_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ledger(db_url: str, key_path: Path):
-    from hub.keys import load_signing_key
+    from hub.ledger.keys import load_signing_key
 
     engine = make_engine(db_url)
     upgrade(engine)

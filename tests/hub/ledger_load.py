@@ -11,9 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hub.db import make_engine
-from hub.keys import load_signing_key
-from hub.ledger import InferenceRecord, Ledger
+from hub.ledger.keys import load_signing_key
+from hub.ledger.ledger import Ledger
+from hub.ledger.rewards import InferenceRecord
+from hub.storage.engine import make_engine
 
 NODES = ("3f9a2c11d0e4b701", "7b21e4aa90c35d02", "c4d5a6ee017f2a03", "e8f901bb5c6d7e04")
 

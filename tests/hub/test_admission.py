@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hub.admission import AdmissionError, check_hello, check_proof
+from hub.routing.admission import AdmissionError, check_hello, check_proof
 from node.identity import generate_key, public_openssh
 from protos import swarm_pb2 as pb
 from protos.signing import challenge_bytes, sign

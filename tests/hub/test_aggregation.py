@@ -1,11 +1,11 @@
-"""Screening and aggregation of round updates (hub/aggregation.py), on small numpy weights."""
+"""Screening and aggregation of round updates (hub/training/aggregation.py), small weights."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hub.aggregation import NORM_FACTOR, Update, aggregate, screen
+from hub.training.aggregation import NORM_FACTOR, Update, aggregate, screen
 
 RNG = np.random.default_rng(0)
 GLOBAL = {"w": RNG.normal(size=(4, 3)).astype(np.float32), "b": np.zeros(3, np.float32)}

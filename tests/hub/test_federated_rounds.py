@@ -21,22 +21,21 @@ import torch
 from safetensors.numpy import load_file
 from sqlalchemy import select
 
-from hub.db import make_engine, sqlite_url
-from hub.schema import TrainingRound
+from harness import BIN, ENV, Hub, Node, ask, cli, wait_trainable
+from hub.storage.engine import make_engine, sqlite_url
+from hub.storage.schema import TrainingRound
 from protos import swarm_pb2 as pb
 from slm.federated import local_train, weights_of
 from slm.model_folder import WEIGHTS, load_model_folder
-from tests.conftest import BIN, held_out_split
-from tests.network import ENV, Hub, Node, ask
+from tests.conftest import held_out_split
+
+pytestmark = pytest.mark.slow  # real hub, node and Flower processes, and training
 
 LOCAL_STEPS = 5
 
 
-def train_cli(hub: Hub, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "slm-hub"), "train", "--home", str(hub.home), "--domain", "law", *args],
-        capture_output=True, text=True, env=ENV, timeout=timeout,
-    )  # fmt: skip
+def train_cli(hub: Hub, *args: str) -> subprocess.CompletedProcess:
+    return cli("slm-hub", "train", "--home", str(hub.home), "--domain", "law", *args)
 
 
 def rounds(hub: Hub) -> list[TrainingRound]:
@@ -45,20 +44,6 @@ def rounds(hub: Hub) -> list[TrainingRound]:
         rows = list(conn.execute(select(TrainingRound).order_by(TrainingRound.created_at)))
     engine.dispose()
     return rows
-
-
-def wait_trainable(hub: Hub, node_ids: list[str], timeout: float = 90.0) -> None:
-    """Every node is registered on the training plane and its SuperNode is online."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done = subprocess.run(
-            [str(BIN / "slm-hub"), "train", "--home", str(hub.home), "--domain", "law",
-             "--min-nodes", "99"], capture_output=True, text=True, env=ENV,
-        )  # fmt: skip
-        if f"{len(node_ids)} law node(s) connected for training" in done.stderr:
-            return
-        assert time.monotonic() < deadline, done.stderr
-        time.sleep(0.5)
 
 
 def wait_version(hub: Hub, node_id: str, version: str, timeout: float = 60.0) -> None:
@@ -85,10 +70,25 @@ def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
     nodes["medicine"] = Node(root / "node-medicine", trained["medicine"].folder, hub,
                              hub.token("medicine"))  # fmt: skip
     hub.wait_connected([n.node_id for n in nodes.values()])
-    wait_trainable(hub, [nodes["a"].node_id, nodes["b"].node_id])
+    wait_trainable(hub, "law", 2)
     yield hub, nodes, root
     for process in (*nodes.values(), hub):
         process.stop()
+
+
+def test_check_says_which_nodes_can_train(network) -> None:  # type: ignore[no-untyped-def]
+    hub, nodes, _ = network
+    ready = train_cli(hub, "--check", "--json")
+    assert ready.returncode == 0, ready.stderr
+    report = json.loads(ready.stdout)
+    assert sorted(report["ready"]) == sorted([nodes["a"].node_id, nodes["b"].node_id])
+    short = train_cli(hub, "--check", "--min-nodes", "3")
+    assert short.returncode == 1 and short.stdout.startswith("2 law node(s) ready to train")
+    assert "fewer than --min-nodes 3" in short.stderr
+    nobody = cli("slm-hub", "train", "--check", "--home", str(hub.home), "--domain", "politics",
+                 "--min-nodes", "1")  # fmt: skip
+    assert nobody.returncode == 1 and "0 politics node(s) ready to train" in nobody.stdout
+    assert rounds(hub) == []  # a check trains nothing
 
 
 def test_too_few_nodes_is_refused_before_any_run(network) -> None:  # type: ignore[no-untyped-def]
@@ -139,8 +139,7 @@ def test_a_fedavg_round_averages_the_two_law_updates_by_examples(network, traine
     for name in ("a", "b"):
         reply = hub.swarm().Balance(pb.BalanceRequest(node_id=nodes[name].node_id))
         assert reply.micro_credits == 5_000_000
-    verified = subprocess.run([str(BIN / "slm-hub"), "ledger", "verify", "--home", str(hub.home)],
-                              capture_output=True, text=True, env=ENV)  # fmt: skip
+    verified = cli("slm-hub", "ledger", "verify", "--home", str(hub.home))
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
     # Both law nodes serve the new global model; the medicine node is untouched.
@@ -153,10 +152,7 @@ def test_a_fedavg_round_averages_the_two_law_updates_by_examples(network, traine
     assert hub.nodes()[nodes["medicine"].node_id].model_version != version
     _, _, result = ask(hub, "The licensee shall indemnify the licensor against", max_tokens=8)
     assert result.node_id in (nodes["a"].node_id, nodes["b"].node_id)
-    shown = subprocess.run(
-        [str(BIN / "slm-hub"), "ledger", "show", result.request_id, "--json", "--home",
-         str(hub.home)], capture_output=True, text=True, env=ENV,
-    )  # fmt: skip
+    shown = cli("slm-hub", "ledger", "show", result.request_id, "--json", "--home", str(hub.home))
     assert '"success"' in shown.stdout, shown.stdout + shown.stderr  # the new model's signature
 
 
@@ -170,7 +166,7 @@ def test_a_node_sending_non_finite_weights_is_rejected_and_the_round_completes(n
     (poisoned / "config.json").write_text(json.dumps(meta))
     nodes["poisoned"] = Node(root / "node-poisoned", poisoned, hub, hub.token("law"),
                              "--data", str(root / "a.txt"))  # fmt: skip
-    wait_trainable(hub, [nodes[n].node_id for n in ("a", "b", "poisoned")])
+    wait_trainable(hub, "law", 3)
 
     done = train_cli(hub, "--local-steps", "1", "--min-nodes", "2", "--timeout", "120")
     assert done.returncode == 0, done.stderr

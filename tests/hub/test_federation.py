@@ -1,4 +1,4 @@
-"""The round loop's rules (hub/federation.py) over a fake transport and the real ledger (SQLite
+"""The round loop's rules (hub/training/rounds.py) over a fake transport and the real ledger (SQLite
 and PostgreSQL): who takes part, what is rejected, what a round needs, what is stored and paid.
 The same loop over Flower's real transport is tested in test_federated_rounds.py."""
 
@@ -14,20 +14,13 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from hub.federation import (
-    Events,
-    GlobalStore,
-    Reply,
-    TrainingError,
-    TrainingPlan,
-    app_bundle,
-    app_pyproject,
-    latest_round,
-    read_events,
-    run_rounds,
-)
-from hub.ledger import Ledger, node_account
-from hub.schema import TrainingRound
+from hub.ledger.entries import node_account
+from hub.ledger.ledger import Ledger
+from hub.storage.schema import TrainingRound
+from hub.training.plan import TrainingError, TrainingPlan, app_bundle, app_pyproject
+from hub.training.rounds import Reply, run_rounds
+from hub.training.run_files import Events, read_events
+from hub.training.store import GlobalStore
 from tests.hub.ledger_load import NODES
 
 START = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, np.float32)}
@@ -73,7 +66,8 @@ def plan(tmp_path: Path, **overrides: Any) -> TrainingPlan:
 def run(tmp_path: Path, ledger: Ledger, cohort: FakeCohort, **overrides: Any) -> list[dict]:
     run_id = 7 + len(list(tmp_path.glob("events-*")))  # Flower gives every run its own id
     events = Events(tmp_path / f"events-{run_id}.jsonl")
-    run_rounds(plan(tmp_path, **overrides), run_id, cohort, ledger, GlobalStore(tmp_path), events,
+    store = GlobalStore(tmp_path)
+    run_rounds(plan(tmp_path, **overrides), run_id, cohort, ledger, store, events,
                log=lambda _: None)  # fmt: skip
     return read_events(events.path)[0]
 
@@ -97,7 +91,7 @@ def test_rounds_store_record_and_credit_the_fedavg_of_the_updates(tmp_path, ledg
     store = GlobalStore(tmp_path)
     np.testing.assert_allclose(store.load("law", first.weights_sha256)["w"], START["w"] + 1.5)
     np.testing.assert_allclose(store.load("law", second.weights_sha256)["w"], START["w"] + 3.0)
-    assert latest_round(ledger.engine, "law").weights_sha256 == second.weights_sha256
+    assert ledger.latest_weights("law") == second.weights_sha256
     assert json.loads(first.metrics)["val_loss"] == 2.5  # the nodes' own, after local training
     assert events[3]["global_val_loss"] == 1.5  # the global model's, on the nodes' data
     assert events[3]["adopted"] == sorted([NODES[0], NODES[1]])
@@ -136,12 +130,13 @@ def test_a_new_run_starts_from_the_domains_latest_global_model(tmp_path, ledger)
     run(tmp_path, ledger, FakeCohort({1: 1.0, 2: 1.0}, {1: 1, 2: 1}))
     events = run(tmp_path, ledger, FakeCohort({1: 1.0, 2: 1.0}, {1: 1, 2: 1}))
     assert events[1]["source"].startswith("global ")
-    latest = GlobalStore(tmp_path).load("law", latest_round(ledger.engine, "law").weights_sha256)
+    store = GlobalStore(tmp_path)
+    latest = store.load("law", ledger.latest_weights("law"))
     np.testing.assert_allclose(latest["w"], START["w"] + 2.0)
 
 
 def test_rewards_can_follow_examples(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]
-    run(tmp_path, ledger, FakeCohort({1: 1.0, 2: 1.0}, {1: 3, 2: 1}), reward_by_examples=True)
+    run(tmp_path, ledger, FakeCohort({1: 1.0, 2: 1.0}, {1: 3, 2: 1}), reward="by-examples")
     assert balance(ledger, 0) == 7_500_000 and balance(ledger, 1) == 2_500_000
 
 
@@ -170,6 +165,8 @@ def test_the_plan_travels_as_run_config_and_checks_its_values(tmp_path) -> None:
         TrainingPlan(rounds=0)
     with pytest.raises(TrainingError, match="--timeout must be positive"):
         TrainingPlan(round_timeout=0)
+    with pytest.raises(TrainingError, match="unknown reward split 'by-luck'"):
+        TrainingPlan(reward="by-luck")
 
 
 def test_the_app_bundle_is_one_pyproject_that_flower_accepts() -> None:
@@ -183,7 +180,7 @@ def test_the_app_bundle_is_one_pyproject_that_flower_accepts() -> None:
     assert [n for n in names if not n.startswith(".info/")] == ["pyproject.toml"]
     config = get_fab_config(fab)
     assert config["tool"]["flwr"]["app"]["components"] == {
-        "serverapp": "hub.training_app:app", "clientapp": "node.training_app:app",
+        "serverapp": "hub.server_app:app", "clientapp": "node.training_app:app",
     }  # fmt: skip
     defaults = tomllib.loads(app_pyproject())["tool"]["flwr"]["app"]["config"]
     assert defaults == TrainingPlan().run_config()
@@ -198,7 +195,7 @@ def test_a_global_model_that_does_not_match_its_hash_is_refused(tmp_path) -> Non
 
 
 def test_one_run_per_domain_is_enforced_where_runs_execute(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from hub.training_app import domain_lock
+    from hub.training.run_files import domain_lock
 
     with domain_lock(tmp_path, "law"):
         with (

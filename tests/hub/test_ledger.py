@@ -10,19 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from hub.db import DatabaseError, check_current, make_engine
-from hub.ledger import (
-    MICRO,
-    TREASURY,
-    InferenceRecord,
-    Ledger,
-    LedgerError,
-    Rewards,
-    node_account,
-    parse_credits,
-)
-from hub.ledger_writer import LedgerWriter
-from hub.schema import Inference, LedgerEntry
+from hub.ledger.entries import TREASURY, LedgerError, node_account
+from hub.ledger.ledger import Ledger
+from hub.ledger.rewards import MICRO, InferenceRecord, Rewards, parse_credits
+from hub.ledger.writer import LedgerWriter
+from hub.storage.engine import DatabaseError, check_current, make_engine
+from hub.storage.schema import Inference, LedgerEntry
 from tests.conftest import ROOT
 from tests.hub.ledger_load import NODES, record_for
 
@@ -127,7 +120,7 @@ def _start_writer(db_url: str, key_path: Path, first: int, count: int, batch: in
 
 
 def _expected_balances(numbers: set[int]) -> dict[str, int]:
-    from hub.ledger import inference_transfers
+    from hub.ledger.rewards import inference_transfers
 
     out: dict[str, int] = {}
     for n in numbers:
@@ -151,6 +144,7 @@ def _assert_exactly_once(ledger: Ledger, numbers: set[int]) -> None:
     assert verification.ok, verification
 
 
+@pytest.mark.slow
 def test_eight_writer_processes_with_duplicate_ids_credit_each_id_once(ledger, db_url, key_path):
     # 8 processes x 1,250 records = 10,000 attempts over 6,000 distinct request ids: writer k
     # covers ids 500k .. 500k+1249, overlapping its neighbour by 750.
@@ -161,6 +155,7 @@ def test_eight_writer_processes_with_duplicate_ids_credit_each_id_once(ledger, d
     _assert_exactly_once(ledger, set(range(500 * 7 + 1250)))
 
 
+@pytest.mark.slow
 def test_a_writer_killed_mid_load_leaves_a_valid_ledger_and_the_load_resumes(
     ledger, db_url, key_path
 ):

@@ -9,21 +9,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from hub.db import make_engine, schema_state
-from hub.keys import load_signing_key
-from hub.ledger import Ledger
-from hub.schema import LedgerEntry
-from tests.conftest import run_cli
+from harness import cli
+from hub.ledger.keys import load_signing_key
+from hub.ledger.ledger import Ledger
+from hub.storage.engine import make_engine, schema_state
+from hub.storage.schema import LedgerEntry
 from tests.hub.ledger_load import NODES, record_for
 from tests.node.test_cli import _one_line_error
+
+pytestmark = pytest.mark.slow  # the CLI as processes
 
 
 @pytest.fixture
 def hub(tmp_path: Path, db_url: str):
     """An initialised hub home on this backend, with 30 recorded inferences and a round."""
     home = tmp_path / "hub"
-    assert run_cli("slm-hub", "init", "--home", str(home)).returncode == 0
-    upgraded = run_cli("slm-hub", "db", "upgrade", "--home", str(home), "--db", db_url)
+    assert cli("slm-hub", "init", "--home", str(home)).returncode == 0
+    upgraded = cli("slm-hub", "db", "upgrade", "--home", str(home), "--db", db_url)
     assert upgraded.returncode == 0, upgraded.stderr
     engine = make_engine(db_url)
     assert f"-> {schema_state(engine)[1]}" in upgraded.stdout  # the newest migration
@@ -38,7 +40,7 @@ def hub(tmp_path: Path, db_url: str):
 
 def hub_cli(hub, *args: str):
     home, db_url, _ = hub
-    return run_cli("slm-hub", *args, "--home", str(home), "--db", db_url)
+    return cli("slm-hub", *args, "--home", str(home), "--db", db_url)
 
 
 def entry_count(ledger: Ledger) -> int:
@@ -49,7 +51,7 @@ def entry_count(ledger: Ledger) -> int:
 def test_init_is_idempotent_and_upgrade_reports_up_to_date(hub) -> None:
     home, _, _ = hub
     key, ca = (home / "ledger_key").read_bytes(), (home / "ca.pem").read_bytes()
-    again = run_cli("slm-hub", "init", "--home", str(home))
+    again = cli("slm-hub", "init", "--home", str(home))
     assert again.returncode == 0 and "already" in again.stdout
     assert (home / "ledger_key").read_bytes() == key and (home / "ca.pem").read_bytes() == ca
     assert "up to date" in hub_cli(hub, "db", "upgrade").stdout
@@ -152,18 +154,18 @@ def test_a_newer_schema_is_refused(hub) -> None:
 
 def test_databases_that_cannot_be_used_are_one_line(tmp_path: Path) -> None:
     home = tmp_path / "hub"
-    run_cli("slm-hub", "init", "--home", str(home))
-    unreachable = run_cli("slm-hub", "ledger", "balance", "--home", str(home),
+    cli("slm-hub", "init", "--home", str(home))
+    unreachable = cli("slm-hub", "ledger", "balance", "--home", str(home),
                           "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none")  # fmt: skip
     _one_line_error(unreachable, "cannot connect")
-    nonsense = run_cli("slm-hub", "ledger", "balance", "--home", str(home), "--db", "not a url")
+    nonsense = cli("slm-hub", "ledger", "balance", "--home", str(home), "--db", "not a url")
     _one_line_error(nonsense, "invalid database URL")
-    token = run_cli("slm-hub", "token", "create", "--home", str(home), "--domain", "law")
+    token = cli("slm-hub", "token", "create", "--home", str(home), "--domain", "law")
     assert token.returncode == 0 and token.stdout.startswith("slmj_")
     _one_line_error(
-        run_cli("slm-hub", "token", "create", "--home", str(home), "--domain", "law", "--ttl", "x"),
+        cli("slm-hub", "token", "create", "--home", str(home), "--domain", "law", "--ttl", "x"),
         "malformed duration",
     )
-    fresh = run_cli("slm-hub", "ledger", "verify", "--home", str(home),
+    fresh = cli("slm-hub", "ledger", "verify", "--home", str(home),
                     "--db", f"sqlite:///{tmp_path / 'never-upgraded.db'}")  # fmt: skip
     _one_line_error(fresh, "slm-hub db upgrade")

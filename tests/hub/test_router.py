@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
-from hub.candidates import ProfileIndex
-from hub.router import Piece, Result, Router, RouterConfig, RoutingError, Score, Switched, Text
+from hub.routing.candidates import ProfileIndex
+from hub.routing.config import RouterConfig
+from hub.routing.router import Result, Router, RoutingError, Switched
 from node.identity import generate_key
 from node.service import NodeService
-from slm.sampling_params import SamplingParams
+from protos.wire import Piece, SamplingParams, Score
 
 PARAMS = SamplingParams(max_tokens=24, temperature=0)
 
@@ -46,7 +47,7 @@ class LocalLink:
             self.leave_while_scoring.pop(self.node_id, None)
         loglik = s.loglik + 1000 if self.forge else s.loglik  # a claim its signature won't cover
         signature = b"\x00" * len(s.signature) if self.bad_signature else s.signature
-        return Score(loglik, s.bits_per_byte, s.confidence, s.declined, signature)
+        return replace(s, loglik=loglik, signature=signature)
 
     async def generate(
         self, request_id: str, prompt: str, params: SamplingParams
@@ -54,10 +55,10 @@ class LocalLink:
         chunks = await asyncio.to_thread(
             lambda: list(self.service.generate(request_id, prompt, params))
         )
-        for i, c in enumerate(chunks):
+        for i, piece in enumerate(chunks):
             if self.die_after is not None and i >= self.die_after:
                 raise ConnectionError("node disconnected")
-            yield Piece(c.text, c.tokens, c.done, c.signature)
+            yield piece
 
 
 def _router(trained, **links_kwargs) -> Router:
@@ -87,7 +88,7 @@ def test_prompts_reach_the_node_of_their_domain_with_a_verified_answer(trained) 
         result = events[-1]
         assert isinstance(result, Result) and result.domain == domain
         assert result.verified and result.confidence > 0.5
-        assert "".join(e.text for e in events if isinstance(e, Text))
+        assert "".join(e for e in events if isinstance(e, str))
         assert result.candidates[0].node_id == result.node_id
 
 
@@ -107,7 +108,7 @@ def test_a_node_that_dies_mid_answer_is_replaced_by_the_next_best(trained) -> No
     assert len(switches) == 1 and "disconnected" in switches[0].reason
     assert isinstance(result, Result) and result.domain == "law" and result.verified
     assert [n for n, _ in result.segments] == [switches[0].from_node, switches[0].to_node]
-    assert sum(1 for e in events if isinstance(e, Text)) > 3
+    assert sum(1 for e in events if isinstance(e, str)) > 3
 
 
 def test_a_node_leaving_while_others_still_score_is_not_an_error(trained) -> None:

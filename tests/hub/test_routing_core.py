@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from hub.candidates import ProfileIndex
-from hub.db import make_engine, upgrade
-from hub.posterior import posterior, ranked
-from hub.registry import NodeRegistry
+from hub.routing.candidates import ProfileIndex
+from hub.routing.posterior import posterior, ranked
+from hub.storage.engine import make_engine, upgrade
+from hub.storage.registry import NodeRegistry
 from slm.errors import SLMError
 from slm.profile import PROFILE_DIM, corpus_profile, embed
 from tests.conftest import held_out_split

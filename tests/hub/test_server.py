@@ -17,13 +17,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness import Hub, Node, ask, cli, free_port
 from node.identity import generate_key, public_openssh
 from protos import swarm_pb2 as pb
 from protos import swarm_pb2_grpc as rpc
 from protos.signing import challenge_bytes, sign
 from slm.profile import PROFILE_DIM
-from tests.conftest import run_cli
-from tests.network import Hub, Node, ask, free_port
+
+pytestmark = pytest.mark.slow  # real hub and node processes
 
 DOMAINS = ("medicine", "law", "religion")
 
@@ -62,7 +63,7 @@ def test_answers_are_credited_and_node_owners_see_their_balance(network, trained
     with pytest.raises(grpc.RpcError) as refused:
         stub.Balance(pb.BalanceRequest(node_id="ffffffffffff"))
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
-    verified = run_cli("slm-hub", "ledger", "verify", "--home", str(hub.home))
+    verified = cli("slm-hub", "ledger", "verify", "--home", str(hub.home))
     assert verified.returncode == 0, verified.stderr
     db = sqlite3.connect(hub.home / "hub.db")
     (outcome,) = db.execute(
@@ -77,10 +78,10 @@ def test_list_nodes_health_and_the_nodes_table(network) -> None:
     assert {listed[n.node_id].domain for n in nodes.values()} == set(DOMAINS)
     assert all(listed[n.node_id].connected for n in nodes.values())
     health = health_pb2_grpc.HealthStub(hub.channel())
-    for service in ("", "swarmllm.v1.Swarm"):
+    for service in ("", "swarmllm.v2.Swarm"):
         reply = health.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    table = run_cli("slm-hub", "nodes", "--hub", hub.address, "--home", str(hub.home))
+    table = cli("slm-hub", "nodes", "--hub", hub.address, "--home", str(hub.home))
     assert table.returncode == 0, table.stderr
     assert "3 nodes known, 3 connected" in table.stdout
     assert all(d in table.stdout for d in DOMAINS)
@@ -89,7 +90,7 @@ def test_list_nodes_health_and_the_nodes_table(network) -> None:
 def _raw_ask(hub: Hub, encoded: bytes) -> grpc.RpcError:
     """Send bytes no protobuf library would build (e.g. a prompt that is not UTF-8)."""
     call = hub.channel().unary_stream(
-        "/swarmllm.v1.Swarm/Ask", request_serializer=lambda b: b,
+        "/swarmllm.v2.Swarm/Ask", request_serializer=lambda b: b,
         response_deserializer=pb.AskReply.FromString,
     )  # fmt: skip
     with pytest.raises(grpc.RpcError) as failed:
@@ -98,20 +99,23 @@ def _raw_ask(hub: Hub, encoded: bytes) -> grpc.RpcError:
 
 
 @pytest.mark.parametrize(
-    ("request_fields", "code", "words"),
+    ("prompt", "sampling", "code", "words"),
     [
-        ({"prompt": ""}, "INVALID_ARGUMENT", "empty"),
-        ({"prompt": "   \n"}, "INVALID_ARGUMENT", "empty"),
-        ({"prompt": "x" * 20_000}, "RESOURCE_EXHAUSTED", "at most 16384"),
-        ({"prompt": "law", "max_tokens": 5000}, "INVALID_ARGUMENT", "max_tokens"),
-        ({"prompt": "law", "top_p": 1.5}, "INVALID_ARGUMENT", "top_p"),
-        ({"prompt": "law", "temperature": -1}, "INVALID_ARGUMENT", "temperature"),
+        ("", {}, "INVALID_ARGUMENT", "empty"),
+        ("   \n", {}, "INVALID_ARGUMENT", "empty"),
+        ("x" * 20_000, {}, "RESOURCE_EXHAUSTED", "at most 16384"),
+        ("law", {"max_tokens": 5000}, "INVALID_ARGUMENT", "max_tokens"),
+        ("law", {"max_tokens": 0}, "INVALID_ARGUMENT", "max_tokens"),  # 0 is a value, refused
+        ("law", {"top_p": 1.5}, "INVALID_ARGUMENT", "top_p"),
+        ("law", {"temperature": -1}, "INVALID_ARGUMENT", "temperature"),
+        ("law", {"stop": [""]}, "INVALID_ARGUMENT", "stop strings"),
     ],
 )
-def test_bad_asks_get_precise_statuses(network, request_fields, code, words) -> None:
+def test_bad_asks_get_precise_statuses(network, prompt, sampling, code, words) -> None:
     hub, _ = network
+    request = pb.AskRequest(prompt=prompt, sampling=pb.SamplingParams(**sampling))
     with pytest.raises(grpc.RpcError) as failed:
-        list(hub.swarm().Ask(pb.AskRequest(**request_fields), timeout=30))
+        list(hub.swarm().Ask(request, timeout=30))
     assert failed.value.code() == grpc.StatusCode[code]
     assert words in failed.value.details()
 
@@ -127,20 +131,20 @@ def test_a_prompt_that_is_not_utf8_is_invalid_argument(network) -> None:
 def test_the_ask_cli_streams_then_explains_and_fails_in_one_line(network, trained) -> None:
     hub, nodes = network
     common = ("--hub", hub.address, "--home", str(hub.home))
-    done = run_cli("slm-hub", "ask", trained["religion"].held_out[:200], "--max-tokens", "12",
+    done = cli("slm-hub", "ask", trained["religion"].held_out[:200], "--max-tokens", "12",
                    *common)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()  # the answer, alone on stdout
     assert f"answered by {nodes['religion'].node_id[:16]} (religion)" in done.stderr
     for bad, words in (
         (("",), "INVALID_ARGUMENT: the prompt is empty"),
-        (("law", "--max-tokens", "5000"), "INVALID_ARGUMENT: max_tokens must be between"),
+        (("law", "--max-tokens", "5000"), "max_tokens must be between 1 and 4096, got 5000"),
         (("x" * 20_000,), "RESOURCE_EXHAUSTED"),
     ):
-        failed = run_cli("slm-hub", "ask", *bad, *common)
+        failed = cli("slm-hub", "ask", *bad, *common)
         assert failed.returncode == 1
         assert failed.stderr.strip().count("\n") == 0 and words in failed.stderr, failed.stderr
-    unreachable = run_cli("slm-hub", "ask", "law", "--hub", f"127.0.0.1:{free_port()}",
+    unreachable = cli("slm-hub", "ask", "law", "--hub", f"127.0.0.1:{free_port()}",
                           "--home", str(hub.home))  # fmt: skip
     assert unreachable.returncode == 1 and "cannot reach the hub" in unreachable.stderr
 
@@ -191,11 +195,10 @@ def test_nodes_without_a_valid_token_or_signature_are_refused(network, trained, 
 def test_a_node_killed_mid_answer_is_replaced_by_the_next_best(network, trained) -> None:
     hub, nodes = network
     victim = nodes["religion"]
+    sampling = pb.SamplingParams(max_tokens=600, temperature=0.8, seed=3)
     replies = hub.swarm().Ask(
-        pb.AskRequest(prompt=trained["religion"].held_out[:300], max_tokens=600, temperature=0.8,
-                      seed=3),
-        timeout=120,
-    )  # fmt: skip
+        pb.AskRequest(prompt=trained["religion"].held_out[:300], sampling=sampling), timeout=120
+    )
     first = next(replies)
     assert first.WhichOneof("body") == "text"
     victim.proc.kill()
@@ -240,27 +243,27 @@ def test_a_hub_with_no_nodes_is_unavailable(tmp_path) -> None:
             list(hub.swarm().Ask(pb.AskRequest(prompt="hello"), timeout=30))
         assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "no node is connected" in failed.value.details()
-        cli = run_cli("slm-hub", "ask", "hello", "--hub", hub.address, "--home", str(hub.home))
-        assert cli.returncode == 1 and "UNAVAILABLE: no node is connected" in cli.stderr
+        done = cli("slm-hub", "ask", "hello", "--hub", hub.address, "--home", str(hub.home))
+        assert done.returncode == 1 and "UNAVAILABLE: no node is connected" in done.stderr
     finally:
         assert hub.stop() == 0
 
 
 def test_insecure_is_refused_off_loopback(tmp_path) -> None:
-    done = run_cli("slm-hub", "serve", "--home", str(tmp_path), "--insecure", "--host", "0.0.0.0")
+    done = cli("slm-hub", "serve", "--home", str(tmp_path), "--insecure", "--host", "0.0.0.0")
     assert done.returncode == 1 and "--insecure serves plaintext" in done.stderr
     assert not (tmp_path / "hub.db").exists()  # refused before anything was written
 
 
 def test_join_without_a_ca_is_one_clear_line(tmp_path) -> None:
-    done = run_cli("slm-node", "join", "--hub", "127.0.0.1:1", "--home", str(tmp_path))
+    done = cli("slm-node", "join", "--hub", "127.0.0.1:1", "--home", str(tmp_path))
     assert done.returncode == 1 and "--ca" in done.stderr
-    done = run_cli("slm-node", "join", "--hub", "nohost", "--insecure", "--home", str(tmp_path))
+    done = cli("slm-node", "join", "--hub", "nohost", "--insecure", "--home", str(tmp_path))
     assert done.returncode == 1 and "HOST:PORT" in done.stderr
 
 
 def test_the_hub_process_never_imports_torch() -> None:
     """The hub routes but runs no model; torch would add ~300 MB to every hub."""
-    probe = "import sys, hub.server, hub.cli; print('torch' in sys.modules)"
+    probe = "import sys, hub.serve, hub.cli; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from hub.db import make_engine, upgrade
-from hub.tokens import TokenError, create_token, list_tokens, redeem_token
+from hub.routing.tokens import TokenError, create_token, list_tokens, redeem_token
+from hub.storage.engine import make_engine, upgrade
 from slm.errors import SLMError
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from flwr.proto.control_pb2 import ListNodesRequest
 from flwr.supercore.control import ControlHttpClient
 
-from tests.conftest import BIN
-from tests.network import ENV, Hub, Node, Process, free_port
+from harness import BIN, Hub, Node, Process, cli, free_port
+
+pytestmark = pytest.mark.slow  # real hub, node and Flower processes
 
 
 def child_named(parent: Process, name: str, not_pid: int = 0) -> psutil.Process:
@@ -72,7 +72,8 @@ def supernode(home: Path, key: Path, hub: Hub, superlink: str) -> Process:
         "flower-supernode", "--superlink", superlink, "--root-certificates", str(hub.ca),
         "--auth-supernode-private-key", str(key), "--port", str(free_port()),
         "--max-retries", "3",
-    ], env={"FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})  # fmt: skip
+    ], home.with_name(f"{home.name}.log"),
+       env={"FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +104,7 @@ def test_the_node_is_registered_and_its_own_supernode_comes_online(hub_and_node)
 def test_a_key_the_hub_never_admitted_is_refused(hub_and_node) -> None:
     hub, _, superlink, root = hub_and_node
     stranger = root / "stranger"
-    subprocess.run([str(BIN / "slm-node"), "init", "--home", str(stranger)], check=True,
-                   capture_output=True, env=ENV)  # fmt: skip
+    cli("slm-node", "init", "--home", str(stranger), check=True)
     refused = supernode(root / "sn-stranger", stranger / "node_key", hub, superlink)
     assert refused.proc.wait(60) != 0
     assert "Failed to activate SuperNode" in refused.output

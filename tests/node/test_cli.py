@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, CORPORA, ROOT, run_cli
+from harness import BIN, cli
+from tests.conftest import CORPORA, ROOT
+
+pytestmark = pytest.mark.slow  # the CLI as processes, and training
 
 ORIGINAL_SLM_PARAMETERS = 63_037_440
 SEED = ROOT / "tests" / "data" / "original_slm_config.json"
@@ -23,17 +26,17 @@ def _one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
 
 
 def test_info_of_the_standard_preset_matches_the_original_slm() -> None:
-    result = run_cli("slm-node", "info", "--preset", "slm-63m", "--json")
+    result = cli("slm-node", "info", "--preset", "slm-63m", "--json")
     assert result.returncode == 0, result.stderr
     count = json.loads(result.stdout)["parameters"]
     assert abs(count / ORIGINAL_SLM_PARAMETERS - 1) < 0.005
-    text = run_cli("slm-node", "info", "--preset", "slm-63m").stdout
+    text = cli("slm-node", "info", "--preset", "slm-63m").stdout
     assert f"{count:,}" in text
 
 
 def test_init_creates_an_identity_once(tmp_path: Path) -> None:
     home = tmp_path / "node"
-    first = run_cli("slm-node", "init", "--home", str(home))
+    first = cli("slm-node", "init", "--home", str(home))
     assert first.returncode == 0, first.stderr
     key = home / "node_key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -41,14 +44,14 @@ def test_init_creates_an_identity_once(tmp_path: Path) -> None:
     assert (home / "node_key.pub").read_text().startswith("ecdsa-sha2-nistp384 ")
     node_id = first.stdout.split()[2]
     original = key.read_bytes()
-    again = run_cli("slm-node", "init", "--home", str(home))
+    again = cli("slm-node", "init", "--home", str(home))
     assert again.returncode == 0 and node_id in again.stdout and "already" in again.stdout
     assert key.read_bytes() == original
 
 
 def test_train_score_generate_and_info_through_the_cli(tmp_path: Path) -> None:
     home = tmp_path / "node"
-    trained = run_cli(
+    trained = cli(
         "slm-node",
         "train",
         "--home",
@@ -68,7 +71,7 @@ def test_train_score_generate_and_info_through_the_cli(tmp_path: Path) -> None:
     assert "trained law model" in trained.stdout
     assert "step 60/60" in trained.stderr  # progress, one line per validation off a terminal
 
-    scored = run_cli(
+    scored = cli(
         "slm-node", "score", "--home", str(home), "--json", "The licensee may redistribute the work"
     )
     assert scored.returncode == 0, scored.stderr
@@ -76,7 +79,7 @@ def test_train_score_generate_and_info_through_the_cli(tmp_path: Path) -> None:
     assert score["domain"] == "law" and 0 <= score["confidence"] <= 1
     assert score["bits_per_byte"] > 0
 
-    generated = run_cli(
+    generated = cli(
         "slm-node",
         "generate",
         "--home",
@@ -91,10 +94,10 @@ def test_train_score_generate_and_info_through_the_cli(tmp_path: Path) -> None:
     assert generated.returncode == 0, generated.stderr
     assert generated.stdout.strip()
 
-    info = run_cli("slm-node", "info", "--home", str(home))
+    info = cli("slm-node", "info", "--home", str(home))
     assert info.returncode == 0 and "domain      law" in info.stdout
 
-    again = run_cli(
+    again = cli(
         "slm-node",
         "train",
         "--home",
@@ -117,7 +120,7 @@ def test_train_with_the_original_slm_config(tmp_path: Path) -> None:
     path = tmp_path / "slm.json"
     path.write_text(json.dumps(config))
     out = tmp_path / "model"
-    result = run_cli(
+    result = cli(
         "slm-node",
         "train",
         "--config",
@@ -170,13 +173,13 @@ def bad_files(tmp_path: Path) -> Path:
 def test_bad_input_gets_one_line_and_writes_nothing(bad_files: Path, args, message) -> None:
     home = bad_files / "home"
     before = sorted(p.name for p in bad_files.iterdir())
-    result = run_cli("slm-node", *[a.format(d=bad_files) for a in args], "--home", str(home))
+    result = cli("slm-node", *[a.format(d=bad_files) for a in args], "--home", str(home))
     _one_line_error(result, message)
     assert sorted(p.name for p in bad_files.iterdir()) == before
 
 
 def test_unknown_preset_is_a_usage_error() -> None:
-    result = run_cli("slm-node", "info", "--preset", "slm-7b")
+    result = cli("slm-node", "info", "--preset", "slm-7b")
     assert result.returncode == 2 and "invalid choice" in result.stderr
 
 
@@ -199,15 +202,15 @@ def test_prompt_that_is_not_utf8_is_refused(trained) -> None:
 
 
 def test_hub_help_teaches_every_command() -> None:
-    helped = run_cli("slm-hub", "--help")
+    helped = cli("slm-hub", "--help")
     assert helped.returncode == 0 and "serve" in helped.stdout and "train" in helped.stdout
-    train = run_cli("slm-hub", "train", "--help")
+    train = cli("slm-hub", "train", "--help")
     assert train.returncode == 0
     for word in ("--domain", "--min-nodes", "fedmedian", "trimmed-mean", "krum", "--timeout"):
         assert word in train.stdout
-    no_hub = run_cli("slm-hub", "train", "--domain", "law", "--home", "/nonexistent/hub")
+    no_hub = cli("slm-hub", "train", "--domain", "law", "--home", "/nonexistent/hub")
     _one_line_error(no_hub, "no hub is serving from /nonexistent/hub")
-    joined = run_cli("slm-node", "join", "--help")
+    joined = cli("slm-node", "join", "--help")
     assert joined.returncode == 0 and "--token" in joined.stdout and "backoff" in joined.stdout
 
 

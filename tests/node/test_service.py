@@ -7,8 +7,8 @@ import pytest
 from node.identity import generate_key
 from node.service import NodeService
 from protos.signing import completion_bytes, score_bytes, verify
+from protos.wire import SamplingParams
 from slm.errors import SLMError
-from slm.generate import SamplingParams
 
 
 @pytest.fixture(scope="module")

@@ -32,4 +32,4 @@ def test_messages_round_trip() -> None:
     decoded = swarm_pb2.NodeMessage.FromString(message.SerializeToString())
     assert decoded.WhichOneof("body") == "score" and decoded.score.loglik == -12.5
     ask = swarm_pb2.AskRequest(prompt="hi")
-    assert not ask.HasField("seed")
+    assert not ask.HasField("sampling") and not ask.sampling.HasField("temperature")

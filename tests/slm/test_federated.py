@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from hub.federation import GlobalStore
+from hub.training.store import GlobalStore
 from node.adoption import ModelWatcher
 from node.identity import generate_key
 from node.service import NodeService
 from protos.signing import completion_bytes, verify
+from protos.wire import SamplingParams
 from slm.errors import ConfigError
 from slm.federated import adopt, apply_weights, local_train, validation_loss, weights_of
 from slm.model_folder import load_model_folder
-from slm.sampling_params import SamplingParams
 from tests.conftest import held_out_split
 
 
@@ -108,12 +108,13 @@ def test_the_serving_process_swaps_in_an_adopted_model_without_breaking_an_answe
     assert score.model_version == service.loaded.version
 
 
+@pytest.mark.slow  # trains three rounds and two nodes alone
 def test_three_fedavg_rounds_beat_either_node_trained_alone(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Issue 5's learning claim, on the code the ClientApp and ServerApp run (without Flower's
     transport, which test_federated_rounds.py covers): two law nodes, each with half the
     corpus, 3 rounds of 20 local steps, against each node alone for 60 steps; loss on the held
     out tenth of the corpus, which neither node has."""
-    from hub.aggregation import Update, aggregate
+    from hub.training.aggregation import Update, aggregate
     from slm.federated import train_config_of
     from slm.train import evaluate
 

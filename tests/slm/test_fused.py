@@ -4,9 +4,10 @@ import copy
 
 import torch
 
+from protos.wire import SamplingParams
 from slm import fused
 from slm.config import get_preset
-from slm.generate import SamplingParams, generate_ids
+from slm.generate import generate_ids
 from slm.model import SLM, KVCache
 from slm.serving import for_serving
 

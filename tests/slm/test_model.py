@@ -1,7 +1,8 @@
 import torch
 
+from protos.wire import SamplingParams
 from slm.config import ModelConfig, get_preset
-from slm.generate import SamplingParams, generate_ids
+from slm.generate import generate_ids
 from slm.model import SLM, KVCache, SparseMoE
 from slm.serving import quantize_int8, to_decode_layout
 

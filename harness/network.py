@@ -1,0 +1,125 @@
+"""A hub and its nodes on 127.0.0.1: `slm-hub serve` and `slm-node join` processes, and the
+client calls that talk to them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from harness.processes import HarnessError, Process, cli
+from protos import swarm_pb2 as pb
+from protos import swarm_pb2_grpc as rpc
+from protos.wire import SamplingParams
+
+
+class Hub(Process):
+    """`slm-hub serve --home HOME` (TLS) on a free port unless told one; its SuperLink on a free
+    port too, since hubs run side by side. Ready once it says where it listens."""
+
+    def __init__(self, home: Path, port: int = 0, *extra: str, log: Path | None = None) -> None:
+        if "--flower-port" not in extra:
+            extra = ("--flower-port", "0", *extra)
+        args = ["slm-hub", "serve", "--home", str(home), "--port", str(port), *extra]
+        super().__init__(args, log or home.with_name(f"{home.name}.log"))
+        self.home = home
+        self.port = int(self.wait_for(r"hub listening on 127\.0\.0\.1:(\d+)").group(1))
+        self.address = f"127.0.0.1:{self.port}"
+        self.ca = home / "ca.pem"
+        self._channel: grpc.Channel | None = None
+
+    def token(self, domain: str) -> str:
+        """A fresh single-use join token for `domain`."""
+        return cli("slm-hub", "token", "create", "--domain", domain, "--home", str(self.home),
+                   check=True).stdout.strip()  # fmt: skip
+
+    def channel(self) -> grpc.Channel:
+        """One TLS channel to the hub, shared by every call of this harness."""
+        if self._channel is None:
+            credentials = grpc.ssl_channel_credentials(self.ca.read_bytes())
+            self._channel = grpc.secure_channel(self.address, credentials)
+        return self._channel
+
+    def swarm(self) -> rpc.SwarmStub:
+        return rpc.SwarmStub(self.channel())
+
+    def nodes(self) -> dict[str, pb.NodeInfo]:
+        return {n.node_id: n for n in self.swarm().ListNodes(pb.ListNodesRequest()).nodes}
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        return super().stop(timeout)
+
+    def wait_connected(self, node_ids: list[str], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                known = self.nodes()
+            except grpc.RpcError:
+                known = {}
+            if all(i in known and known[i].connected for i in node_ids):
+                return
+            time.sleep(0.1)
+        raise HarnessError(f"nodes {node_ids} did not connect; the hub said:\n{self.output}")
+
+
+class Node(Process):
+    """`slm-node init` (once) and `slm-node join` of `model` to `hub`, one torch thread (nodes
+    share the machine's cores). Returns at once; `wait_for("joined")` waits for the hub's
+    welcome."""
+
+    def __init__(
+        self, home: Path, model: Path, hub: Hub, token: str, *extra: str, log: Path | None = None
+    ) -> None:
+        if not (home / "node_key").exists():
+            cli("slm-node", "init", "--home", str(home), check=True)
+        super().__init__([
+            "slm-node", "join", "--home", str(home), "--model", str(model), "--hub", hub.address,
+            "--token", token, "--ca", str(hub.ca), "--threads", "1", *extra,
+        ], log or home.with_name(f"{home.name}.log"))  # fmt: skip
+        self.home = home
+        self._node_id = ""
+
+    @property
+    def node_id(self) -> str:
+        """Its id, once it has loaded its model and said so (nodes start side by side)."""
+        if not self._node_id:
+            self._node_id = self.wait_for(r"node ([0-9a-f]{32}):", timeout=180).group(1)
+        return self._node_id
+
+
+def ask(hub: Hub, prompt: str, **sampling: Any) -> tuple[str, list[pb.Switched], pb.AskResult]:
+    """One Ask: (the answer, its fail-over notes, its result). Greedy unless told otherwise, so
+    an answer is repeatable."""
+    params = SamplingParams(**{"temperature": 0.0, **sampling})
+    request = pb.AskRequest(prompt=prompt, sampling=params.to_proto())
+    text, switches, result = [], [], None
+    for reply in hub.swarm().Ask(request, timeout=120):
+        kind = reply.WhichOneof("body")
+        if kind == "text":
+            text.append(reply.text)
+        elif kind == "switched":
+            switches.append(reply.switched)
+        else:
+            result = reply.result
+    if result is None:
+        raise HarnessError("the hub ended the answer without a result")
+    return "".join(text), switches, result
+
+
+def wait_trainable(hub: Hub, domain: str, count: int, timeout: float = 120.0) -> None:
+    """Until `count` of the domain's nodes are ready to train (registered on the training
+    plane, their SuperNodes online), as `slm-hub train --check` says."""
+    deadline = time.monotonic() + timeout
+    while True:
+        check = cli("slm-hub", "train", "--check", "--home", str(hub.home), "--domain", domain,
+                    "--min-nodes", str(count))  # fmt: skip
+        if check.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise HarnessError(f"{domain} nodes not ready to train: {check.stdout}{check.stderr}")
+        time.sleep(0.5)

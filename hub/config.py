@@ -1,0 +1,107 @@
+"""The hub's settings: its home and `hub.toml` (`HubConfig`), and how `slm-hub serve` listens
+(`ServeOptions`, whose fields are serve's flags). Light to import: the CLI's parser reads it."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from hub.ledger.rewards import Rewards
+from hub.routing.config import RouterConfig
+from hub.tls import is_loopback
+from slm.atomic import atomic_write_text
+from slm.command import option
+from slm.errors import SLMError
+from slm.files import HomeFile
+
+DEFAULT_HOME = Path(os.environ.get("SLM_HUB_HOME", Path.home() / ".slm-hub"))
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    home: Path
+    db_url: str  # SQLAlchemy URL; SQLite file in the home by default
+    keep_prompts: bool = False  # store prompt text in the ledger, not only its sha256
+    rewards: Rewards = field(default_factory=Rewards)
+
+    signing_key_path = HomeFile("ledger_key")
+    public_key_path = HomeFile("ledger_key.pub")
+    settings_path = HomeFile("hub.toml")
+
+    @classmethod
+    def load(cls, home: Path, db_url: str | None = None) -> HubConfig:
+        from hub.storage.engine import sqlite_url  # SQLAlchemy: not for building the CLI
+
+        path = home / cls.settings_path.name
+        data: dict = {}
+        if path.exists():
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+                raise SLMError(f"{path} is not valid TOML: {exc}") from None
+        hub = data.get("hub", {})
+        keep = hub.get("keep_prompts", False)
+        if not isinstance(keep, bool):
+            raise SLMError(f"{path}: hub.keep_prompts must be true or false, got {keep!r}")
+        reward_data = data.get("rewards", {})
+        known = {f.name for f in fields(Rewards)}
+        unknown = set(reward_data) - known
+        if unknown:
+            raise SLMError(f"{path}: unknown [rewards] keys: {', '.join(sorted(unknown))}")
+        for name, value in reward_data.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise SLMError(f"{path}: rewards.{name} must be micro-credits >= 0, got {value!r}")
+        return cls(
+            home=home,
+            db_url=db_url or hub.get("db_url") or sqlite_url(home / "hub.db"),
+            keep_prompts=keep,
+            rewards=Rewards(**reward_data),
+        )
+
+    def save(self) -> None:
+        r = self.rewards
+        atomic_write_text(
+            self.settings_path,
+            "[hub]\n"
+            f"keep_prompts = {'true' if self.keep_prompts else 'false'}\n"
+            '# db_url = "postgresql+psycopg://USER@HOST:5432/DB"  (default: hub.db here)\n\n'
+            "[rewards]  # micro-credits (1 credit = 1000000)\n"
+            f"inference_base = {r.inference_base}\n"
+            f"inference_per_token = {r.inference_per_token}\n"
+            f"training_round = {r.training_round}\n",
+        )
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Where and how the hub serves; `slm-hub serve` derives its flags from these fields."""
+
+    host: str = option(
+        "127.0.0.1", "address to listen on; 0.0.0.0 to serve other machines", metavar="HOST"
+    )
+    port: int = option(7443, "the routing plane's port; 0: any free")
+    insecure: bool = option(False, "plaintext instead of TLS; loopback hosts only")
+    heartbeat_s: float = option(5.0, "seconds between a node's heartbeats; 3 missed: dropped")
+    flower_port: int = option(7444, "the training plane's port (Flower's SuperLink); 0: any free")
+    router: RouterConfig = field(default_factory=RouterConfig)
+
+    def __post_init__(self) -> None:
+        if self.insecure and not is_loopback(self.host):
+            raise SLMError(
+                f"--insecure serves plaintext, so it is refused on {self.host}; it is for "
+                "127.0.0.1 / localhost only. Drop --insecure: nodes join with --ca <home>/ca.pem"
+            )
+        if not 0 <= self.port <= 65535:
+            raise SLMError(f"--port must be 0..65535, got {self.port}")
+        if not 0 <= self.flower_port <= 65535:
+            raise SLMError(f"--flower-port must be 0..65535, got {self.flower_port}")
+        if self.port and self.port == self.flower_port:
+            raise SLMError(f"--port and --flower-port must differ, both are {self.port}")
+        if not self.heartbeat_s > 0:
+            raise SLMError(f"--heartbeat must be positive, got {self.heartbeat_s}")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"

@@ -1,0 +1,120 @@
+"""What the hub pays and for what: credits, the reward settings, and the transfers an inference
+or a training round earns. Plain arithmetic, no database: the SQL ledger records what these
+functions decide."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from hub.ledger.entries import TREASURY, LedgerError, Transfer, node_account
+
+MICRO = 1_000_000  # micro-credits per credit
+MAX_CREDITS = 10**9  # one transfer; keeps every sum far inside a 64-bit integer
+OUTCOMES = ("success", "failed", "unverified", "timeout")
+
+
+def parse_credits(text: str) -> int:
+    """'1.5' -> 1_500_000 micro-credits; refuses negatives, zero, junk and sub-micro digits."""
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, TypeError):
+        raise LedgerError(f"amount {text!r} is not a number; give credits like 2 or 0.25") from None
+    if not value.is_finite() or value <= 0:
+        raise LedgerError(f"amount {text!r} must be a positive number of credits")
+    if value > MAX_CREDITS:
+        raise LedgerError(f"amount {text!r} is larger than the limit of {MAX_CREDITS:,} credits")
+    micro = value * MICRO
+    if micro != micro.to_integral_value():
+        raise LedgerError(f"amount {text!r} has more than 6 decimal places")
+    return int(micro)
+
+
+def format_credits(micro: int) -> str:
+    return f"{Decimal(micro) / MICRO:.6f}"
+
+
+@dataclass(frozen=True)
+class Rewards:
+    """What the hub pays, in micro-credits (`[rewards]` in hub.toml)."""
+
+    inference_base: int = 1 * MICRO
+    inference_per_token: int = 10_000  # 0.01 credit per delivered token
+    training_round: int = 10 * MICRO  # split among a round's participants
+
+
+@dataclass(frozen=True)
+class InferenceRecord:
+    """One routed request, as the routing plane reports it."""
+
+    request_id: str
+    prompt_sha256: str
+    outcome: str  # one of OUTCOMES
+    segments: Sequence[tuple[str, int]]  # (node id, tokens it delivered), in stream order
+    candidates: Sequence[dict[str, Any]] = ()
+    domain: str = ""
+    latency_ms: float = 0.0
+    completion_signature: str = ""
+    prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.request_id or len(self.request_id) > 100:
+            raise LedgerError(f"request id must be 1-100 characters, got {self.request_id!r}")
+        if self.outcome not in OUTCOMES:
+            raise LedgerError(f"outcome {self.outcome!r} is not one of {', '.join(OUTCOMES)}")
+        for node, tokens in self.segments:
+            if not isinstance(tokens, int) or tokens < 0:
+                raise LedgerError(f"node {node} delivered {tokens!r} tokens; need an integer >= 0")
+
+
+def split(total: int, weights: Sequence[int]) -> list[int]:
+    """Shares of `total` proportional to non-negative integer `weights` (floored); the largest
+    weight takes the rounding remainder, so the shares add up to exactly `total` and a zero
+    weight always gets zero."""
+    whole = sum(weights)
+    shares = [total * w // whole for w in weights]
+    shares[max(range(len(weights)), key=weights.__getitem__)] += total - sum(shares)
+    return shares
+
+
+def _payouts(
+    kind: str, ref: str, domain: str, total: int, recipients: Sequence[tuple[str, str, int, str]]
+) -> list[Transfer]:
+    """Treasury -> node transfers of `total` split by weight; recipients are (entry id,
+    node, weight, reason). A zero share is no transfer."""
+    shares = split(total, [weight for _, _, weight, _ in recipients])
+    return [
+        Transfer(entry_id, kind, TREASURY, node_account(node), share, ref, domain, reason)
+        for (entry_id, node, _, reason), share in zip(recipients, shares, strict=True)
+        if share > 0
+    ]
+
+
+def inference_transfers(record: InferenceRecord, rewards: Rewards) -> list[Transfer]:
+    """A successful inference pays base + per-token, split by tokens actually delivered."""
+    delivered = [(node, tokens) for node, tokens in record.segments if tokens > 0]
+    if record.outcome != "success" or not delivered:
+        return []
+    total_tokens = sum(t for _, t in delivered)
+    total = rewards.inference_base + rewards.inference_per_token * total_tokens
+    recipients = [
+        (f"inference:{record.request_id}:{i}", node, tokens, f"{tokens} of {total_tokens} tokens")
+        for i, (node, tokens) in enumerate(delivered)
+    ]
+    return _payouts("inference_reward", record.request_id, record.domain, total, recipients)
+
+
+def round_transfers(
+    round_id: str, domain: str, participants: Sequence[tuple[str, int]], rewards: Rewards,
+    by_examples: bool,
+) -> list[Transfer]:  # fmt: skip
+    """A completed round's reward, split equally or by examples trained on."""
+    recipients = [
+        (f"round:{round_id}:{node}", node, examples if by_examples else 1, f"{examples} examples")
+        for node, examples in participants
+    ]
+    if sum(weight for _, _, weight, _ in recipients) <= 0:
+        return []
+    return _payouts("training_reward", round_id, domain, rewards.training_round, recipients)

@@ -1,0 +1,35 @@
+"""How the hub routes: the settings `slm-hub serve` derives its routing flags from.
+
+Its own module, free of the router's imports, so building the CLI's parser stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slm.command import flag_of, option
+from slm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """How the hub routes; `slm-hub serve` derives its flags from these fields."""
+
+    max_prompt_bytes: int = option(16_384, "larger prompts are refused")
+    candidates: int = option(8, "nodes scored per prompt: the top M by domain profile")
+    score_deadline_s: float = option(2.0, "seconds a node has to score a prompt, else skipped")
+    stall_s: float = option(10.0, "seconds without a piece of answer, then the next node goes on")
+    # Set by temperature scaling: the T with the lowest mean -log p(true domain | prompt) over
+    # the routing evaluation's held-out prompts (docs/evaluation.md). Logliks are sums over a
+    # prompt's tokens, so T = 1 is near 0/1.
+    posterior_temperature: float = option(32.0, "T in p(node|prompt) ∝ prior·exp(loglik/T)")
+
+    def __post_init__(self) -> None:
+        for name in ("max_prompt_bytes", "candidates"):
+            if getattr(self, name) < 1:
+                flag = flag_of(RouterConfig, name)
+                raise ConfigError(f"{flag} must be at least 1, got {getattr(self, name)}")
+        for name in ("score_deadline_s", "stall_s", "posterior_temperature"):
+            if not getattr(self, name) > 0:
+                flag = flag_of(RouterConfig, name)
+                raise ConfigError(f"{flag} must be positive, got {getattr(self, name)}")

@@ -1,0 +1,154 @@
+"""One admitted node's stream, seen from the hub: many requests multiplexed by id.
+
+The router calls `score` and `generate` as if the node were a local object; this class turns
+each call into a HubMessage on the node's outgoing queue and routes the node's replies back to
+the waiting call by request id. At most `capacity` requests are outstanding per node, the rest
+wait here (a waiting score counts against its deadline). When the stream ends, every waiting
+call fails at once with ConnectionError, so the router can fail over without a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from protos import swarm_pb2 as pb
+from protos.wire import MAX_VERSION_CHARS, Piece, SamplingParams, Score
+
+
+class NodeFailed(Exception):
+    """The node reported that it could not serve a request."""
+
+
+class NodeConnection:
+    def __init__(
+        self, node_id: str, domain: str, public_key: str, model_version: str, capacity: int
+    ) -> None:
+        self.node_id = node_id
+        self.domain = domain
+        self.public_key = public_key
+        self.model_version = model_version
+        self.capacity = capacity
+        self.in_flight = 0  # as the node last reported it
+        self.last_heard = time.monotonic()
+        self.closed: str | None = None  # why, once closed
+        self._outgoing: asyncio.Queue[pb.HubMessage | None] = asyncio.Queue()
+        self._scores: dict[str, asyncio.Future[pb.ScoreReply]] = {}
+        self._streams: dict[str, asyncio.Queue[pb.GenerateChunk | Exception]] = {}
+        self._slots = asyncio.Semaphore(capacity)
+
+    # --- the router's side (hub.routing.router.NodeLink) ------------------------------------------
+
+    async def score(self, request_id: str, prompt: str, deadline_s: float) -> Score:
+        async with self._slots:
+            self._check_open()
+            future: asyncio.Future[pb.ScoreReply] = asyncio.get_running_loop().create_future()
+            self._scores[request_id] = future
+            request = pb.ScoreRequest(
+                request_id=request_id, prompt=prompt, deadline_ms=int(deadline_s * 1000)
+            )
+            self._send(pb.HubMessage(score=request))
+            try:
+                reply = await future
+            except asyncio.CancelledError:  # the router gave up (deadline): tell the node
+                self._cancel(request_id)
+                raise
+            finally:
+                self._scores.pop(request_id, None)
+        return Score.from_proto(reply)
+
+    async def generate(
+        self, request_id: str, prompt: str, params: SamplingParams
+    ) -> AsyncIterator[Piece]:
+        async with self._slots:
+            self._check_open()
+            chunks: asyncio.Queue[pb.GenerateChunk | Exception] = asyncio.Queue()
+            self._streams[request_id] = chunks
+            request = pb.GenerateRequest(
+                request_id=request_id, prompt=prompt, sampling=params.to_proto()
+            )
+            self._send(pb.HubMessage(generate=request))
+            finished = False
+            try:
+                while True:
+                    chunk = await chunks.get()
+                    if isinstance(chunk, Exception):
+                        raise chunk
+                    finished = chunk.done
+                    yield Piece.from_proto(chunk)
+                    if finished:
+                        return
+            finally:
+                self._streams.pop(request_id, None)
+                if not finished:
+                    self._cancel(request_id)
+
+    # --- the stream's side -------------------------------------------------------------
+
+    def deliver(self, message: pb.NodeMessage) -> None:
+        """A message read from the node's stream, after admission."""
+        self.last_heard = time.monotonic()
+        kind = message.WhichOneof("body")
+        if kind == "heartbeat":
+            self.in_flight = message.heartbeat.in_flight
+            if 0 < len(message.heartbeat.model_version) <= MAX_VERSION_CHARS:  # as hello requires
+                self.model_version = message.heartbeat.model_version
+        elif kind == "score":
+            future = self._scores.get(message.score.request_id)
+            if future is not None and not future.done():
+                future.set_result(message.score)
+        elif kind == "chunk":
+            chunks = self._streams.get(message.chunk.request_id)
+            if chunks is not None:
+                chunks.put_nowait(message.chunk)
+        elif kind == "failed":
+            failure = NodeFailed(message.failed.message or "the node failed the request")
+            future = self._scores.get(message.failed.request_id)
+            if future is not None and not future.done():
+                future.set_exception(failure)
+            chunks = self._streams.get(message.failed.request_id)
+            if chunks is not None:
+                chunks.put_nowait(failure)
+
+    async def outgoing(self, dead_after_s: float) -> AsyncIterator[pb.HubMessage]:
+        """Messages for the node until the connection closes, or until the node has been
+        silent (no heartbeat, no reply) for `dead_after_s`: a hung node is dropped, not
+        waited on."""
+        while self.closed is None:
+            silent = time.monotonic() - self.last_heard
+            try:
+                message = await asyncio.wait_for(
+                    self._outgoing.get(), max(0.05, dead_after_s - silent)
+                )
+            except TimeoutError:
+                if time.monotonic() - self.last_heard >= dead_after_s:
+                    self.close(f"silent for {dead_after_s:.0f} s")
+                continue
+            if message is None:
+                return
+            yield message
+
+    def close(self, reason: str) -> None:
+        """Fail every waiting call; idempotent."""
+        if self.closed is not None:
+            return
+        self.closed = reason
+        error = ConnectionError(f"node {self.node_id} disconnected: {reason}")
+        for future in self._scores.values():
+            if not future.done():
+                future.set_exception(error)
+        for chunks in self._streams.values():
+            chunks.put_nowait(error)
+        self._outgoing.put_nowait(None)
+
+    def _check_open(self) -> None:
+        if self.closed is not None:
+            raise ConnectionError(f"node {self.node_id} disconnected: {self.closed}")
+
+    def _send(self, message: pb.HubMessage) -> None:
+        self._outgoing.put_nowait(message)
+
+    def _cancel(self, request_id: str) -> None:
+        if self.closed is None:
+            self._send(pb.HubMessage(cancel=pb.Cancel(request_id=request_id)))

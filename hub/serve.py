@@ -1,0 +1,143 @@
+"""`slm-hub serve`: the hub process, where the planes meet.
+
+The routing plane (gRPC: nodes join, clients ask), the ledger (every answer recorded by the
+group-commit writer before its result is sent; a client that hangs up meanwhile does not stop
+the write) and the training plane (the supervised Flower SuperLink, where every admitted node's
+key is registered) know nothing of each other; this module wires them: the functions the
+routing services call to record an answer, read a balance, open a node's ledger account and
+let its SuperNode onto the training plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+from hub.config import HubConfig, ServeOptions
+from hub.errors import StatusError
+from hub.ledger.entries import LedgerError
+from hub.ledger.keys import load_public_key, load_signing_key
+from hub.ledger.ledger import Ledger
+from hub.ledger.rewards import InferenceRecord
+from hub.ledger.writer import LedgerWriter
+from hub.routing.network import Network
+from hub.routing.router import Result
+from hub.routing.server import NodeLinkServicer, SwarmServicer, start_server
+from hub.storage.engine import make_engine, upgrade
+from hub.training.superlink import SuperLink, SuperLinkOptions
+from protos.signing import sha256_text
+
+log = logging.getLogger("slm-hub")
+
+DRAIN_S = 5.0  # how long a stopping hub lets answers in flight finish
+
+
+class Hub:
+    """One serving hub's planes and the wiring between them."""
+
+    def __init__(self, cfg: HubConfig, options: ServeOptions) -> None:
+        self.cfg = cfg
+        self.options = options
+        engine = make_engine(cfg.db_url)
+        self.ledger = Ledger(engine, load_signing_key(cfg.signing_key_path),
+                             load_public_key(cfg.public_key_path), cfg.rewards)  # fmt: skip
+        self.writer = LedgerWriter(self.ledger)
+        # the training plane serves on the same host, with the same transport security
+        flower = SuperLinkOptions(options.host, options.flower_port, options.insecure)
+        self.superlink = SuperLink(cfg.home, flower, cfg.db_url)
+        self.network = Network(
+            engine, options.router,
+            on_admit=lambda node_id: self.ledger.ensure_accounts([node_id]),
+            on_join=self.register_for_training,
+        )  # fmt: skip
+        self._registering: set[asyncio.Task] = set()
+
+    def register_for_training(self, node_id: str, public_key: str) -> None:
+        """Let the node's SuperNode into the training plane, in the background.
+
+        Routing does not wait for it: a node answers prompts even while the SuperLink restarts.
+        """
+        task = asyncio.create_task(self._register(node_id, public_key))
+        self._registering.add(task)
+        task.add_done_callback(self._registering.discard)
+
+    async def _register(self, node_id: str, public_key: str) -> None:
+        try:
+            await asyncio.wait_for(self.superlink.ready.wait(), 120)
+            flower_id = await asyncio.to_thread(self.superlink.register, public_key, node_id[:32])
+            await asyncio.to_thread(self.network.registry.set_flower_node_id, node_id, flower_id)
+        except Exception as exc:  # the SuperLink is down or the database failed: retried on rejoin
+            log.error("node %s: not registered on the training plane: %s", node_id[:12], exc)
+            return
+        log.info("node %s registered on the training plane as %d", node_id[:12], flower_id)
+
+    async def record(self, prompt: str, result: Result) -> None:
+        """Record an answer in the ledger; returns once it is durable."""
+        record = InferenceRecord(
+            request_id=result.request_id,
+            prompt_sha256=sha256_text(prompt),
+            outcome="success" if result.verified else "unverified",
+            segments=result.segments,
+            candidates=[
+                {
+                    "node": c.node_id,
+                    "domain": c.domain,
+                    "loglik": c.loglik,
+                    "posterior": c.posterior,
+                    "declined": c.declined,
+                }
+                for c in result.candidates
+            ],
+            domain=result.domain,
+            latency_ms=result.latency_ms,
+            prompt=prompt if self.cfg.keep_prompts else None,
+        )
+        await asyncio.shield(asyncio.wrap_future(self.writer.submit(record)))
+
+    def balance(self, node: str) -> tuple[str, int]:
+        """A node's id and balance, by id or unique prefix (blocking)."""
+        try:
+            account = self.ledger.resolve_node(node)
+        except LedgerError as exc:
+            raise StatusError("NOT_FOUND", str(exc)) from None
+        return account.removeprefix("node:"), self.ledger.balances().get(account, 0)
+
+    async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None) -> None:
+        network = self.network
+        node_link = NodeLinkServicer(network, self.options.heartbeat_s, lambda: self.superlink.port)
+        swarm = SwarmServicer(network, self.record, self.balance)
+        tls_home = None if self.options.insecure else self.cfg.home
+        server, health, port = await start_server(node_link, swarm, self.options.address, tls_home)
+        supervisor = asyncio.create_task(self.superlink.supervise(stop))
+        if ready is not None:
+            ready(port)
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down: finishing %d answers in flight (up to %.0f s)", network.asks,
+                     DRAIN_S)  # fmt: skip
+            await health.enter_graceful_shutdown()
+            stopping = asyncio.create_task(server.stop(grace=DRAIN_S))  # refuses new calls now
+            deadline = time.monotonic() + DRAIN_S
+            while network.asks and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            network.close_all("the hub is shutting down")
+            await stopping
+            stop.set()
+            await supervisor
+            await asyncio.to_thread(self.writer.close)
+
+
+async def serve(
+    cfg: HubConfig, options: ServeOptions, ready: Callable[[int], None] | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM; `ready(port)` is called once the port is bound."""
+    await asyncio.to_thread(upgrade, make_engine(cfg.db_url))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await Hub(cfg, options).run(stop, ready)

@@ -1,0 +1,107 @@
+"""Flower's transport under the round loop: a `Cohort` over the ServerApp's Grid.
+
+Every message a node sends back is checked for form here (numpy arrays only, finite
+non-negative example counts, known finite metrics); anything else is that node's error with
+its reason, never a crash of the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from hub.training.aggregation import Weights
+from hub.training.rounds import Reply
+from protos import flower_keys as keys
+
+TTL_MARGIN_S = 30.0  # a message outlives its round's deadline by this much, then Flower drops it
+NUMPY_STYPE = "numpy.ndarray"
+
+
+def to_record(weights: Weights) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in weights.items()})
+
+
+def from_record(record: ArrayRecord) -> Weights:
+    """Arrays as numpy, refusing anything else a node could put there (an .npz, a pickle)."""
+    out = {}
+    for name, array in record.items():
+        if array.stype != NUMPY_STYPE:
+            raise ValueError(f"{name} is serialised as {array.stype!r}, not {NUMPY_STYPE!r}")
+        value = array.numpy()
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"{name} is a {type(value).__name__}, not an array")
+        out[name] = value
+    return out
+
+
+def _reply(message: Message) -> Reply:
+    """What a node sent, checked for form; anything malformed is that node's error, not ours."""
+    if message.has_error():
+        return Reply(error=message.error.reason or f"node error {message.error.code}")
+    try:
+        content = message.content
+        records, metric_records = content.array_records, content.metric_records
+        weights = from_record(content[keys.WEIGHTS]) if keys.WEIGHTS in records else None
+        metrics = dict(content[keys.METRICS]) if keys.METRICS in metric_records else {}
+        examples = metrics.pop(keys.NUM_EXAMPLES, 0)
+        if not isinstance(examples, int | float) or not np.isfinite(examples) or examples < 0:
+            raise ValueError(f"{keys.NUM_EXAMPLES} is {examples!r}")
+        kept = {k: float(metrics[k]) for k in keys.NODE_METRICS
+                if isinstance(metrics.get(k), int | float) and np.isfinite(metrics[k])}  # fmt: skip
+    except Exception as exc:  # a node controls these bytes: refuse them, never crash the run
+        return Reply(error=f"malformed reply ({type(exc).__name__}: {exc})")
+    return Reply(weights, int(examples), kept)
+
+
+class FlowerCohort:
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+
+    def online(self) -> set[int]:
+        return set(self.grid.get_node_ids())
+
+    def _send(
+        self,
+        kind: str,
+        nodes: Sequence[int],
+        weights: Weights | None,
+        config: dict[str, Any],
+        timeout: float,
+    ) -> dict[int, Reply]:
+        messages = []
+        for node in nodes:
+            content = RecordDict({keys.CONFIG: ConfigRecord(config)})
+            if weights is not None:
+                content[keys.WEIGHTS] = to_record(weights)
+            messages.append(
+                Message(
+                    content=content, dst_node_id=node, message_type=kind, ttl=timeout + TTL_MARGIN_S
+                )
+            )
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        # Keyed by the message answered: Flower's own error replies (node gone, message
+        # expired) come from the SuperLink, not from the node they are about.
+        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        return {
+            sent_to[r.metadata.reply_to_message_id]: _reply(r)
+            for r in replies
+            if r.metadata.reply_to_message_id in sent_to
+        }
+
+    def fetch(self, nodes: Sequence[int], timeout: float) -> dict[int, Reply]:
+        return self._send(MessageType.QUERY, nodes, None, {}, timeout)
+
+    def train(
+        self, nodes: Sequence[int], weights: Weights, config: dict[str, Any], timeout: float
+    ) -> dict[int, Reply]:
+        return self._send(MessageType.TRAIN, nodes, weights, config, timeout)
+
+    def adopt(
+        self, nodes: Sequence[int], weights: Weights, config: dict[str, Any], timeout: float
+    ) -> dict[int, Reply]:
+        return self._send(MessageType.EVALUATE, nodes, weights, config, timeout)

@@ -1,0 +1,195 @@
+"""The training plane's server: `slm-hub serve` runs Flower's SuperLink beside the routing plane.
+
+Why a supervised child process: flower-superlink is Flower's own server (Fleet, Control and
+Runtime HTTP APIs on one port, plus the SuperExec that launches ServerApps). Running the
+unmodified binary keeps us on Flower's supported deployment path; the hub only decides how it
+is started (TLS with the hub's certificate, SuperNode authentication on, state in the hub home
+so a restart does not orphan nodes, no runtime dependency installation, no telemetry, its own
+FLWR_HOME), restarts it with backoff when it exits, and stops it with the hub.
+
+A node admitted on the routing plane gets its public key registered here, so the SuperNode it
+starts with the same key is let in; nothing else may join the training plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub.tls import TLSFiles
+from slm import processes
+from slm.atomic import atomic_write_text
+from slm.errors import SLMError
+
+log = logging.getLogger("slm-hub")
+
+READY_TIMEOUT_S = 60.0
+RESTART_FIRST_S, RESTART_MAX_S = 1.0, 30.0
+HEALTHY_AFTER_S = 60.0  # a SuperLink that ran this long restarts without accumulated backoff
+ALREADY_REGISTERED = 412  # what the Control API answers for a public key it knows
+# The ServerApp (started by the SuperLink's SuperExec) finds the hub here: never in the run
+# config, which Flower hands to every SuperNode.
+HOME_ENV, DB_ENV = "SLM_HUB_TRAINING_HOME", "SLM_HUB_TRAINING_DB"
+
+
+@dataclass(frozen=True)
+class SuperLinkOptions:
+    host: str
+    port: int  # Fleet, Control and Runtime APIs share it; 0 picks a free one
+    insecure: bool  # plaintext (a loopback hub); else TLS with the hub's certificate
+
+
+def address_path(home: Path) -> Path:
+    """Where a serving hub says how to reach its SuperLink (for `slm-hub train`)."""
+    return home / "flower" / "superlink.json"
+
+
+def control_client(home: Path, address: str, insecure: bool):  # type: ignore[no-untyped-def]
+    """A Control API client of the SuperLink at `address` (blocking calls)."""
+    from flwr.supercore.control import ControlHttpClient
+
+    ca = None if insecure else TLSFiles(home).ca_cert.read_bytes()
+    return ControlHttpClient.from_server_address(
+        address, insecure=insecure, root_certificates=ca, interceptors=[]
+    )
+
+
+def served_db_url(home: Path) -> str | None:
+    """The database the hub serving from `home` uses (its --db may not be in hub.toml)."""
+    try:
+        return json.loads(address_path(home).read_text(encoding="utf-8")).get("db_url")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def running_control_client(home: Path):  # type: ignore[no-untyped-def]
+    """A Control API client of the SuperLink the hub serving from `home` runs."""
+    try:
+        info = json.loads(address_path(home).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        raise SLMError(
+            f"no hub is serving from {home}: start it with `slm-hub serve --home {home}`"
+        ) from None
+    return control_client(home, info["address"], bool(info["insecure"]))
+
+
+class SuperLink:
+    def __init__(self, home: Path, options: SuperLinkOptions, db_url: str) -> None:
+        self.home = home
+        self.options = options
+        self.db_url = db_url
+        self.port = options.port or processes.free_port(options.host)
+        self.address = f"{options.host}:{self.port}"
+        self.state_dir = home / "flower"
+        self.log_path = home / "logs" / "superlink.log"
+        self.ready = asyncio.Event()
+        self.process: asyncio.subprocess.Process | None = None
+
+    def command(self) -> list[str]:
+        cmd = [
+            processes.tool("flower-superlink"),
+            "--host", self.options.host, "--port", str(self.port),
+            "--database", str(self.state_dir / "state.db"),
+            "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+        ]  # fmt: skip
+        if self.options.insecure:
+            return [*cmd, "--insecure"]
+        tls = TLSFiles(self.home)
+        return [
+            *cmd, "--ssl-certfile", str(tls.server_cert), "--ssl-keyfile", str(tls.server_key),
+            "--ssl-ca-certfile", str(tls.ca_cert),
+        ]  # fmt: skip
+
+    def control(self):  # type: ignore[no-untyped-def]
+        """A Control API client (blocking; call it from a worker thread)."""
+        return control_client(self.home, self.address, self.options.insecure)
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Keep a SuperLink running until `stop` is set, then stop it."""
+        (self.state_dir / "home").mkdir(parents=True, exist_ok=True)
+        backoff = RESTART_FIRST_S
+        while not stop.is_set():
+            started = time.monotonic()
+            env = processes.flower_env(self.state_dir / "home")
+            env.update({HOME_ENV: str(self.home.resolve()), DB_ENV: self.db_url})
+            self.process = await processes.start(self.command(), self.log_path, env)
+            waiter = asyncio.create_task(self._until_ready())
+            exited = asyncio.create_task(self.process.wait())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            self.ready.clear()
+            if stopping.done():
+                exited.cancel()
+                address_path(self.home).unlink(missing_ok=True)
+                await processes.stop(self.process)
+                return
+            stopping.cancel()
+            if time.monotonic() - started > HEALTHY_AFTER_S:
+                backoff = RESTART_FIRST_S
+            log.warning("Flower SuperLink exited with code %s; restarting in %.0f s (log: %s)",
+                        self.process.returncode, backoff, self.log_path)  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, RESTART_MAX_S)
+
+    async def _until_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if await asyncio.to_thread(self._answers):
+                atomic_write_text(address_path(self.home), json.dumps(
+                    {"address": self.address, "insecure": self.options.insecure,
+                     "db_url": self.db_url}
+                ))  # fmt: skip
+                self.ready.set()
+                log.info("training plane: Flower SuperLink on %s (state %s)", self.address,
+                         self.state_dir / "state.db")  # fmt: skip
+                return
+            await asyncio.sleep(0.25)
+        log.error("Flower SuperLink did not answer on %s within %.0f s; see %s",
+                  self.address, READY_TIMEOUT_S, self.log_path)  # fmt: skip
+
+    def _answers(self) -> bool:
+        from flwr.proto.control_pb2 import ListNodesRequest
+
+        try:
+            client = self.control()
+            try:
+                client.ListNodes(ListNodesRequest())
+            finally:
+                client.close()
+        except Exception:  # not up yet: connection refused, TLS handshake on a closing port ...
+            return False
+        return True
+
+    def register(self, public_key_openssh: str, name: str) -> int:
+        """Let the SuperNode holding this key in; its Flower node id (known keys: the same id).
+
+        Blocking: call it from a worker thread, once `ready` is set.
+        """
+        import httpx
+        from cryptography.hazmat.primitives import serialization
+        from flwr.proto.control_pb2 import ListNodesRequest, RegisterNodeRequest
+        from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+
+        public = serialization.load_ssh_public_key(public_key_openssh.encode())
+        pem = public_key_to_bytes(public)  # type: ignore[arg-type]
+        client = self.control()
+        try:
+            try:
+                reply = client.RegisterNode(RegisterNodeRequest(public_key=pem, name=name))
+                return int(reply.node_id)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != ALREADY_REGISTERED:
+                    raise
+            for info in client.ListNodes(ListNodesRequest()).nodes_info:
+                if info.public_key.strip() == pem.strip():
+                    return int(info.node_id)
+            raise RuntimeError("the SuperLink says the key is registered but does not list it")
+        finally:
+            client.close()
