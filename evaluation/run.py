@@ -231,13 +231,13 @@ def continuation_bpb(folder: Path, pairs: list[tuple[str, str]]) -> list[float]:
 
 def _encoder(source: str):  # type: ignore[no-untyped-def]
     """The sentence encoder when `make corpora` fetched it (the large evaluation), else None."""
-    from evaluation.corpora import fetch
-    from evaluation.encoder import PACKAGE, SentenceEncoder
+    from evaluation.corpora import ENCODER_PACKAGE, fetch
+    from evaluation.encoder import SentenceEncoder
 
     cache = LARGE / ".cache"
     if source != "large" or not cache.exists():
         return None
-    return SentenceEncoder(fetch(PACKAGE, cache))
+    return SentenceEncoder(fetch(ENCODER_PACKAGE, cache))
 
 
 def cpu_ms_each(function: Callable[[str], object], texts: list[str]) -> float:

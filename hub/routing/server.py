@@ -56,11 +56,10 @@ class NodeLinkServicer(rpc.NodeLinkServicer):
     ) -> AsyncIterator[pb.HubMessage]:
         messages = request_iterator.__aiter__()
         handshake = Handshake(messages)
+        peer = context.peer()  # here, on the event loop: gRPC's aio objects are not thread-safe
         try:
             yield await handshake.challenge()
-            applicant, record = await handshake.admit(
-                lambda a: self.network.admit(a, context.peer())
-            )
+            applicant, record = await handshake.admit(lambda a: self.network.admit(a, peer))
         except StatusError as exc:  # AdmissionError or TokenError
             log.warning("refused a node from %s: %s", context.peer(), exc)
             await context.abort(_code(exc.status), str(exc))
