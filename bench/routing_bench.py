@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import statistics
@@ -39,17 +38,15 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
 from harness import Hub, Node, machine  # noqa: E402
+from harness.crowd import Crowd  # noqa: E402
 from harness.processes import stop_all  # noqa: E402
 from hub.config import HubConfig  # noqa: E402
 from hub.routing.tokens import create_token  # noqa: E402
 from hub.storage.engine import make_engine  # noqa: E402
-from node.identity import generate_key, public_openssh  # noqa: E402
 from protos import swarm_pb2 as pb  # noqa: E402
 from protos import swarm_pb2_grpc as rpc  # noqa: E402
-from protos.signing import challenge_bytes, sign  # noqa: E402
 from protos.wire import SamplingParams  # noqa: E402
 from slm.config import get_preset  # noqa: E402
-from slm.profile import PROFILE_DIM  # noqa: E402
 from slm.train import read_corpus, train  # noqa: E402
 
 PROMPT = "Acute serous otitis media of the left ear"
@@ -117,46 +114,6 @@ def measure(address: str, ca: bytes, clients: int, asks: int) -> dict[str, list[
     return out
 
 
-async def simulated_nodes(address: str, ca: bytes, tokens: list[str], hold: asyncio.Event):  # type: ignore[no-untyped-def]
-    """Admit one simulated node per token and keep it heartbeating until `hold` is set."""
-    rng = np.random.default_rng(0)
-    channels = [
-        grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca)) for _ in range(10)
-    ]
-    joined = 0
-
-    async def node(i: int, join_token: str) -> None:
-        nonlocal joined
-        key = generate_key()
-        public = public_openssh(key).decode()
-        profile = rng.standard_normal(PROFILE_DIM).astype(np.float32)
-        profile /= np.linalg.norm(profile)
-        call = rpc.NodeLinkStub(channels[i % len(channels)]).Connect()
-        await call.write(pb.NodeMessage(hello=pb.Hello(
-            public_key=public, join_token=join_token, domain="sim", profile=profile.tolist(),
-            model_version="0123456789abcdef", capacity=1, preset="simulated",
-        )))  # fmt: skip
-        challenge = await call.read()
-        proof = sign(key, challenge_bytes(challenge.challenge.nonce, public))
-        await call.write(pb.NodeMessage(proof=pb.Proof(signature=proof)))
-        welcome = await call.read()
-        assert welcome.WhichOneof("body") == "welcome", welcome
-        joined += 1
-        while not hold.is_set():
-            await call.write(pb.NodeMessage(heartbeat=pb.Heartbeat(in_flight=0)))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(hold.wait(), 4.0)
-        await call.done_writing()
-
-    tasks = [asyncio.create_task(node(i, t)) for i, t in enumerate(tokens)]
-    while joined < len(tokens):
-        await asyncio.sleep(0.2)
-        for t in tasks:
-            if t.done() and t.exception():
-                raise t.exception()  # type: ignore[misc]
-    return tasks, channels
-
-
 def memory_phase(work: Path, n: int) -> tuple[float, float, float]:
     """(hub RSS idle, RSS with n nodes connected, peak RSS) in MB."""
     hub = Hub(work / "hub-memory")
@@ -168,17 +125,14 @@ def memory_phase(work: Path, n: int) -> tuple[float, float, float]:
         ca = hub.ca.read_bytes()
 
         async def run() -> tuple[float, float]:
-            hold = asyncio.Event()
-            tasks, channels = await simulated_nodes(hub.address, ca, tokens, hold)
-            listed = rpc.SwarmStub(channels[0]).ListNodes(pb.ListNodesRequest())
+            crowd = Crowd(hub.address, ca, tokens)
+            await crowd.join()
+            listed = rpc.SwarmStub(crowd.channels[0]).ListNodes(pb.ListNodesRequest())
             connected = sum(x.connected for x in (await listed).nodes)
             assert connected == n, f"only {connected} of {n} simulated nodes connected"
             await asyncio.sleep(6.0)  # a round of heartbeats
             now, peak = rss_mb(hub.pid)
-            hold.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for c in channels:
-                await c.close()
+            await crowd.leave()
             return now, peak
 
         loaded, peak = asyncio.run(run())

@@ -15,6 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from hub.config import HubConfig, ServeOptions
 from hub.errors import StatusError
@@ -54,6 +55,9 @@ class Hub:
             on_join=self.register_for_training,
         )  # fmt: skip
         self._registering: set[asyncio.Task] = set()
+        # The training plane's registrations, apart from the default executor, which admission
+        # and the registry's writes use: a join storm's HTTP calls must not hold those up.
+        self._registrar = ThreadPoolExecutor(2, thread_name_prefix="training-registration")
 
     def register_for_training(self, node_id: str, public_key: str) -> None:
         """Let the node's SuperNode into the training plane, in the background.
@@ -67,7 +71,10 @@ class Hub:
     async def _register(self, node_id: str, public_key: str) -> None:
         try:
             await asyncio.wait_for(self.superlink.ready.wait(), 120)
-            flower_id = await asyncio.to_thread(self.superlink.register, public_key, node_id[:32])
+            loop = asyncio.get_running_loop()
+            flower_id = await loop.run_in_executor(  # its own threads: HTTP, never before SQL
+                self._registrar, self.superlink.register, public_key, node_id[:32]
+            )
             await asyncio.to_thread(self.network.registry.set_flower_node_id, node_id, flower_id)
         except Exception as exc:  # the SuperLink is down or the database failed: retried on rejoin
             log.error("node %s: not registered on the training plane: %s", node_id[:12], exc)
@@ -128,6 +135,7 @@ class Hub:
             await stopping
             stop.set()
             await supervisor
+            self._registrar.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(self.writer.close)
 
 

@@ -10,6 +10,7 @@ ledger account, a key on the training plane) is the serving process's business: 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -22,6 +23,8 @@ from hub.routing.config import RouterConfig
 from hub.routing.connection import NodeConnection
 from hub.routing.router import Router
 from hub.storage.registry import NodeRecord, NodeRegistry
+
+log = logging.getLogger("slm-hub")
 
 LAST_SEEN_EVERY_S = 60.0  # how often a heartbeat also refreshes `last_seen` in the registry
 
@@ -41,6 +44,8 @@ class Network:
         self.on_admit = on_admit  # blocking, before the welcome: e.g. the node's ledger account
         self.on_join = on_join  # on the event loop, after the welcome: must not block
         self._persisted: dict[str, float] = {}
+        self._writing: dict[str, asyncio.Task] = {}  # a node's registry write under way
+        self._stale: set[str] = set()  # nodes heard from again while theirs was under way
 
     def admit(self, applicant: Applicant, address: str) -> NodeRecord:
         """Admit a node whose proof checked out (blocking: registry and tokens in SQL)."""
@@ -70,12 +75,32 @@ class Network:
             self.router.links.pop(conn.node_id, None)
             self.router.index.remove(conn.node_id)
 
-    async def heard(self, conn: NodeConnection, version_changed: bool) -> None:
-        """Persist last_seen now and then, and a new model version at once."""
+    def heard(self, conn: NodeConnection, version_changed: bool) -> None:
+        """Persist last_seen now and then, and a new model version at once, in the background:
+        reading a node's stream never waits for the database (under a join storm the write
+        queue is seconds long, and a node whose heartbeats go unread is dropped as silent).
+        One write per node at a time, the latest state last."""
         now = time.monotonic()
         if version_changed or now - self._persisted.get(conn.node_id, 0.0) > LAST_SEEN_EVERY_S:
             self._persisted[conn.node_id] = now
-            await asyncio.to_thread(self.registry.seen, conn.node_id, conn.model_version)
+            if conn.node_id in self._writing:
+                self._stale.add(conn.node_id)  # written again when the write under way ends
+            else:
+                self._write_seen(conn)
+
+    def _write_seen(self, conn: NodeConnection) -> None:
+        write = asyncio.to_thread(self.registry.seen, conn.node_id, conn.model_version)
+        task = asyncio.create_task(write)
+        self._writing[conn.node_id] = task
+        task.add_done_callback(lambda done: self._seen_written(conn, done))
+
+    def _seen_written(self, conn: NodeConnection, task: asyncio.Task) -> None:
+        del self._writing[conn.node_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("could not record a heartbeat of %s: %s", conn.node_id, task.exception())
+        if conn.node_id in self._stale:
+            self._stale.discard(conn.node_id)
+            self._write_seen(conn)
 
     def close_all(self, reason: str) -> None:
         for conn in list(self.connections.values()):

@@ -94,10 +94,7 @@ class NodeLinkServicer(rpc.NodeLinkServicer):
                 version = conn.model_version
                 conn.deliver(message)
                 if message.WhichOneof("body") == "heartbeat":
-                    try:
-                        await self.network.heard(conn, conn.model_version != version)
-                    except Exception as exc:  # a database hiccup must not drop a healthy node
-                        log.error("could not record a heartbeat of %s: %s", conn.node_id, exc)
+                    self.network.heard(conn, conn.model_version != version)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the stream broke: the node died or the network went
