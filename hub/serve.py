@@ -11,11 +11,13 @@ let its SuperNode onto the training plane.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 from hub.config import HubConfig, ServeOptions
 from hub.errors import StatusError
@@ -28,12 +30,15 @@ from hub.routing.network import Network
 from hub.routing.router import Result
 from hub.routing.server import NodeLinkServicer, SwarmServicer, start_server
 from hub.storage.engine import make_engine, upgrade
+from hub.storage.timestamps import iso
 from hub.training.superlink import SuperLink, SuperLinkOptions
 from protos.signing import sha256_text
 
 log = logging.getLogger("slm-hub")
 
 DRAIN_S = 5.0  # how long a stopping hub lets answers in flight finish
+REVOCATION_POLL_S = 0.5  # a revoked node's stream ends within a second
+REVOCATION_OVERLAP_S = 10.0  # each poll reads back this far: a late commit is not missed
 
 
 class Hub:
@@ -75,11 +80,57 @@ class Hub:
             flower_id = await loop.run_in_executor(  # its own threads: HTTP, never before SQL
                 self._registrar, self.superlink.register, public_key, node_id[:32]
             )
-            await asyncio.to_thread(self.network.registry.set_flower_node_id, node_id, flower_id)
+            registry = self.network.registry
+            await asyncio.to_thread(registry.set_flower_node_id, node_id, flower_id)
+            record = await asyncio.to_thread(registry.get, node_id)
         except Exception as exc:  # the SuperLink is down or the database failed: retried on rejoin
             log.error("node %s: not registered on the training plane: %s", node_id[:12], exc)
             return
         log.info("node %s registered on the training plane as %d", node_id[:12], flower_id)
+        if record is not None and record.revoked:  # revoked while this was under way
+            await self._unregister(node_id, flower_id)
+
+    async def watch_revocations(self, stop: asyncio.Event) -> None:
+        """Apply `slm-hub node revoke` (written to the registry by any process): the node is
+        routed to no more, its stream ends with PERMISSION_DENIED, its key leaves the training
+        plane. The first poll applies every revocation so far (a key a stopped hub left on the
+        SuperLink goes then)."""
+        applied: set[str] = set()
+        latest = ""
+        while not stop.is_set():
+            try:
+                since = _earlier(latest, REVOCATION_OVERLAP_S)
+                revoked = await asyncio.to_thread(self.network.registry.revoked_since, since)
+            except Exception as exc:  # the database failed: the next poll tries again
+                log.error("could not read revocations: %s", exc)
+                revoked = []
+            for r in revoked:
+                latest = max(latest, r.revoked_at or "")
+                if r.node_id in applied:
+                    continue
+                applied.add(r.node_id)
+                why = f"node {r.node_id} was revoked by the hub operator" + (
+                    f": {r.revoked_reason}" if r.revoked_reason else ""
+                )
+                if self.network.cut(r.node_id, why):
+                    log.warning("node %s revoked: its stream is closed", r.node_id[:12])
+                if r.flower_node_id is not None:
+                    task = asyncio.create_task(self._unregister(r.node_id, int(r.flower_node_id)))
+                    self._registering.add(task)
+                    task.add_done_callback(self._registering.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), REVOCATION_POLL_S)
+
+    async def _unregister(self, node_id: str, flower_id: int) -> None:
+        try:
+            await asyncio.wait_for(self.superlink.ready.wait(), 120)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._registrar, self.superlink.unregister, flower_id)
+            await asyncio.to_thread(self.network.registry.set_flower_node_id, node_id, None)
+        except Exception as exc:  # retried at the hub's next start
+            log.error("node %s: key not removed from the training plane: %s", node_id[:12], exc)
+            return
+        log.info("node %s: key removed from the training plane", node_id[:12])
 
     async def record(self, prompt: str, result: Result) -> None:
         """Record an answer in the ledger; returns once it is durable."""
@@ -119,6 +170,7 @@ class Hub:
         tls_home = None if self.options.insecure else self.cfg.home
         server, health, port = await start_server(node_link, swarm, self.options.address, tls_home)
         supervisor = asyncio.create_task(self.superlink.supervise(stop))
+        revocations = asyncio.create_task(self.watch_revocations(stop))
         if ready is not None:
             ready(port)
         try:
@@ -135,6 +187,7 @@ class Hub:
             await stopping
             stop.set()
             await supervisor
+            await revocations
             self._registrar.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(self.writer.close)
 
@@ -149,3 +202,10 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await Hub(cfg, options).run(stop, ready)
+
+
+def _earlier(stamp: str, seconds: float) -> str:
+    """The hub-format time `seconds` before `stamp` ("" stays "": from the beginning)."""
+    if not stamp:
+        return ""
+    return iso(datetime.fromisoformat(stamp.replace("Z", "+00:00")) - timedelta(seconds=seconds))

@@ -17,6 +17,7 @@ from protos.errors import WireError
 MAX_TOKENS = 4096  # per answer, whatever a client asks
 MAX_TEMPERATURE = 5.0
 MAX_VERSION_CHARS = 64  # a model version a node reports; longer is cut, never trusted whole
+MAX_PRESET_CHARS = 64  # a preset name is shown, never trusted: longer is cut
 
 
 def _flag(text: str, metavar: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hub.cli import client, home, ledger, serve, tokens, train
+from hub.cli import client, home, ledger, nodes, serve, tokens, train
 from hub.cli.common import Parents
 from protos.errors import WireError
 from slm.command import parser_with_commands, run
@@ -20,6 +20,7 @@ examples:
   slm-hub serve --host 0.0.0.0
   slm-hub token create --domain medicine --ttl 24h
   slm-hub nodes
+  slm-hub node revoke 3f9a2c --reason "answers spam"
   slm-hub ask "Acute serous otitis media" --max-tokens 40
   slm-hub train --domain law --rounds 3 --min-nodes 2
   slm-hub ledger balance
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = parser_with_commands("slm-hub", DESCRIPTION, EPILOG)
     parents = Parents.build()
-    for group in (home, serve, client, tokens, train, ledger):
+    for group in (home, serve, client, tokens, nodes, train, ledger):
         group.register(sub, parents)
     return parser
 

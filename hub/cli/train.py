@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = sub.add_parser("train", parents=[parents.home], help=summary, description=DESCRIPTION)
     p.add_argument("--domain", required=True, help="the domain whose nodes train (only those)")
     add_flags(p, TrainingPlan, only=("rounds", "local_steps", "strategy", "min_nodes",
-                                     "round_timeout", "reward"))  # fmt: skip
+                                     "small_fedavg", "round_timeout", "reward"))  # fmt: skip
     p.add_argument(
         "--check", action="store_true",
         help="train nothing: say how many of the domain's nodes are ready to train now, and "

@@ -24,13 +24,12 @@ from hub.routing.tokens import check_domain, redeem_token
 from hub.storage.registry import NodeRecord, NodeRegistry
 from protos import swarm_pb2 as pb
 from protos.signing import challenge_bytes, node_id, verify
-from protos.wire import MAX_VERSION_CHARS
+from protos.wire import MAX_PRESET_CHARS, MAX_VERSION_CHARS
 from slm.errors import SLMError
 from slm.profile import PROFILE_DIM
 
 MAX_CAPACITY = 256
 HELLO_TIMEOUT_S = 10.0  # for each of the hello and the proof
-MAX_PRESET_CHARS = 64  # a preset name is shown, never trusted: longer is cut
 
 
 class AdmissionError(StatusError):

@@ -33,6 +33,7 @@ class NodeConnection:
         self.in_flight = 0  # as the node last reported it
         self.last_heard = time.monotonic()
         self.closed: str | None = None  # why, once closed
+        self.status = "UNAVAILABLE"  # the status the node's stream ends with, once closed
         self._outgoing: asyncio.Queue[pb.HubMessage | None] = asyncio.Queue()
         self._scores: dict[str, asyncio.Future[pb.ScoreReply]] = {}
         self._streams: dict[str, asyncio.Queue[pb.GenerateChunk | Exception]] = {}
@@ -129,11 +130,12 @@ class NodeConnection:
                 return
             yield message
 
-    def close(self, reason: str) -> None:
-        """Fail every waiting call; idempotent."""
+    def close(self, reason: str, status: str = "UNAVAILABLE") -> None:
+        """Fail every waiting call; idempotent. `status` is what the node is told (a revoked
+        node: PERMISSION_DENIED, so it stops dialling)."""
         if self.closed is not None:
             return
-        self.closed = reason
+        self.closed, self.status = reason, status
         error = ConnectionError(f"node {self.node_id} disconnected: {reason}")
         for future in self._scores.values():
             if not future.done():

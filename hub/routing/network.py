@@ -75,6 +75,16 @@ class Network:
             self.router.links.pop(conn.node_id, None)
             self.router.index.remove(conn.node_id)
 
+    def cut(self, node_id: str, reason: str) -> bool:
+        """A revoked node: routed to no more from now on, its stream ended with
+        PERMISSION_DENIED; whether it was connected."""
+        conn = self.connections.get(node_id)
+        if conn is None:
+            return False
+        self.detach(conn)
+        conn.close(reason, "PERMISSION_DENIED")
+        return True
+
     def heard(self, conn: NodeConnection, version_changed: bool) -> None:
         """Persist last_seen now and then, and a new model version at once, in the background:
         reading a node's stream never waits for the database (under a join storm the write

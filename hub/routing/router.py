@@ -4,7 +4,9 @@ Transport-free: the routing server gives the router one `NodeLink` per connected
 server, a request multiplexed on that node's stream) and turns the events `ask` yields (text,
 `Switched`, one `Result`) into `AskReply` messages. The winning score and every completion
 are checked against the node's signature before they count; a runner-up's score is checked
-only if a fail-over reaches it, before it is handed the answer.
+only if a fail-over reaches it, before it is handed the answer. Claims are bounded first
+(`claims`): an impossible score never enters the posterior, and a node is paid for the tokens
+the hub relayed, not for the count it asserts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Protocol
 
 from hub.errors import StatusError
 from hub.routing.candidates import ProfileIndex
+from hub.routing.claims import Relayed, plausible
 from hub.routing.config import RouterConfig
 from hub.routing.posterior import posterior, ranked
 from protos.signing import completion_bytes, score_bytes, verify
@@ -113,7 +116,12 @@ class Router:
         ]
         links = {n: self.links[n] for n in chosen}  # a node may leave while scoring
         scores = await asyncio.gather(*(self._score(links[n], request_id, prompt) for n in chosen))
-        valid = {n: s for n, s in zip(chosen, scores, strict=True) if s is not None}
+        size = len(prompt.encode("utf-8"))
+        valid = {
+            n: s
+            for n, s in zip(chosen, scores, strict=True)
+            if s is not None and plausible(s, size)  # an impossible claim is no claim
+        }
         # Lazily verified: only the winner's signature decides the route, so only the winner's
         # is checked (0.6 ms of CPU each); a winner whose signature fails is dropped and the
         # posterior taken again.
@@ -203,34 +211,41 @@ class Router:
     async def _relay(
         self, link: NodeLink, answer: _Answer, params: SamplingParams
     ) -> AsyncIterator[str]:
-        """Stream one node's continuation of the answer so far; its text and tokens join the
-        answer whether it finishes (its completion's signature checked) or fails."""
+        """Stream one node's continuation of the answer so far; its text joins the answer, and
+        its tokens as the hub counts them, whether it finishes (its signed count checked against
+        what was relayed) or fails (the pieces the client received, never its own count)."""
         continued = answer.prompt + answer.text
-        produced, tokens = "", 0
-        left = params.max_tokens - sum(t for _, t in answer.segments)  # the budget is per answer
+        produced = ""
+        left = params.max_tokens - answer.used  # the budget is per answer
+        seen = Relayed(max(1, left), max((len(s.encode("utf-8")) for s in params.stop), default=0))
+        tokens: int | None = None  # set by a signed last piece
         wait = time.perf_counter()
         stream = link.generate(
-            answer.request_id, continued, replace(params, max_tokens=max(1, left))
+            answer.request_id, continued, replace(params, max_tokens=seen.budget)
         ).__aiter__()
         node_ms = 0.0
         try:
             while True:
                 piece = await asyncio.wait_for(stream.__anext__(), self.config.stall_s)
+                seen.add(piece)
                 if piece.text:  # the proto allows text on the last piece too
                     produced += piece.text
                     yield piece.text
-                tokens = piece.tokens
                 if piece.done:
                     statement = completion_bytes(
                         link.node_id, answer.request_id, continued, produced, piece.tokens,
                         piece.model_version or link.model_version,
                     )  # fmt: skip
-                    answer.verified = verify(link.public_key, piece.signature, statement)
+                    signed = verify(link.public_key, piece.signature, statement)
+                    answer.verified = signed and seen.agrees(piece.tokens)
+                    tokens = min(piece.tokens, seen.most_tokens())
                     node_ms = piece.node_ms
                     return
         finally:
             answer.node_ms += node_ms or (time.perf_counter() - wait) * 1000
-            answer.segments.append((link.node_id, tokens))
+            paid = seen.paid_unsigned() if tokens is None else tokens
+            answer.segments.append((link.node_id, paid))
+            answer.used += max(paid, seen.count)
             answer.text += produced
             await stream.aclose()  # type: ignore[attr-defined]
 
@@ -243,5 +258,6 @@ class _Answer:
     prompt: str
     node_ms: float  # the nodes' own time on the critical path
     text: str = ""
-    segments: list[tuple[str, int]] = field(default_factory=list)  # (node, tokens it delivered)
+    segments: list[tuple[str, int]] = field(default_factory=list)  # (node, tokens paid for)
+    used: int = 0  # tokens generated so far by the nodes' own counts: the budget's measure
     verified: bool = False

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from sqlalchemy.exc import SQLAlchemyError
 
 from hub.errors import StatusError
 from hub.routing.admission import Handshake
@@ -45,6 +45,18 @@ def _code(status: str) -> grpc.StatusCode:
     return grpc.StatusCode[status]
 
 
+async def _internal(
+    context: grpc.aio.ServicerContext, exc: Exception, what: str,
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL,
+) -> None:  # fmt: skip
+    """End a call that failed inside the hub: the peer gets an incident id, never the exception
+    (its text can hold SQL, parameters and paths); the log gets both."""
+    incident = uuid.uuid4().hex[:12]
+    log.error("%s [incident %s]: %s", what, incident, exc, exc_info=exc)
+    await context.abort(code, f"the hub failed to serve this (incident {incident}); try again "
+                              "later or tell its operator the incident id")  # fmt: skip
+
+
 class NodeLinkServicer(rpc.NodeLinkServicer):
     def __init__(self, network: Network, heartbeat_s: float, flower_port: Callable[[], int]):
         self.network = network
@@ -64,9 +76,9 @@ class NodeLinkServicer(rpc.NodeLinkServicer):
             log.warning("refused a node from %s: %s", context.peer(), exc)
             await context.abort(_code(exc.status), str(exc))
             return
-        except (SLMError, SQLAlchemyError) as exc:  # the database, not the node, failed
-            log.error("could not admit a node from %s: %s", context.peer(), exc)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the hub's database failed: {exc}")
+        except Exception as exc:  # the hub (its database), not the node, failed
+            await _internal(context, exc, f"could not admit a node from {peer}",
+                            grpc.StatusCode.UNAVAILABLE)  # fmt: skip
             return
         conn = self.network.attach(applicant, record.reputation)
         log.info("node %s joined: %s, model %s, capacity %d, from %s", conn.node_id[:12],
@@ -80,7 +92,7 @@ class NodeLinkServicer(rpc.NodeLinkServicer):
             async for message in conn.outgoing(3 * self.heartbeat_s):
                 yield message
             if conn.closed != NODE_LEFT:  # tell the node why, rather than a bare OK
-                await context.abort(grpc.StatusCode.UNAVAILABLE, conn.closed or "closed")
+                await context.abort(_code(conn.status), conn.closed or "closed")
         finally:
             conn.close(conn.closed or "the hub closed the stream")
             reader.cancel()
@@ -146,8 +158,10 @@ class SwarmServicer(rpc.SwarmServicer):
                         yield pb.AskReply(result=_result(event))
         except StatusError as exc:
             await context.abort(_code(exc.status), str(exc))
-        except (SLMError, WireError) as exc:
+        except (SLMError, WireError) as exc:  # the request's own fault: say what is wrong
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Exception as exc:
+            await _internal(context, exc, "an ask failed")
         finally:
             network.asks -= 1
 
@@ -164,7 +178,10 @@ class SwarmServicer(rpc.SwarmServicer):
     async def ListNodes(
         self, request: pb.ListNodesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListNodesReply:
-        records = await asyncio.to_thread(self.network.registry.all)
+        try:
+            records = await asyncio.to_thread(self.network.registry.all)
+        except Exception as exc:
+            await _internal(context, exc, "could not list the nodes")
         nodes = []
         for r in records:
             conn = self.network.connections.get(r.node_id)
@@ -185,6 +202,8 @@ class SwarmServicer(rpc.SwarmServicer):
             node_id, micro = await asyncio.to_thread(self.balance, request.node_id)
         except StatusError as exc:
             await context.abort(_code(exc.status), str(exc))
+        except Exception as exc:
+            await _internal(context, exc, "could not read a balance")
         return pb.BalanceReply(node_id=node_id, micro_credits=micro)
 
 

@@ -30,6 +30,11 @@ class NodeRecord:
     last_seen: str
     revoked: bool
     flower_node_id: str | None  # on the training plane, once registered there
+    revoked_at: str | None
+    revoked_reason: str
+
+
+MAX_ADDRESS_CHARS = 100  # the column's size; a peer address is shown, never trusted
 
 
 def _record(row) -> NodeRecord:  # type: ignore[no-untyped-def]
@@ -49,7 +54,8 @@ class NodeRegistry:
             raise SLMError(f"capacity must be at least 1, got {capacity}")
         now = now_iso()
         fresh = {
-            "public_key": public_key, "domain": domain, "preset": preset, "address": address,
+            "public_key": public_key, "domain": domain, "preset": preset,
+            "address": address[:MAX_ADDRESS_CHARS],
             "model_version": model_version, "capacity": capacity, "last_seen": now,
         }  # fmt: skip
         with writing(self.engine).begin() as conn:
@@ -87,11 +93,46 @@ class NodeRegistry:
             raise SLMError(f"reputation must be in (0, 1], got {reputation}")
         self._update(node_id, {"reputation": reputation})
 
-    def set_flower_node_id(self, node_id: str, flower_node_id: int) -> None:
-        self._update(node_id, {"flower_node_id": str(flower_node_id)})
+    def set_flower_node_id(self, node_id: str, flower_node_id: int | None) -> None:
+        """Its id on the training plane; None once its key is gone from there."""
+        value = None if flower_node_id is None else str(flower_node_id)
+        self._update(node_id, {"flower_node_id": value})
 
-    def revoke(self, node_id: str) -> None:
-        self._update(node_id, {"revoked": True})
+    def resolve(self, node: str) -> NodeRecord:
+        """A node by id or unique prefix (as the CLI takes it)."""
+        if not node:
+            raise SLMError("name a node by its id or a unique prefix of it")
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Node.__table__).where(Node.node_id.startswith(node, autoescape=True))
+                .limit(2)
+            ).all()  # fmt: skip
+        if not rows:
+            raise SLMError(f"no node {node!r} in this hub's registry; see `slm-hub node list`")
+        if len(rows) > 1:
+            raise SLMError(f"{node!r} names more than one node; give more of its id")
+        return _record(rows[0])
+
+    def revoke(self, node_id: str, reason: str) -> NodeRecord:
+        """Refuse the node from now on; a serving hub cuts its stream when it sees this
+        (`revoked_since`). Revoking it again keeps the first time and reason."""
+        record = self.get(node_id)
+        if record is None:
+            raise SLMError(f"unknown node {node_id}")
+        if not record.revoked:
+            self._update(node_id, {"revoked": True, "revoked_at": now_iso(),
+                                   "revoked_reason": reason})  # fmt: skip
+        revoked = self.get(node_id)
+        assert revoked is not None
+        return revoked
+
+    def revoked_since(self, after: str) -> list[NodeRecord]:
+        """Nodes revoked after the timestamp `after` ("" for all), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Node.__table__).where(Node.revoked_at > after).order_by(Node.revoked_at)
+            ).all()
+        return [_record(r) for r in rows]
 
     def _update(self, node_id: str, values: dict) -> None:
         with writing(self.engine).begin() as conn:

@@ -93,17 +93,23 @@ class Node(Base):
     node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     public_key: Mapped[str] = mapped_column(Text)  # OpenSSH line
     domain: Mapped[str] = mapped_column(String(64))
-    preset: Mapped[str] = mapped_column(String(32), default="")
+    # preset and model_version: as long as protos.wire allows (MAX_PRESET_CHARS, ..._VERSION_...)
+    preset: Mapped[str] = mapped_column(String(64), default="")
     address: Mapped[str] = mapped_column(String(100), default="")  # peer address, last connect
-    model_version: Mapped[str] = mapped_column(String(32), default="")
+    model_version: Mapped[str] = mapped_column(String(64), default="")
     capacity: Mapped[int] = mapped_column(Integer, default=1)
     reputation: Mapped[float] = mapped_column(default=1.0)  # routing prior, (0, 1]
     admitted_at: Mapped[str] = mapped_column(String(32))
     last_seen: Mapped[str] = mapped_column(String(32))
     revoked: Mapped[bool] = mapped_column(default=False)
+    revoked_at: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
+    revoked_reason: Mapped[str] = mapped_column(Text, default="")
     # its id on the training plane (a uint64 from Flower's SuperLink, as text), once registered
     flower_node_id: Mapped[str | None] = mapped_column(String(20), nullable=True, default=None)
-    __table_args__ = (Index("ix_nodes_domain", "domain"),)
+    __table_args__ = (
+        Index("ix_nodes_domain", "domain"),
+        Index("ix_nodes_revoked_at", "revoked_at"),  # a serving hub polls for new revocations
+    )
 
 
 class JoinToken(Base):

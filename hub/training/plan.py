@@ -1,24 +1,27 @@
-"""What a training run does, and the app bundle that carries it to Flower.
+"""What a training run does: the plan `slm-hub train` derives its flags from and the ServerApp
+runs.
 
-`TrainingPlan` is Flower's run config: its field names are the config's keys and its defaults
-the bundle's defaults, so this dataclass is the one place they are defined; `slm-hub train`
-derives its flags from it. Flower gives the run config to every SuperNode too, so nothing
-private goes in it: the ServerApp finds the hub's home and database in its environment
-(hub/training/superlink.py sets it).
+It travels as Flower's run config, as JSON under the one key of the static app bundle
+(`protos.training_app`), so this dataclass stays the one place its fields and defaults are
+defined. Flower gives the run config to every SuperNode too, so nothing private goes in it:
+the ServerApp finds the hub's home and database in its environment (hub/training/superlink.py
+sets it).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from protos import training_app
 from slm.command import option
 from slm.errors import SLMError
 
-APP_NAME, APP_PUBLISHER = "swarmllm-training", "swarmllm"
-SERVERAPP, CLIENTAPP = "hub.server_app:app", "node.training_app:app"
 STRATEGIES = ("fedavg", "fedmedian", "trimmed-mean", "krum")  # hub/training/aggregation.py
+# Robust by default: under fedavg one node of a cohort of 2 or 3 chooses the step's direction.
+DEFAULT_STRATEGY = "trimmed-mean"
+FEDAVG_MIN_NODES = 3
 REWARD_SPLITS = ("equal", "by-examples")
 
 
@@ -32,8 +35,12 @@ class TrainingPlan:
     node_ids: str = ""  # "flower_id=node_id,..." for the domain's registered nodes
     rounds: int = option(1, "rounds to run")
     local_steps: int = option(20, "training steps per node per round")
-    strategy: str = option("fedavg", "how updates are combined", choices=STRATEGIES)
+    strategy: str = option(DEFAULT_STRATEGY, "how updates are combined", choices=STRATEGIES)
     min_nodes: int = option(2, "nodes that must be connected, and updates a round needs")
+    small_fedavg: bool = option(
+        False, f"allow fedavg with --min-nodes under {FEDAVG_MIN_NODES}, where one node can "
+        "choose the global step", flag="--allow-small-fedavg",
+    )  # fmt: skip
     round_timeout: float = option(
         600.0,
         "seconds a round waits for updates (and for adoptions)",
@@ -55,6 +62,13 @@ class TrainingPlan:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        small = self.min_nodes < FEDAVG_MIN_NODES
+        if self.strategy == "fedavg" and small and not self.small_fedavg:
+            raise TrainingError(
+                f"fedavg with --min-nodes {self.min_nodes} lets one node choose the global step; "
+                f"use --min-nodes {FEDAVG_MIN_NODES} or more, a robust --strategy (default "
+                f"{DEFAULT_STRATEGY}), or --allow-small-fedavg to accept the risk"
+            )
         if not self.round_timeout > 0:
             raise TrainingError(f"--timeout must be positive, got {self.round_timeout}")
 
@@ -68,42 +82,13 @@ class TrainingPlan:
         return out
 
     def run_config(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {training_app.PLAN: json.dumps(asdict(self))}
 
     @classmethod
     def from_run_config(cls, config: dict[str, Any]) -> TrainingPlan:
-        return cls(**{f.name: config[f.name] for f in fields(cls)})
-
-
-def app_pyproject() -> str:
-    """The app bundle's only file: which installed code runs, and the run config's defaults."""
-    lines = [
-        "[build-system]",
-        'requires = ["hatchling"]',
-        'build-backend = "hatchling.build"',
-        "",
-        "[project]",
-        f'name = "{APP_NAME}"',
-        'version = "1.0.0"',
-        'description = "SwarmLLM federated rounds; the code is installed with swarmllm"',
-        'license = "Apache-2.0"',
-        "dependencies = []",
-        "",
-        "[tool.flwr.app]",
-        f'publisher = "{APP_PUBLISHER}"',
-        "",
-        "[tool.flwr.app.components]",
-        f'serverapp = "{SERVERAPP}"',
-        f'clientapp = "{CLIENTAPP}"',
-        "",
-        "[tool.flwr.app.config]",
-    ]
-    lines += [f"{key} = {json.dumps(value)}" for key, value in TrainingPlan().run_config().items()]
-    return "\n".join(lines) + "\n"
-
-
-def app_bundle() -> bytes:
-    """The FAB (a zip Flower hashes and ships to its SuperExec): pyproject.toml alone."""
-    from flwr.cli.build import build_fab_from_files
-
-    return build_fab_from_files({"pyproject.toml": app_pyproject().encode()})[0]
+        """The plan a run was started with; TrainingError if the config holds none."""
+        try:
+            values = json.loads(str(config[training_app.PLAN]))
+            return cls(**{f.name: values[f.name] for f in fields(cls)})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TrainingError(f"this run's config holds no training plan ({exc})") from None

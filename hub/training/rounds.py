@@ -123,7 +123,7 @@ def _round(run: _Run, number: int, weights: Weights) -> Weights:
             f"{plan.min_nodes}; rejected: "
             + "; ".join(f"{r['node'][:12]} ({r['reason']})" for r in rejected)
         )
-    weights = aggregate(accepted, plan.strategy)
+    weights = aggregate(accepted, weights, plan.strategy)
     sha = run.store.save(plan.domain, weights)
     aggregated_at = time.time()
     metrics = _record(run, number, accepted, rejected, sha)

@@ -19,9 +19,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from hub.storage.registry import NodeRegistry
-from hub.training.plan import APP_NAME, TrainingError, TrainingPlan, app_bundle
+from hub.training.plan import TrainingError, TrainingPlan
 from hub.training.run_files import events_path, read_events
 from hub.training.superlink import running_control_client
+from protos import training_app
 
 POLL_S = 0.5
 START_TIMEOUT_S = 120.0  # a run still pending after this long has no SuperExec to run it
@@ -161,7 +162,7 @@ def start(
         members = ",".join(f"{f}={n}" for f, n in sorted(ready.ready.items()))
         plan = replace(plan, node_ids=members)
         with plane_errors():
-            run_id = submit(client, app_bundle(), plan.run_config())
+            run_id = submit(client, training_app.bundle(), plan.run_config())
     except BaseException:
         client.close()
         raise
@@ -174,9 +175,14 @@ def active_run(client: Any, domain: str) -> int | None:
     from flwr.proto.control_pb2 import ListRunsRequest
 
     for run_id, run in client.ListRuns(ListRunsRequest()).run_dict.items():
-        if run.status.status == "finished" or not run.fab_id.endswith(f"/{APP_NAME}"):
+        ours = run.fab_id.endswith(f"/{training_app.APP_NAME}")
+        if run.status.status == "finished" or not ours:
             continue
-        if user_config_from_proto(run.override_config).get("domain") == domain:
+        try:
+            planned = TrainingPlan.from_run_config(user_config_from_proto(run.override_config))
+        except TrainingError:  # not a run this hub started
+            continue
+        if planned.domain == domain:
             return int(run_id)
     return None
 

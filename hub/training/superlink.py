@@ -1,14 +1,16 @@
 """The training plane's server: `slm-hub serve` runs Flower's SuperLink beside the routing plane.
 
-Why a supervised child process: flower-superlink is Flower's own server (Fleet, Control and
-Runtime HTTP APIs on one port, plus the SuperExec that launches ServerApps). Running the
-unmodified binary keeps us on Flower's supported deployment path; the hub only decides how it
-is started (TLS with the hub's certificate, SuperNode authentication on, state in the hub home
-so a restart does not orphan nodes, no runtime dependency installation, no telemetry, its own
+Why a supervised child process: the SuperLink is Flower's own server (Fleet, Control and
+Runtime HTTP APIs, plus the SuperExec that launches ServerApps), run as Flower's app in
+`locked_superlink`, which keeps every API on loopback, serves only the Fleet API on the public
+port nodes dial, and lets only the hub's secret call the Control API. The hub decides how it is
+started (TLS with the hub's certificate, SuperNode authentication on, state in the hub home so
+a restart does not orphan nodes, no runtime dependency installation, no telemetry, its own
 FLWR_HOME), restarts it with backoff when it exits, and stops it with the hub.
 
 A node admitted on the routing plane gets its public key registered here, so the SuperNode it
-starts with the same key is let in; nothing else may join the training plane.
+starts with the same key is let in; nothing else may join the training plane, and a revoked
+node's key is taken off it.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from hub.tls import TLSFiles
+from hub.training.locked_superlink import PUBLIC_FLAG, TOKEN_ENV
 from slm import processes
-from slm.atomic import atomic_write_text
+from slm.atomic import atomic_write_bytes, atomic_write_text
 from slm.errors import SLMError
 
 log = logging.getLogger("slm-hub")
@@ -32,6 +37,7 @@ READY_TIMEOUT_S = 60.0
 RESTART_FIRST_S, RESTART_MAX_S = 1.0, 30.0
 HEALTHY_AFTER_S = 60.0  # a SuperLink that ran this long restarts without accumulated backoff
 ALREADY_REGISTERED = 412  # what the Control API answers for a public key it knows
+NOT_FOUND = 404  # ... and for a node id it does not know (already unregistered)
 # The ServerApp (started by the SuperLink's SuperExec) finds the hub here: never in the run
 # config, which Flower hands to every SuperNode.
 HOME_ENV, DB_ENV = "SLM_HUB_TRAINING_HOME", "SLM_HUB_TRAINING_DB"
@@ -40,7 +46,7 @@ HOME_ENV, DB_ENV = "SLM_HUB_TRAINING_HOME", "SLM_HUB_TRAINING_DB"
 @dataclass(frozen=True)
 class SuperLinkOptions:
     host: str
-    port: int  # Fleet, Control and Runtime APIs share it; 0 picks a free one
+    port: int  # the Fleet API, where nodes dial; 0 picks a free one
     insecure: bool  # plaintext (a loopback hub); else TLS with the hub's certificate
 
 
@@ -49,13 +55,42 @@ def address_path(home: Path) -> Path:
     return home / "flower" / "superlink.json"
 
 
+def token_path(home: Path) -> Path:
+    """The Control API's secret: whoever reads it can start runs (the hub's user only)."""
+    return home / "flower" / "control_token"
+
+
+def ensure_token(home: Path) -> Path:
+    path = token_path(home)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, secrets.token_urlsafe(48).encode(), mode=0o600)
+    return path
+
+
+class _Bearer:
+    """Sends the hub's secret with every Control API call (a Flower HTTP interceptor)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def intercept(self, context, call_next):  # type: ignore[no-untyped-def]
+        context.request.headers["Authorization"] = f"Bearer {self.token}"
+        return call_next(context)
+
+
 def control_client(home: Path, address: str, insecure: bool):  # type: ignore[no-untyped-def]
     """A Control API client of the SuperLink at `address` (blocking calls)."""
     from flwr.supercore.control import ControlHttpClient
 
+    try:
+        token = token_path(home).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise SLMError(f"no Control API secret at {token_path(home)}; is a hub serving from "
+                       f"{home}?") from None  # fmt: skip
     ca = None if insecure else TLSFiles(home).ca_cert.read_bytes()
     return ControlHttpClient.from_server_address(
-        address, insecure=insecure, root_certificates=ca, interceptors=[]
+        address, insecure=insecure, root_certificates=ca, interceptors=[_Bearer(token)]
     )
 
 
@@ -83,17 +118,20 @@ class SuperLink:
         self.home = home
         self.options = options
         self.db_url = db_url
-        self.port = options.port or processes.free_port(options.host)
-        self.address = f"{options.host}:{self.port}"
+        self.port = options.port or processes.free_port(options.host)  # the public Fleet API
+        self.local_port = processes.free_port("127.0.0.1")  # every API, for the hub only
+        self.address = f"127.0.0.1:{self.local_port}"  # the Control API's
         self.state_dir = home / "flower"
         self.log_path = home / "logs" / "superlink.log"
         self.ready = asyncio.Event()
         self.process: asyncio.subprocess.Process | None = None
 
     def command(self) -> list[str]:
+        host = self.options.host
+        public = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         cmd = [
-            processes.tool("flower-superlink"),
-            "--host", self.options.host, "--port", str(self.port),
+            sys.executable, "-m", "hub.training.locked_superlink", PUBLIC_FLAG, public,
+            "--host", "127.0.0.1", "--port", str(self.local_port),
             "--database", str(self.state_dir / "state.db"),
             "--enable-supernode-auth", "--disable-runtime-dependency-installation",
         ]  # fmt: skip
@@ -116,7 +154,8 @@ class SuperLink:
         while not stop.is_set():
             started = time.monotonic()
             env = processes.flower_env(self.state_dir / "home")
-            env.update({HOME_ENV: str(self.home.resolve()), DB_ENV: self.db_url})
+            env.update({HOME_ENV: str(self.home.resolve()), DB_ENV: self.db_url,
+                        TOKEN_ENV: str(ensure_token(self.home).resolve())})  # fmt: skip
             self.process = await processes.start(self.command(), self.log_path, env)
             waiter = asyncio.create_task(self._until_ready())
             exited = asyncio.create_task(self.process.wait())
@@ -147,8 +186,9 @@ class SuperLink:
                      "db_url": self.db_url}
                 ))  # fmt: skip
                 self.ready.set()
-                log.info("training plane: Flower SuperLink on %s (state %s)", self.address,
-                         self.state_dir / "state.db")  # fmt: skip
+                log.info("training plane: Flower SuperLink with the Fleet API for nodes on "
+                         "%s:%d, every API for the hub on %s (state %s)", self.options.host,
+                         self.port, self.address, self.state_dir / "state.db")  # fmt: skip
                 return
             await asyncio.sleep(0.25)
         log.error("Flower SuperLink did not answer on %s within %.0f s; see %s",
@@ -191,5 +231,21 @@ class SuperLink:
                 if info.public_key.strip() == pem.strip():
                     return int(info.node_id)
             raise RuntimeError("the SuperLink says the key is registered but does not list it")
+        finally:
+            client.close()
+
+    def unregister(self, flower_node_id: int) -> None:
+        """Take a node's key off the training plane: its SuperNode is let in no more (a key
+        already gone is no error). Blocking: call it from a worker thread, once `ready` is set.
+        """
+        import httpx
+        from flwr.proto.control_pb2 import UnregisterNodeRequest
+
+        client = self.control()
+        try:
+            client.UnregisterNode(UnregisterNodeRequest(node_id=flower_node_id))
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != NOT_FOUND:
+                raise
         finally:
             client.close()

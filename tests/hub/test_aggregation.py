@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hub.training.aggregation import NORM_FACTOR, Update, aggregate, screen
+from hub.training.plan import STRATEGIES
 
 RNG = np.random.default_rng(0)
 GLOBAL = {"w": RNG.normal(size=(4, 3)).astype(np.float32), "b": np.zeros(3, np.float32)}
@@ -56,37 +57,85 @@ def test_an_update_far_outside_the_cohort_is_rejected_and_ordinary_spread_is_not
 
 def test_fedavg_weights_updates_by_examples() -> None:
     a, b = moved("a", examples=30), moved("b", examples=10)
-    out = aggregate([a, b], "fedavg")
+    out = aggregate([a, b], GLOBAL, "fedavg")
+    # both changes clipped to the median norm (of two: their mean), then weighed 3 : 1
+    deltas = [{k: u.weights[k].astype(np.float64) - GLOBAL[k] for k in GLOBAL} for u in (a, b)]
+    norms = [np.sqrt(sum(np.sum(v**2) for v in d.values())) for d in deltas]
+    bound = np.mean(norms)
     for k in GLOBAL:
-        np.testing.assert_allclose(out[k], 0.75 * a.weights[k] + 0.25 * b.weights[k], rtol=1e-6)
+        weighed = zip((0.75, 0.25), deltas, norms, strict=True)
+        step = sum(w * d[k] * min(1, bound / n) for w, d, n in weighed)
+        np.testing.assert_allclose(out[k], GLOBAL[k] + step, rtol=1e-6)
         assert out[k].dtype == np.float32
 
 
-def test_robust_strategies_ignore_one_poisoned_update() -> None:
+def test_no_strategy_lets_one_poisoned_update_move_the_model_far() -> None:
     honest = [moved(f"h{i}") for i in range(4)]
     poison = Update("p", {k: np.full_like(v, 1e3) for k, v in GLOBAL.items()}, 10)
     updates = [*honest, poison]
-    for strategy in ("fedmedian", "trimmed-mean"):
-        out = aggregate(updates, strategy)
+    for strategy in STRATEGIES:  # clipping to the median norm: fedavg too
+        out = aggregate(updates, GLOBAL, strategy)
         assert all(np.abs(out[k] - GLOBAL[k]).max() < 0.1 for k in GLOBAL), strategy
-    krum = aggregate(updates, "krum")
-    assert any(all(np.array_equal(krum[k], h.weights[k]) for k in GLOBAL) for h in honest)
-    mean = aggregate(updates, "fedavg")
-    assert np.abs(mean["w"] - GLOBAL["w"]).max() > 100  # what the robust ones protect against
+    krum = aggregate(updates, GLOBAL, "krum")
+    assert any(all(np.allclose(krum[k], h.weights[k], atol=0.02) for k in GLOBAL) for h in honest)
+
+
+def _cohort_with_a_steering_attacker(rng: np.random.Generator, dim: int = 2000):  # type: ignore[no-untyped-def]
+    """Two honest nodes and one that scales its update toward a chosen direction (4.5x the
+    honest norm: inside the norm screen), claiming the most examples the screen lets through."""
+    zero = {"x": np.zeros(dim, np.float32)}
+    signal = rng.normal(size=dim)
+    honest = [Update(f"h{i}", {"x": (signal + rng.normal(size=dim)).astype(np.float32)}, 1000)
+              for i in range(2)]  # fmt: skip
+    direction = rng.normal(size=dim)
+    direction /= np.linalg.norm(direction)
+    largest = max(np.linalg.norm(h.weights["x"]) for h in honest)
+    attacker = Update("a", {"x": (4.5 * largest * direction).astype(np.float32)}, 10_000)
+    return zero, honest, attacker, direction, largest
+
+
+def test_one_attacker_of_three_cannot_choose_the_default_strategy_s_step() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        zero, honest, attacker, direction, largest = _cohort_with_a_steering_attacker(rng)
+        accepted, rejected = screen([*honest, attacker], zero)
+        assert len(accepted) == 3 and not rejected  # within every screen: it takes part
+        step = aggregate(accepted, zero)["x"].astype(np.float64)  # the default strategy
+        cosine = float(step @ direction / np.linalg.norm(step))
+        assert cosine < 0.5, cosine
+        assert np.linalg.norm(step) <= largest * (1 + 1e-6)
+    # what the default protects against: fedavg follows the attacker
+    zero, honest, attacker, direction, _ = _cohort_with_a_steering_attacker(rng)
+    accepted, _ = screen([*honest, attacker], zero)
+    step = aggregate(accepted, zero, "fedavg")["x"].astype(np.float64)
+    assert float(step @ direction / np.linalg.norm(step)) > 0.5
+
+
+def test_a_free_rider_is_rejected_and_its_peers_kept() -> None:
+    rider = Update("rider", {k: v + np.float32(1e-6) for k, v in GLOBAL.items()}, 10)
+    for cohort in ([moved("a"), rider], [moved("a"), moved("b"), rider]):
+        accepted, rejected = screen(cohort, GLOBAL)
+        assert "rider" not in {u.node for u in accepted}
+        assert "it did not train" in reasons(rejected)["rider"]
+        assert len(accepted) == len(cohort) - 1
 
 
 def test_median_and_trimmed_mean_are_elementwise() -> None:
-    values = [1.0, 2.0, 3.0, 4.0, 100.0]
-    updates = [Update(str(v), {"x": np.array([v], np.float32)}, 1) for v in values]
-    assert aggregate(updates, "fedmedian")["x"][0] == 3.0
-    assert aggregate(updates, "trimmed-mean")["x"][0] == pytest.approx(3.0)  # drops 1 and 100
+    zero = {"x": np.zeros(2, np.float32)}
+    values = [(1.0, -1.0), (2.0, -2.0), (3.0, -3.0), (4.0, 4.0), (-5.0, 5.0)]
+    updates = [Update(str(v), {"x": np.array(v, np.float32)}, 1) for v in values]
+    # clipped to the median norm (that of (3, -3)), the last two are (3, 3) and (-3, 3)
+    np.testing.assert_allclose(aggregate(updates, zero, "fedmedian")["x"], [2.0, -1.0])
+    # trimmed-mean drops the smallest and largest of each coordinate: (1+2+3)/3, (-2-1+3)/3
+    np.testing.assert_allclose(aggregate(updates, zero, "trimmed-mean")["x"], [2.0, 0.0],
+                               atol=1e-6)  # fmt: skip
 
 
 def test_unknown_strategy_and_empty_cohort_are_errors() -> None:
     with pytest.raises(ValueError, match="unknown strategy"):
-        aggregate([moved("a")], "fedprox")
+        aggregate([moved("a")], GLOBAL, "fedprox")
     with pytest.raises(ValueError, match="no updates"):
-        aggregate([], "fedavg")
+        aggregate([], GLOBAL, "fedavg")
 
 
 def test_updates_that_change_nothing_are_rejected_and_outsized_claims_capped() -> None:
@@ -99,5 +148,6 @@ def test_updates_that_change_nothing_are_rejected_and_outsized_claims_capped() -
 
 
 def test_trimmed_mean_trims_from_three_nodes_on() -> None:
+    zero = {"x": np.zeros(1, np.float32)}
     updates = [Update(str(v), {"x": np.array([v], np.float32)}, 1) for v in (1.0, 2.0, 90.0)]
-    assert aggregate(updates, "trimmed-mean")["x"][0] == 2.0
+    assert aggregate(updates, zero, "trimmed-mean")["x"][0] == 2.0

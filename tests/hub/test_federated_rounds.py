@@ -106,7 +106,10 @@ def test_a_fedavg_round_averages_the_two_law_updates_by_examples(network, traine
     hub, nodes, root = network
     medicine_weights = (trained["medicine"].folder / WEIGHTS).read_bytes()
     start = weights_of(load_model_folder(root / "model-a").model)
-    done = train_cli(hub, "--rounds", "1", "--local-steps", str(LOCAL_STEPS), "--timeout", "120")
+    refused = train_cli(hub, "--strategy", "fedavg")
+    assert refused.returncode == 1 and "lets one node choose the global step" in refused.stderr
+    done = train_cli(hub, "--rounds", "1", "--local-steps", str(LOCAL_STEPS), "--timeout", "120",
+                     "--strategy", "fedavg", "--allow-small-fedavg")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "round 1: 2 participant(s), 0 rejected" in done.stderr
 
@@ -131,8 +134,16 @@ def test_a_fedavg_round_averages_the_two_law_updates_by_examples(network, traine
     stored = load_file(hub.home / "models" / "law" / f"{row.weights_sha256}.safetensors")
     total = sum(u.num_examples for u in updates.values())
     assert set(stored) == set(start)
+    # each change from the start is clipped to the cohort's median norm, then weighed
+    deltas = {n: {k: u.weights[k].astype(np.float64) - start[k] for k in start}
+              for n, u in updates.items()}  # fmt: skip
+    norms = {n: np.sqrt(sum(np.sum(v**2) for v in d.values())) for n, d in deltas.items()}
+    bound = np.median(list(norms.values()))
     for key, tensor in stored.items():
-        expected = sum(u.weights[key] * (u.num_examples / total) for u in updates.values())
+        expected = start[key] + sum(
+            deltas[n][key] * min(1.0, bound / norms[n]) * (u.num_examples / total)
+            for n, u in updates.items()
+        )
         np.testing.assert_allclose(tensor, expected, rtol=1e-4, atol=1e-5, err_msg=key)
 
     # Each law node earned half the round's reward (10 credits, split equally).

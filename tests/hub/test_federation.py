@@ -17,10 +17,11 @@ from sqlalchemy import select
 from hub.ledger.entries import node_account
 from hub.ledger.ledger import Ledger
 from hub.storage.schema import TrainingRound
-from hub.training.plan import TrainingError, TrainingPlan, app_bundle, app_pyproject
+from hub.training.plan import TrainingError, TrainingPlan
 from hub.training.rounds import Reply, run_rounds
 from hub.training.run_files import Events, read_events
 from hub.training.store import GlobalStore
+from protos import training_app
 from tests.hub.ledger_load import NODES
 
 START = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, np.float32)}
@@ -83,14 +84,15 @@ def rows(ledger: Ledger) -> list[TrainingRound]:
 
 def test_rounds_store_record_and_credit_the_fedavg_of_the_updates(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]
     cohort = FakeCohort({1: 1.0, 2: 3.0, 3: 0.0}, {1: 30, 2: 10, 3: 0}, silent=[3])
-    events = run(tmp_path, ledger, cohort, rounds=2)
+    events = run(tmp_path, ledger, cohort, rounds=2, strategy="fedavg", small_fedavg=True)
     first, second = rows(ledger)
     assert [p["node"] for p in json.loads(first.participants)] == [NODES[0], NODES[1]]
     assert json.loads(first.rejected) == [{"node": NODES[2], "reason": "no update within 5 s"}]
-    # Round 1 starts from the fetched model: FedAvg moves it by 0.75 * 1 + 0.25 * 3 = 1.5.
+    # Round 1 starts from the fetched model. The changes are clipped to the median norm (the
+    # 3 becomes a 2), then FedAvg moves the model by 0.75 * 1 + 0.25 * 2 = 1.25.
     store = GlobalStore(tmp_path)
-    np.testing.assert_allclose(store.load("law", first.weights_sha256)["w"], START["w"] + 1.5)
-    np.testing.assert_allclose(store.load("law", second.weights_sha256)["w"], START["w"] + 3.0)
+    np.testing.assert_allclose(store.load("law", first.weights_sha256)["w"], START["w"] + 1.25)
+    np.testing.assert_allclose(store.load("law", second.weights_sha256)["w"], START["w"] + 2.5)
     assert ledger.latest_weights("law") == second.weights_sha256
     assert json.loads(first.metrics)["val_loss"] == 2.5  # the nodes' own, after local training
     assert events[3]["global_val_loss"] == 1.5  # the global model's, on the nodes' data
@@ -167,23 +169,32 @@ def test_the_plan_travels_as_run_config_and_checks_its_values(tmp_path) -> None:
         TrainingPlan(round_timeout=0)
     with pytest.raises(TrainingError, match="unknown reward split 'by-luck'"):
         TrainingPlan(reward="by-luck")
+    assert TrainingPlan().strategy == "trimmed-mean"
+    with pytest.raises(TrainingError, match="fedavg with --min-nodes 2 lets one node choose"):
+        TrainingPlan(strategy="fedavg", min_nodes=2)
+    TrainingPlan(strategy="fedavg", min_nodes=3)
+    TrainingPlan(strategy="fedavg", min_nodes=2, small_fedavg=True)  # asked for explicitly
 
 
-def test_the_app_bundle_is_one_pyproject_that_flower_accepts() -> None:
+def test_the_app_bundle_is_one_static_pyproject_that_flower_accepts() -> None:
     import io
     import zipfile
 
     from flwr.common.config import get_fab_config
 
-    fab = app_bundle()
+    fab = training_app.bundle()
     names = zipfile.ZipFile(io.BytesIO(fab)).namelist()
     assert [n for n in names if not n.startswith(".info/")] == ["pyproject.toml"]
     config = get_fab_config(fab)
     assert config["tool"]["flwr"]["app"]["components"] == {
         "serverapp": "hub.server_app:app", "clientapp": "node.training_app:app",
     }  # fmt: skip
-    defaults = tomllib.loads(app_pyproject())["tool"]["flwr"]["app"]["config"]
-    assert defaults == TrainingPlan().run_config()
+    defaults = tomllib.loads(training_app.PYPROJECT)["tool"]["flwr"]["app"]["config"]
+    assert set(defaults) == set(TrainingPlan().run_config()) == {training_app.PLAN}
+    # the plan is not in the bundle, so its bytes (what a node pins) never change with it
+    assert training_app.bundle.__wrapped__() == training_app.bundle()  # built afresh: the same
+    with pytest.raises(TrainingError, match="holds no training plan"):
+        TrainingPlan.from_run_config({"plan": "{}"})
 
 
 def test_a_global_model_that_does_not_match_its_hash_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from hub.routing.admission import MAX_CAPACITY
 from hub.routing.candidates import ProfileIndex
 from hub.routing.posterior import posterior, ranked
 from hub.storage.engine import make_engine, upgrade
-from hub.storage.registry import NodeRegistry
+from hub.storage.registry import MAX_ADDRESS_CHARS, NodeRegistry
+from protos.wire import MAX_PRESET_CHARS, MAX_VERSION_CHARS
 from slm.errors import SLMError
 from slm.profile import PROFILE_DIM, corpus_profile, embed
 from tests.conftest import held_out_split
@@ -89,9 +91,42 @@ def test_the_registry_keeps_nodes_across_restarts(registry, db_url: str) -> None
     reopened = NodeRegistry(make_engine(db_url))  # a restarted hub
     [node] = reopened.all()
     assert node.node_id == "n1" and node.model_version == "v3" and not node.revoked
-    reopened.revoke("n1")
+    reopened.revoke("n1", "tests")
     assert registry.get("n1").revoked
     with pytest.raises(SLMError, match="unknown node"):
         registry.seen("nope")
     with pytest.raises(SLMError, match="reputation"):
         registry.set_reputation("n1", 0.0)
+
+
+def test_the_longest_hello_the_wire_allows_fits_the_registry(registry) -> None:
+    """Every string a node's hello may carry, at its limit, on SQLite and PostgreSQL alike (a
+    32-character column once locked nodes with 64-character versions out on PostgreSQL)."""
+    node_id = "f" * 64  # sha256 hex
+    domain = "d" * 64  # tokens._DOMAIN's limit
+    registry.admit(node_id, "ecdsa-sha2-nistp384 " + "A" * 4000, domain, "p" * MAX_PRESET_CHARS,
+                   "ipv6:%5B" + "f" * 200, "v" * MAX_VERSION_CHARS, MAX_CAPACITY)  # fmt: skip
+    registry.seen(node_id, model_version="w" * MAX_VERSION_CHARS)
+    [node] = registry.all()
+    assert node.model_version == "w" * MAX_VERSION_CHARS and node.preset == "p" * MAX_PRESET_CHARS
+    assert node.domain == domain and len(node.address) == MAX_ADDRESS_CHARS
+    registry.revoke(node_id, "r" * 5000)
+    assert registry.get(node_id).revoked_reason == "r" * 5000
+
+
+def test_revocations_are_recorded_once_and_found_by_prefix(registry) -> None:
+    for n in ("a1", "a2", "b1"):
+        registry.admit(n, "ecdsa-sha2-nistp384 AAAA", "law", "slm-tiny", "127.0.0.1:1", "v1", 1)
+    with pytest.raises(SLMError, match="more than one node"):
+        registry.resolve("a")
+    with pytest.raises(SLMError, match="no node 'c'"):
+        registry.resolve("c")
+    assert registry.resolve("b").node_id == "b1"
+    assert registry.revoked_since("") == []
+    first = registry.revoke("a2", "served spam")
+    again = registry.revoke("a2", "a second thought")
+    assert (again.revoked_at, again.revoked_reason) == (first.revoked_at, "served spam")
+    assert [r.node_id for r in registry.revoked_since("")] == ["a2"]
+    assert registry.revoked_since(first.revoked_at) == []
+    registry.revoke("b1", "")
+    assert [r.node_id for r in registry.revoked_since(first.revoked_at)] == ["b1"]

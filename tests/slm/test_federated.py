@@ -137,8 +137,9 @@ def test_three_fedavg_rounds_beat_either_node_trained_alone(trained, tmp_path) -
     for round_number in (1, 2, 3):
         updates = [local_train(folder, data[n], global_weights, 20, round_number) for n in data]
         global_weights = aggregate(
-            [Update(n, u.weights, u.num_examples) for n, u in zip(data, updates, strict=True)]
-        )
+            [Update(n, u.weights, u.num_examples) for n, u in zip(data, updates, strict=True)],
+            global_weights, "fedavg",
+        )  # fmt: skip
     federated = held_out_loss(global_weights)
     alone = {n: held_out_loss(local_train(folder, data[n], start, 60, 1).weights) for n in data}
     assert federated < min(alone.values()), (federated, alone)

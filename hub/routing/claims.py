@@ -1,0 +1,72 @@
+"""What a node's claims are checked against before they count: a score no honest model can
+produce is dropped before the posterior, and a completion is paid for the tokens the hub itself
+saw relayed, never for the count a node asserts.
+
+Why bytes bound tokens: nodes decode byte-level BPE, where every token but BOS (which ends a
+completion) is at least one byte of text. A node's text reaches the client whole except where
+a stop string cut it, so an honest count is at most the bytes relayed, plus the bytes of the
+longest stop string (the tokens that formed it), plus one token that straddled the cut, plus a
+small margin for sampled ids a small tokenizer never learnt (they decode to nothing): a 32nd of
+the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from protos.wire import Piece, Score
+
+REL_TOLERANCE = 1e-9  # bits_per_byte is computed from loglik in doubles on the node too
+
+
+def plausible(score: Score, prompt_bytes: int) -> bool:
+    """False for a claim no model can make: a positive or non-finite loglik, a confidence
+    outside [0, 1], or a bits-per-byte that is not -loglik / (bytes · ln 2)."""
+    if not (math.isfinite(score.loglik) and score.loglik <= 0.0):
+        return False
+    if not 0.0 <= score.confidence <= 1.0:
+        return False
+    expected = -score.loglik / (prompt_bytes * math.log(2))
+    return math.isclose(score.bits_per_byte, expected, rel_tol=REL_TOLERANCE, abs_tol=1e-12)
+
+
+class ClaimError(Exception):
+    """A node streamed something no honest node sends; it is treated as a failed node."""
+
+
+@dataclass
+class Relayed:
+    """One node's segment of an answer as the hub saw it: the basis of what it is paid."""
+
+    budget: int  # tokens this node may generate (the answer's max_tokens less earlier segments)
+    stop_bytes: int  # the longest stop string, in UTF-8 bytes
+    chunks: int = 0  # pieces that carried text to the client
+    bytes: int = 0  # UTF-8 bytes of text relayed to the client
+    count: int = 0  # the node's running token count (unsigned until the last piece)
+
+    def add(self, piece: Piece) -> None:
+        """Take one piece; ClaimError if a running count goes backwards or past the budget (the
+        last piece's signed count is judged by `agrees`, so its text still counts)."""
+        if not piece.done:
+            if piece.tokens < self.count:
+                raise ClaimError(f"its token count went back from {self.count} to {piece.tokens}")
+            if piece.tokens > self.budget:
+                raise ClaimError(f"it claims {piece.tokens} tokens of {self.budget} asked for")
+            self.count = piece.tokens
+        if piece.text:
+            self.chunks += 1
+            self.bytes += len(piece.text.encode("utf-8"))
+
+    def most_tokens(self) -> int:
+        """The largest count an honest node could sign for what the hub relayed."""
+        return min(self.budget, self.bytes + self.stop_bytes + 1 + self.budget // 32)
+
+    def agrees(self, claimed: int) -> bool:
+        """The node's signed count fits what the hub relayed (and its own running count)."""
+        return self.count <= claimed <= self.most_tokens()
+
+    def paid_unsigned(self) -> int:
+        """A segment that ended without a signed count (the node failed mid-answer): no more
+        than the pieces the client received, whatever the node's running count said."""
+        return min(self.count, self.chunks, self.budget)

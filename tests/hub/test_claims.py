@@ -1,0 +1,71 @@
+"""The bounds on a node's claims (hub/routing/claims.py): what no honest node can claim is
+refused, and what every honest node claims is accepted (real trained models, sampled hot)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hub.routing.claims import ClaimError, Relayed, plausible
+from node.identity import generate_key
+from node.service import NodeService
+from protos.wire import Piece, SamplingParams, Score
+
+
+def _score(loglik: float, size: int, **changes: float) -> Score:
+    values = {"bits_per_byte": -loglik / (size * math.log(2)), "confidence": 0.5, **changes}
+    return Score("r", loglik, values["bits_per_byte"], values["confidence"], False, b"", "v")
+
+
+def test_impossible_scores_are_implausible_and_consistent_ones_are_not() -> None:
+    assert plausible(_score(-300.0, 120), 120)
+    assert plausible(_score(0.0, 120), 120)  # possible in floats: the audit's business
+    assert not plausible(_score(1e-9, 120), 120)
+    for bad in (math.inf, -math.inf, math.nan):
+        assert not plausible(_score(bad, 120), 120)
+    assert not plausible(_score(-300.0, 120, bits_per_byte=1.0), 120)
+    assert not plausible(_score(-300.0, 121), 120)  # scored other bytes than the prompt's
+    assert not plausible(_score(-300.0, 120, confidence=1.01), 120)
+    assert not plausible(_score(-300.0, 120, confidence=-0.01), 120)
+
+
+def _piece(text: str, tokens: int, done: bool = False) -> Piece:
+    return Piece("r", text, tokens, done)
+
+
+def test_running_counts_may_not_go_back_or_past_the_budget() -> None:
+    seen = Relayed(budget=8, stop_bytes=0)
+    seen.add(_piece("ab", 2))
+    with pytest.raises(ClaimError, match="went back from 2 to 1"):
+        seen.add(_piece("c", 1))
+    with pytest.raises(ClaimError, match="claims 9 tokens of 8"):
+        seen.add(_piece("c", 9))
+    seen.add(_piece("", 2**32 - 1, done=True))  # a signed last count is judged, not refused
+    assert not seen.agrees(2**32 - 1) and seen.most_tokens() == 3  # 2 bytes + 1
+
+
+def test_a_failed_segment_is_worth_the_pieces_received_at_most() -> None:
+    seen = Relayed(budget=16, stop_bytes=0)
+    for _ in range(3):
+        seen.add(_piece("x", 16))
+    assert seen.paid_unsigned() == 3
+    nothing = Relayed(budget=16, stop_bytes=0)
+    nothing.add(_piece("", 16))
+    assert nothing.paid_unsigned() == 0
+
+
+@pytest.mark.parametrize("domain", ["medicine", "law", "religion"])
+def test_every_honest_count_agrees_with_what_the_hub_relays(trained, domain: str) -> None:
+    """Sampled hot (rare tokens, split UTF-8, ids a small tokenizer never learnt), with and
+    without stop strings: the node's signed count always fits the bound."""
+    service = NodeService(trained[domain].load(), generate_key())
+    prompt = trained[domain].held_out[:120]
+    for seed in range(12):
+        stop = ("the", "\n\n", "e") if seed % 3 == 0 else ()
+        params = SamplingParams(max_tokens=48, temperature=2.0, seed=seed, stop=stop)
+        seen = Relayed(params.max_tokens, max((len(s.encode()) for s in stop), default=0))
+        for piece in service.generate(f"r{seed}", prompt, params):
+            seen.add(piece)
+            if piece.done:
+                assert seen.agrees(piece.tokens), (seed, piece.tokens, seen)
