@@ -115,23 +115,26 @@ class Rogue:
     async def _serve(self, call) -> None:  # type: ignore[no-untyped-def]
         assert self._stop is not None
         stopping = asyncio.create_task(self._stop.wait())
-        while True:
-            reading = asyncio.create_task(call.read())
-            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if stopping.done():
-                reading.cancel()
-                call.cancel()
-                return
-            message = reading.result()
-            if message is grpc.aio.EOF:
-                self.ended = await call.code()
-                return
-            kind = message.WhichOneof("body")
-            if kind == "score":
-                await call.write(pb.NodeMessage(score=self._score(message.score)))
-            elif kind == "generate":
-                for reply in self._generate(message.generate):
-                    await call.write(reply)
+        try:
+            while True:
+                reading = asyncio.create_task(call.read())
+                await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if stopping.done():
+                    reading.cancel()
+                    call.cancel()
+                    return
+                message = reading.result()
+                if message is grpc.aio.EOF:
+                    self.ended = await call.code()
+                    return
+                kind = message.WhichOneof("body")
+                if kind == "score":
+                    await call.write(pb.NodeMessage(score=self._score(message.score)))
+                elif kind == "generate":
+                    for reply in self._generate(message.generate):
+                        await call.write(reply)
+        finally:
+            stopping.cancel()
 
     def _score(self, request: pb.ScoreRequest) -> pb.ScoreReply:
         b = self.behaviour

@@ -88,15 +88,17 @@ class Hub:
             return
         log.info("node %s registered on the training plane as %d", node_id[:12], flower_id)
         if record is not None and record.revoked:  # revoked while this was under way
-            await self._unregister(node_id, flower_id)
+            while not await self._unregister(node_id, flower_id):
+                await asyncio.sleep(REVOCATION_POLL_S)
 
     async def watch_revocations(self, stop: asyncio.Event) -> None:
         """Apply `slm-hub node revoke` (written to the registry by any process): the node is
         routed to no more, its stream ends with PERMISSION_DENIED, its key leaves the training
         plane. The first poll applies every revocation so far (a key a stopped hub left on the
-        SuperLink goes then)."""
-        applied: set[str] = set()
+        SuperLink goes then). A key whose removal failed is tried again at the next poll."""
         latest = ""
+        keys: dict[str, int] = {}  # revoked nodes whose Flower key is still to be removed
+        removing: set[str] = set()
         while not stop.is_set():
             try:
                 since = _earlier(latest, REVOCATION_OVERLAP_S)
@@ -106,31 +108,35 @@ class Hub:
                 revoked = []
             for r in revoked:
                 latest = max(latest, r.revoked_at or "")
-                if r.node_id in applied:
-                    continue
-                applied.add(r.node_id)
-                why = f"node {r.node_id} was revoked by the hub operator" + (
-                    f": {r.revoked_reason}" if r.revoked_reason else ""
-                )
-                if self.network.cut(r.node_id, why):
-                    log.warning("node %s revoked: its stream is closed", r.node_id[:12])
+                self.network.revoke(r.node_id, r.revoked_reason)  # idempotent
                 if r.flower_node_id is not None:
-                    task = asyncio.create_task(self._unregister(r.node_id, int(r.flower_node_id)))
+                    keys[r.node_id] = int(r.flower_node_id)
+            for node_id in self.network.cut_revoked():  # a stream admitted meanwhile too
+                log.warning("node %s revoked: its stream is closed", node_id[:12])
+            for node_id, flower_id in list(keys.items()):
+                if node_id not in removing:
+                    removing.add(node_id)
+                    task = asyncio.create_task(self._unregister(node_id, flower_id))
+                    task.add_done_callback(lambda t, n=node_id: _removed(t, n, keys, removing))
                     self._registering.add(task)
                     task.add_done_callback(self._registering.discard)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REVOCATION_POLL_S)
 
-    async def _unregister(self, node_id: str, flower_id: int) -> None:
+    async def _unregister(self, node_id: str, flower_id: int) -> bool:
         try:
-            await asyncio.wait_for(self.superlink.ready.wait(), 120)
+            await asyncio.wait_for(self.superlink.ready.wait(), REVOCATION_POLL_S * 4)
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._registrar, self.superlink.unregister, flower_id)
             await asyncio.to_thread(self.network.registry.set_flower_node_id, node_id, None)
-        except Exception as exc:  # retried at the hub's next start
-            log.error("node %s: key not removed from the training plane: %s", node_id[:12], exc)
-            return
+        except TimeoutError:  # the SuperLink is not up (yet): the next poll tries again
+            return False
+        except Exception as exc:
+            log.error("node %s: key not removed from the training plane (trying again): %s",
+                      node_id[:12], exc)  # fmt: skip
+            return False
         log.info("node %s: key removed from the training plane", node_id[:12])
+        return True
 
     async def record(self, prompt: str, result: Result) -> None:
         """Record an answer in the ledger; returns once it is durable."""
@@ -202,6 +208,13 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await Hub(cfg, options).run(stop, ready)
+
+
+def _removed(task: asyncio.Task, node_id: str, keys: dict[str, int], removing: set[str]) -> None:
+    """A key removal ended: done for good if it worked, else left for the next poll."""
+    removing.discard(node_id)
+    if not task.cancelled() and task.exception() is None and task.result():
+        keys.pop(node_id, None)
 
 
 def _earlier(stamp: str, seconds: float) -> str:

@@ -6,8 +6,9 @@ Why bytes bound tokens: nodes decode byte-level BPE, where every token but BOS (
 completion) is at least one byte of text. A node's text reaches the client whole except where
 a stop string cut it, so an honest count is at most the bytes relayed, plus the bytes of the
 longest stop string (the tokens that formed it), plus one token that straddled the cut, plus a
-small margin for sampled ids a small tokenizer never learnt (they decode to nothing): a 32nd of
-the budget.
+small margin for sampled ids a small tokenizer never learnt (they decode to nothing). That
+bound only decides whether a signed count is believed; what is paid is never more than the
+bytes relayed, and an answer with no text earns nothing.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from dataclasses import dataclass
 from protos.wire import Piece, Score
 
 REL_TOLERANCE = 1e-9  # bits_per_byte is computed from loglik in doubles on the node too
+# No model explains natural text in under a hundredth of a bit per byte (the best large models
+# need about 0.6; ours 1.5 and more): a claim below it is a claim of certainty, which no
+# tokenizer's first token allows. What lies above it is the audit's to check.
+MIN_BITS_PER_BYTE = 0.01
 
 
 def plausible(score: Score, prompt_bytes: int) -> bool:
-    """False for a claim no model can make: a positive or non-finite loglik, a confidence
-    outside [0, 1], or a bits-per-byte that is not -loglik / (bytes · ln 2)."""
-    if not (math.isfinite(score.loglik) and score.loglik <= 0.0):
+    """False for a claim no model can make: a non-finite loglik or one near certainty (under
+    MIN_BITS_PER_BYTE), a confidence outside [0, 1], or a bits-per-byte that is not
+    -loglik / (bytes · ln 2)."""
+    if not math.isfinite(score.loglik):
+        return False
+    if -score.loglik / (prompt_bytes * math.log(2)) < MIN_BITS_PER_BYTE:
         return False
     if not 0.0 <= score.confidence <= 1.0:
         return False
@@ -60,11 +68,16 @@ class Relayed:
 
     def most_tokens(self) -> int:
         """The largest count an honest node could sign for what the hub relayed."""
-        return min(self.budget, self.bytes + self.stop_bytes + 1 + self.budget // 32)
+        return min(self.budget, self.bytes + self.stop_bytes + 2 + self.budget // 16)
 
     def agrees(self, claimed: int) -> bool:
         """The node's signed count fits what the hub relayed (and its own running count)."""
         return self.count <= claimed <= self.most_tokens()
+
+    def paid(self, claimed: int) -> int:
+        """What a finished segment is paid for: its signed count, never more than the bytes
+        the client received (a node cannot sign its way past the text it sent)."""
+        return min(claimed, self.budget, self.bytes)
 
     def paid_unsigned(self) -> int:
         """A segment that ended without a signed count (the node failed mid-answer): no more

@@ -43,6 +43,7 @@ class Network:
         self.asks = 0  # Ask calls in flight, so shutdown can let them finish
         self.on_admit = on_admit  # blocking, before the welcome: e.g. the node's ledger account
         self.on_join = on_join  # on the event loop, after the welcome: must not block
+        self.revoked: dict[str, str] = {}  # node id -> why, once the operator revoked it
         self._persisted: dict[str, float] = {}
         self._writing: dict[str, asyncio.Task] = {}  # a node's registry write under way
         self._stale: set[str] = set()  # nodes heard from again while theirs was under way
@@ -59,6 +60,9 @@ class Network:
             applicant.node_id, applicant.domain, applicant.public_key, applicant.model_version,
             applicant.capacity,
         )  # fmt: skip
+        if conn.node_id in self.revoked:  # revoked while its handshake was under way
+            conn.close(self.revoked[conn.node_id], "PERMISSION_DENIED")
+            return conn
         old = self.connections.get(conn.node_id)
         if old is not None:
             old.close("replaced by a new connection from the same node")
@@ -75,15 +79,23 @@ class Network:
             self.router.links.pop(conn.node_id, None)
             self.router.index.remove(conn.node_id)
 
-    def cut(self, node_id: str, reason: str) -> bool:
-        """A revoked node: routed to no more from now on, its stream ended with
-        PERMISSION_DENIED; whether it was connected."""
-        conn = self.connections.get(node_id)
-        if conn is None:
-            return False
-        self.detach(conn)
-        conn.close(reason, "PERMISSION_DENIED")
-        return True
+    def revoke(self, node_id: str, reason: str) -> None:
+        """Refuse the node from now on, whatever stream it has or opens (`cut_revoked` ends
+        the ones it has)."""
+        self.revoked[node_id] = f"node {node_id} was revoked by the hub operator" + (
+            f": {reason}" if reason else ""
+        )
+
+    def cut_revoked(self) -> list[str]:
+        """End the streams of revoked nodes with PERMISSION_DENIED and route to them no more;
+        the nodes that were connected."""
+        cut = []
+        for node_id in self.revoked.keys() & self.connections.keys():
+            conn = self.connections[node_id]
+            self.detach(conn)
+            conn.close(self.revoked[node_id], "PERMISSION_DENIED")
+            cut.append(node_id)
+        return cut
 
     def heard(self, conn: NodeConnection, version_changed: bool) -> None:
         """Persist last_seen now and then, and a new model version at once, in the background:

@@ -238,7 +238,7 @@ class Router:
                     )  # fmt: skip
                     signed = verify(link.public_key, piece.signature, statement)
                     answer.verified = signed and seen.agrees(piece.tokens)
-                    tokens = min(piece.tokens, seen.most_tokens())
+                    tokens = seen.paid(piece.tokens)
                     node_ms = piece.node_ms
                     return
         finally:

@@ -139,12 +139,12 @@ def aggregate(
     """The next global model: `reference` plus the cohort's step, from screened updates (at
     least one).
 
-    Every update's change is first clipped to the cohort's median norm, so no node moves the
-    model further than a typical peer however it scales its update; the step is clipped to that
-    norm too (a coordinate-wise median of clipped changes can come out a little longer than any
-    of them). Then FedAvg weighs the changes by examples, fedmedian and trimmed-mean combine
-    them coordinate by coordinate (one node of three cannot set a coordinate), and Krum takes
-    the most central one.
+    Every update's change is first clipped to the cohort's (lower) median norm, so no node
+    moves the model further than a typical peer however it scales its update (of two updates,
+    neither further than the smaller); the step is clipped to that norm too (a coordinate-wise
+    median of clipped changes can come out a little longer than any of them). Then FedAvg
+    weighs the changes by examples, fedmedian and trimmed-mean combine them coordinate by
+    coordinate (one node of three cannot set a coordinate), and Krum takes the most central.
     """
     if not updates:
         raise ValueError("no updates to aggregate")
@@ -153,7 +153,7 @@ def aggregate(
     names = list(reference)
     deltas = [{k: u.weights[k].astype(np.float64) - reference[k] for k in names} for u in updates]
     norms = [_norm(d) for d in deltas]
-    bound = float(np.median(norms))
+    bound = sorted(norms)[(len(norms) - 1) // 2]  # the lower median: of two, the smaller
     clipped = [
         _scaled(d, min(1.0, bound / n) if n > 0 else 1.0)
         for d, n in zip(deltas, norms, strict=True)

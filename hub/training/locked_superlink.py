@@ -12,13 +12,18 @@ changes, using only what Flower's CLI module exposes for it:
   place of Flower's no-op one; the secret file is the hub's, 0600);
 - everything listens on loopback, for the hub and the ServerApp's SuperExec, and the public
   port (the one nodes dial) serves the Fleet API alone (and /health): Control, Runtime and the
-  API docs are 404 there.
+  API docs are 404 there;
+- the SuperLink runs with `--isolation process` and a SuperExec secret, and starts its
+  ServerApp launcher itself (`hub.training.serverapps`, over TLS, with that secret): a local
+  user cannot take a run's ServerApp task from the loopback Runtime API, and no bundle but the
+  project's runs.
 
 The private names it relies on are pinned with `flwr==1.41.0` and imported by a test.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hmac
 import importlib
@@ -99,6 +104,25 @@ class FleetOnly:
         await send({"type": "http.response.body", "body": b"Not Found"})
 
 
+def launcher_command(flags: list[str]) -> list[str]:
+    """The ServerApp launcher for a SuperLink started with `flags`: on its loopback Runtime
+    API, over its TLS (or not), with its SuperExec secret, exiting with it."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in ("--port", "--ssl-ca-certfile", "--superexec-auth-secret-file"):
+        parser.add_argument(flag)
+    parser.add_argument("--insecure", action="store_true")
+    given, _ = parser.parse_known_args(flags)
+    if not given.superexec_auth_secret_file:
+        raise SystemExit("--superexec-auth-secret-file is required: the Runtime API needs it")
+    tls = ["--insecure"] if given.insecure else ["--root-certificates", given.ssl_ca_certfile]
+    return [
+        sys.executable, "-m", "hub.training.serverapps",
+        "--runtime-api-address", f"127.0.0.1:{given.port}", *tls,
+        "--parent-pid", str(os.getpid()),
+        "--superexec-auth-secret-file", given.superexec_auth_secret_file,
+    ]  # fmt: skip
+
+
 def main() -> int:
     argv = sys.argv[1:]
     if PUBLIC_FLAG not in argv:
@@ -114,6 +138,7 @@ def main() -> int:
 
     cli = superlink_cli()
     cli.load_control_authn_plugin = control_plugin()  # read from the module when parsing
+    launcher = launcher_command(sys.argv[1:])
     config = cli._parse_superlink_lifespan_config()
     if config.host not in ("127.0.0.1", "::1"):
         raise SystemExit("--host must be loopback: only the Fleet API listens publicly")
@@ -129,18 +154,25 @@ def main() -> int:
     ))  # fmt: skip
 
     async def serve() -> int:
-        """Loopback first (its lifespan starts Flower's state and SuperExec), then the public
-        port; when either stops, both do."""
+        """Loopback first (its lifespan starts Flower's state), then the ServerApp launcher
+        and the public port; when one stops, all do."""
         local_task = asyncio.create_task(local.serve())
         while not local.started and not local_task.done():
             await asyncio.sleep(0.05)
         if local_task.done():
             return 1
+        serverapps = await asyncio.create_subprocess_exec(*launcher)
+        launcher_task = asyncio.create_task(serverapps.wait())
         public_task = asyncio.create_task(public.serve())
-        await asyncio.wait({local_task, public_task}, return_when=asyncio.FIRST_COMPLETED)
-        failed = public_task.done() and not public.started
+        await asyncio.wait({local_task, public_task, launcher_task},
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        # the hub restarts a SuperLink that exits; one without its launcher would hang runs
+        failed = launcher_task.done() or (public_task.done() and not public.started)
         local.should_exit = public.should_exit = True
         await asyncio.gather(local_task, public_task, return_exceptions=True)
+        if serverapps.returncode is None:
+            serverapps.terminate()
+            await launcher_task
         return 1 if failed else 0
 
     return asyncio.run(serve())

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hub.tls import TLSFiles
-from hub.training.locked_superlink import PUBLIC_FLAG, TOKEN_ENV
+from hub.training.locked_superlink import MIN_TOKEN_BYTES, PUBLIC_FLAG, TOKEN_ENV
 from slm import processes
-from slm.atomic import atomic_write_bytes, atomic_write_text
+from slm.atomic import atomic_write_bytes
 from slm.errors import SLMError
 
 log = logging.getLogger("slm-hub")
@@ -61,10 +61,27 @@ def token_path(home: Path) -> Path:
 
 
 def ensure_token(home: Path) -> Path:
+    """The Control API's secret, made (or remade, when too short to be one) readable by the
+    hub's user alone."""
     path = token_path(home)
-    if not path.exists():
+    try:
+        good = len(path.read_bytes().strip()) >= MIN_TOKEN_BYTES
+    except FileNotFoundError:
+        good = False
+    if not good:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, secrets.token_urlsafe(48).encode(), mode=0o600)
+    path.chmod(0o600)
+    return path
+
+
+def ensure_superexec_secret(home: Path) -> Path:
+    """What the ServerApp launcher proves itself with to the SuperLink's Runtime API (raw
+    bytes, 0600), so no other local user takes a run's ServerApp task."""
+    path = home / "flower" / "superexec_secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, secrets.token_bytes(32), mode=0o600)
     return path
 
 
@@ -119,8 +136,8 @@ class SuperLink:
         self.options = options
         self.db_url = db_url
         self.port = options.port or processes.free_port(options.host)  # the public Fleet API
-        self.local_port = processes.free_port("127.0.0.1")  # every API, for the hub only
-        self.address = f"127.0.0.1:{self.local_port}"  # the Control API's
+        self.local_port = 0  # every API, for the hub only: a new free port at every start
+        self.address = ""  # the Control API's, once started
         self.state_dir = home / "flower"
         self.log_path = home / "logs" / "superlink.log"
         self.ready = asyncio.Event()
@@ -134,6 +151,8 @@ class SuperLink:
             "--host", "127.0.0.1", "--port", str(self.local_port),
             "--database", str(self.state_dir / "state.db"),
             "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+            "--isolation", "process",
+            "--superexec-auth-secret-file", str(ensure_superexec_secret(self.home).resolve()),
         ]  # fmt: skip
         if self.options.insecure:
             return [*cmd, "--insecure"]
@@ -153,6 +172,10 @@ class SuperLink:
         backoff = RESTART_FIRST_S
         while not stop.is_set():
             started = time.monotonic()
+            # a new loopback port each time: a local user who took the last one cannot keep the
+            # training plane down
+            self.local_port = processes.free_port("127.0.0.1")
+            self.address = f"127.0.0.1:{self.local_port}"
             env = processes.flower_env(self.state_dir / "home")
             env.update({HOME_ENV: str(self.home.resolve()), DB_ENV: self.db_url,
                         TOKEN_ENV: str(ensure_token(self.home).resolve())})  # fmt: skip
@@ -181,10 +204,10 @@ class SuperLink:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if await asyncio.to_thread(self._answers):
-                atomic_write_text(address_path(self.home), json.dumps(
-                    {"address": self.address, "insecure": self.options.insecure,
-                     "db_url": self.db_url}
-                ))  # fmt: skip
+                where = {"address": self.address, "insecure": self.options.insecure,
+                         "db_url": self.db_url}  # fmt: skip
+                # 0600: the database URL may hold a password
+                atomic_write_bytes(address_path(self.home), json.dumps(where).encode(), mode=0o600)
                 self.ready.set()
                 log.info("training plane: Flower SuperLink with the Fleet API for nodes on "
                          "%s:%d, every API for the hub on %s (state %s)", self.options.host,

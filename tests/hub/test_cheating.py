@@ -96,6 +96,14 @@ def test_an_honest_count_is_paid_base_plus_its_tokens(hub, join) -> None:
     assert _balance(hub, honest.node_id) == paid
 
 
+def test_an_empty_answer_earns_nothing_whatever_it_signs(hub, join) -> None:
+    idle = join(Behaviour(pieces=(), final_count=2))  # believable: 0 bytes may be 2 tokens
+    text, _, result = ask(hub, PROMPT, max_tokens=16)
+    assert result.node_id == idle.node_id and text == ""
+    assert _inference(hub, result.request_id)[1] == [{"node": idle.node_id, "tokens": 0}]
+    assert _balance(hub, idle.node_id) == 0  # not even the base
+
+
 def test_a_node_failing_mid_answer_is_paid_for_the_pieces_the_client_got(hub, join) -> None:
     quitter = join(Behaviour(
         loglik=lambda p: -1.0 * len(p), pieces=("a ",) * 6, counts=(5, 10, 15, 20, 25, 30),
@@ -128,11 +136,18 @@ def test_a_running_count_past_the_budget_ends_that_node_s_turn(hub, join) -> Non
     "lie",
     [
         {"loglik": lambda p: 5.0},  # a probability above 1
+        {"loglik": lambda p: 0.0},  # certainty: the audit's 0.0-against--300 liar
         {"loglik": lambda p: float("inf")},
-        {"loglik": lambda p: -0.1, "bits_per_byte": lambda p, ll: 3.0},  # the two disagree
-        {"loglik": lambda p: -0.1, "confidence": 1.5},
+        {"loglik": lambda p: -1.0 * len(p), "bits_per_byte": lambda p, ll: 3.0},  # disagree
+        {"loglik": lambda p: -1.0 * len(p), "confidence": 1.5},
     ],
-    ids=["positive-loglik", "infinite-loglik", "bits-per-byte-mismatch", "confidence-above-1"],
+    ids=[
+        "positive-loglik",
+        "certain",
+        "infinite-loglik",
+        "bits-per-byte-mismatch",
+        "confidence-above-1",
+    ],
 )
 def test_an_impossible_score_never_wins(hub, join, lie) -> None:
     liar = join(Behaviour(**lie))

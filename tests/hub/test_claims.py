@@ -20,8 +20,10 @@ def _score(loglik: float, size: int, **changes: float) -> Score:
 
 def test_impossible_scores_are_implausible_and_consistent_ones_are_not() -> None:
     assert plausible(_score(-300.0, 120), 120)
-    assert plausible(_score(0.0, 120), 120)  # possible in floats: the audit's business
-    assert not plausible(_score(1e-9, 120), 120)
+    assert plausible(_score(-1.0, 120), 120)  # 0.012 bits per byte: better than any model, yet
+    # not certainty; the audit's business
+    for certain in (0.0, -0.0, -1e-9, 1e-9, 5.0):  # p(prompt) = 1 or more
+        assert not plausible(_score(certain, 120), 120)
     for bad in (math.inf, -math.inf, math.nan):
         assert not plausible(_score(bad, 120), 120)
     assert not plausible(_score(-300.0, 120, bits_per_byte=1.0), 120)
@@ -42,7 +44,8 @@ def test_running_counts_may_not_go_back_or_past_the_budget() -> None:
     with pytest.raises(ClaimError, match="claims 9 tokens of 8"):
         seen.add(_piece("c", 9))
     seen.add(_piece("", 2**32 - 1, done=True))  # a signed last count is judged, not refused
-    assert not seen.agrees(2**32 - 1) and seen.most_tokens() == 3  # 2 bytes + 1
+    assert not seen.agrees(2**32 - 1) and seen.most_tokens() == 4  # 2 bytes + 2
+    assert seen.paid(2**32 - 1) == 2  # never more than the bytes relayed
 
 
 def test_a_failed_segment_is_worth_the_pieces_received_at_most() -> None:

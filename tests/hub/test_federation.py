@@ -88,11 +88,11 @@ def test_rounds_store_record_and_credit_the_fedavg_of_the_updates(tmp_path, ledg
     first, second = rows(ledger)
     assert [p["node"] for p in json.loads(first.participants)] == [NODES[0], NODES[1]]
     assert json.loads(first.rejected) == [{"node": NODES[2], "reason": "no update within 5 s"}]
-    # Round 1 starts from the fetched model. The changes are clipped to the median norm (the
-    # 3 becomes a 2), then FedAvg moves the model by 0.75 * 1 + 0.25 * 2 = 1.25.
+    # Round 1 starts from the fetched model. The changes are clipped to the lower median norm
+    # (of two: the smaller, so the 3 becomes a 1), then FedAvg moves the model by 1.
     store = GlobalStore(tmp_path)
-    np.testing.assert_allclose(store.load("law", first.weights_sha256)["w"], START["w"] + 1.25)
-    np.testing.assert_allclose(store.load("law", second.weights_sha256)["w"], START["w"] + 2.5)
+    np.testing.assert_allclose(store.load("law", first.weights_sha256)["w"], START["w"] + 1.0)
+    np.testing.assert_allclose(store.load("law", second.weights_sha256)["w"], START["w"] + 2.0)
     assert ledger.latest_weights("law") == second.weights_sha256
     assert json.loads(first.metrics)["val_loss"] == 2.5  # the nodes' own, after local training
     assert events[3]["global_val_loss"] == 1.5  # the global model's, on the nodes' data

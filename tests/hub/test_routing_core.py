@@ -130,3 +130,32 @@ def test_revocations_are_recorded_once_and_found_by_prefix(registry) -> None:
     assert registry.revoked_since(first.revoked_at) == []
     registry.revoke("b1", "")
     assert [r.node_id for r in registry.revoked_since(first.revoked_at)] == ["b1"]
+
+
+def test_a_node_revoked_during_its_handshake_is_refused_when_it_attaches(tmp_path) -> None:
+    """The revocation lands between admission (which read the registry) and attach: the stream
+    still ends with PERMISSION_DENIED and is never routed to."""
+    import asyncio
+
+    from hub.routing.admission import Applicant
+    from hub.routing.config import RouterConfig
+    from hub.routing.network import Network
+    from hub.storage.engine import sqlite_url
+
+    async def run() -> None:
+        engine = make_engine(sqlite_url(tmp_path / "hub.db"))
+        upgrade(engine)
+        network = Network(engine, RouterConfig())
+        profile = np.zeros(PROFILE_DIM, np.float32)
+        profile[0] = 1.0
+        late = Applicant("n1", "key", "law", profile, "v1", 1, "tiny", "")
+        network.revoke("n1", "served spam")
+        conn = network.attach(late, 1.0)
+        assert conn.closed and conn.status == "PERMISSION_DENIED" and "served spam" in conn.closed
+        assert "n1" not in network.router.links and "n1" not in network.connections
+        ok = network.attach(Applicant("n2", "key", "law", profile, "v1", 1, "tiny", ""), 1.0)
+        network.revoke("n2", "")
+        assert network.cut_revoked() == ["n2"] and ok.status == "PERMISSION_DENIED"
+        assert network.cut_revoked() == []
+
+    asyncio.run(run())

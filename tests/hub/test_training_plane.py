@@ -25,16 +25,19 @@ from flwr.supercore.control import ControlHttpClient
 from harness import BIN, Hub, Node, Process, cli, free_port, wait_trainable
 from hub.training.runs import submit
 from hub.training.superlink import control_client
+from protos import training_app
 
 pytestmark = pytest.mark.slow  # real hub, node and Flower processes
 
 SUPERLINK = "hub.training.locked_superlink"  # the hub's SuperLink process
 
 
-def child_named(parent: Process, name: str, not_pid: int = 0) -> psutil.Process:
+def child_named(
+    parent: Process, name: str, not_pid: int = 0, recursive: bool = False
+) -> psutil.Process:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        for child in psutil.Process(parent.proc.pid).children():
+        for child in psutil.Process(parent.proc.pid).children(recursive=recursive):
             if child.pid != not_pid and any(name in part for part in child.cmdline()):
                 return child
         time.sleep(0.1)
@@ -52,6 +55,11 @@ def wait_online(hub: Hub, superlink: str, flower_id: int, timeout: float = 60.0)
             return
         assert time.monotonic() < deadline, f"node {flower_id} is {status}"
         time.sleep(0.2)
+
+
+def hub_api(hub: Hub) -> str:
+    """Where the hub's SuperLink serves every API now (a new loopback port at each start)."""
+    return re.findall(r"every API for the hub on (127\.0\.0\.1:\d+)", hub.output)[-1]
 
 
 def flower_nodes(hub: Hub, address: str) -> dict[int, object]:
@@ -227,30 +235,51 @@ def ssl_context(hub: Hub):  # type: ignore[no-untyped-def]
     return ssl.create_default_context(cafile=str(hub.ca))
 
 
-def test_a_node_refuses_to_run_a_bundle_that_is_not_the_project_s_app(
-    hub_and_node, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
-    """Even the hub's own secret (a hub broken into) cannot make a node run foreign code."""
+def _wait_logged(path: Path, text: str, process: Process, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (path.read_text() if path.exists() else ""):
+        assert time.monotonic() < deadline, f"{path} never said {text!r}:\n{process.output}"
+        time.sleep(0.5)
+
+
+def test_a_foreign_bundle_runs_neither_on_the_hub_nor_on_a_node(hub_and_node, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Even the hub's Control secret (leaked) does not run a foreign ServerApp on the hub; and a
+    hub broken into (its SuperExec secret read, its own launcher stopped, a plain Flower
+    SuperExec running the foreign ServerApp) cannot make a node run foreign code."""
     from flwr.proto.control_pb2 import StopRunRequest
 
     hub, node, (_, control), root = hub_and_node
     wait_trainable(hub, "law", 1)
     marker = tmp_path / "pwned"
-    log = root / "node" / "flower" / "clientapps.log"
     client = control_client(hub.home, control, insecure=False)
-    run_id = submit(client, foreign_bundle(marker), {})
     try:
-        deadline = time.monotonic() + 90
-        while "refused a ClientApp of another bundle" not in (
-            log.read_text() if log.exists() else ""
-        ):
-            assert time.monotonic() < deadline, f"the node never refused it:\n{node.output}"
-            time.sleep(0.5)
-        assert Path(f"{marker}.server").exists()  # the attack did reach the node ...
-        time.sleep(2)
-        assert not Path(f"{marker}.client").exists()  # ... and ran nothing there
-    finally:
+        run_id = submit(client, foreign_bundle(marker), {})
+        _wait_logged(hub.home / "logs" / "superlink.log", training_app.REFUSED, hub)
         client.StopRun(StopRunRequest(run_id=run_id))
+        assert not list(tmp_path.glob("pwned*")), "a foreign module ran on the hub"
+
+        launcher = child_named(hub, "hub.training.serverapps", recursive=True)
+        launcher.suspend()
+        rogue = Process([
+            "flower-superexec", "--runtime-api-address", control, "--root-certificates",
+            str(hub.ca), "--superexec-auth-secret-file",
+            str(hub.home / "flower" / "superexec_secret"),
+        ], tmp_path / "rogue-superexec.log", env={
+            "FLWR_HOME": str(tmp_path / "rogue-home"),
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        })  # fmt: skip
+        try:
+            run_id = submit(client, foreign_bundle(marker), {})
+            clientapps = root / "node" / "flower" / "clientapps.log"
+            _wait_logged(clientapps, training_app.REFUSED, node)
+            assert Path(f"{marker}.server").exists()  # the attack did reach the node ...
+            time.sleep(2)
+            assert not Path(f"{marker}.client").exists()  # ... and ran nothing there
+            client.StopRun(StopRunRequest(run_id=run_id))
+        finally:
+            rogue.stop()
+            launcher.resume()
+    finally:
         client.close()
 
 
@@ -261,14 +290,15 @@ def test_a_superlink_that_dies_is_restarted_and_keeps_its_nodes(hub_and_node) ->
     seen = len(hub.lines)
     first.send_signal(signal.SIGKILL)
     hub.wait_for(r"Flower SuperLink exited with code -9; restarting", after=seen)
-    hub.wait_for(r"every API for the hub on " + re.escape(superlink), after=seen)  # same ports
+    superlink = hub.wait_for(r"every API for the hub on (127\.0\.0\.1:\d+)", after=seen).group(1)
     child_named(hub, SUPERLINK, not_pid=first.pid)
     assert flower_id in flower_nodes(hub, superlink)  # the registration was in its state file
     wait_online(hub, superlink, flower_id, timeout=90)  # the node's SuperNode is back
 
 
 def test_a_supernode_that_dies_is_restarted(hub_and_node) -> None:
-    hub, node, (_, superlink), _ = hub_and_node
+    hub, node, _, _ = hub_and_node
+    superlink = hub_api(hub)  # the SuperLink restarted above, on a new loopback port
     flower_id = wait_registered(hub, node.node_id)
     first = child_named(node, "flower-supernode")
     seen = len(node.lines)
