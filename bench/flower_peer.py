@@ -1,10 +1,12 @@
 """The routing benchmark's peer on Flower's Message API: one score query, the same prompt and
 the same node model as an Ask, as a Flower message from a ServerApp to a SuperNode and back.
 
-Shipped inside its own app bundle (this file and a pyproject.toml), submitted to the hub's
-SuperLink by bench/routing_bench.py. The ServerApp sends `queries` messages one after the
-other to the first online node and writes every round trip (ms) to `out` as JSON; the
-ClientApp scores the prompt with the node's model (its `--node-config` names the folder).
+Shipped inside its own app bundle (this file and a pyproject.toml), submitted by
+bench/routing_bench.py to a plain Flower SuperLink it starts beside the hub (the hub's own
+training plane runs no bundle but SwarmLLM's training app). The ServerApp sends `queries`
+messages one after the other to the first online node and writes every round trip (ms) to
+`out` as JSON; the ClientApp scores the prompt with the node's model (its `--node-config`
+names the folder).
 """
 
 from __future__ import annotations

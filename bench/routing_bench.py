@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
-from harness import Hub, Node, machine  # noqa: E402
+from harness import BIN, Hub, Node, Process, free_port, machine  # noqa: E402
 from harness.crowd import Crowd  # noqa: E402
 from harness.processes import stop_all  # noqa: E402
 from hub.config import HubConfig  # noqa: E402
@@ -141,18 +141,37 @@ def memory_phase(work: Path, n: int) -> tuple[float, float, float]:
         hub.stop(30)
 
 
-def flower_round_trips(work: Path, queries: int) -> list[float]:
-    """The same score query as a Flower message: ServerApp -> SuperNode -> ClientApp -> back,
-    on the hub's own SuperLink and one of the running nodes' SuperNodes (ms per round trip)."""
+def flower_round_trips(work: Path, model: Path, queries: int) -> list[float]:
+    """The same score query as a Flower message: ServerApp -> SuperNode -> ClientApp -> back
+    (ms per round trip), with the nodes' model, on a plain Flower SuperLink and SuperNode of
+    the benchmark's own on loopback: the hub's training plane runs no bundle but SwarmLLM's
+    training app, so the peer's bundle could not run there."""
+    from flwr.supercore.control import ControlHttpClient
+
     from bench import flower_peer
     from hub.training.runs import submit, wait_finished
-    from hub.training.superlink import running_control_client
 
-    out = work / "flower-peer.json"
-    client = running_control_client(work / "hub")
+    out, home, port = work / "flower-peer.json", work / "flower-peer", free_port()
+    env = {"FLWR_HOME": str(home / "flwr"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    plane = [
+        Process(["flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(port)],
+                home / "superlink.log", env),
+        Process(["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}",
+                 "--port", str(free_port()), "--node-config", f"model='{model}'"],
+                home / "supernode.log", env),
+    ]  # fmt: skip
+    client = None
     try:
         deadline = time.monotonic() + 120
-        while not online_supernodes(client):
+        while True:
+            try:
+                client = client or ControlHttpClient.from_server_address(
+                    f"127.0.0.1:{port}", insecure=True, root_certificates=None, interceptors=[]
+                )
+                if online_supernodes(client):
+                    break
+            except Exception:  # not up yet
+                pass
             if time.monotonic() > deadline:
                 raise SystemExit("no SuperNode came online for the Flower peer")
             time.sleep(0.5)
@@ -160,7 +179,9 @@ def flower_round_trips(work: Path, queries: int) -> list[float]:
                         {"queries": queries, "prompt": PROMPT, "out": str(out)})  # fmt: skip
         status, sub_status, details = wait_finished(client, run_id, timeout=900)
     finally:
-        client.close()
+        if client is not None:
+            client.close()
+        stop_all(plane)
     if sub_status != "completed":
         raise SystemExit(f"the Flower peer run {status}:{sub_status}: {details}")
     return json.loads(out.read_text())
@@ -209,7 +230,7 @@ def main() -> None:
             rows.append((clients, n, got, hub_cpu_ms))
         print(f"peer: {args.flower_queries} score queries over Flower's Message API ...",
               flush=True)  # fmt: skip
-        flower_trips = flower_round_trips(work, args.flower_queries)
+        flower_trips = flower_round_trips(work, model, args.flower_queries)
     finally:
         stop_all([*nodes, hub])
     print(f"memory: {args.simulated} simulated nodes ...", flush=True)
@@ -254,8 +275,10 @@ def main() -> None:
         f"{'yes' if loaded < 300 else '**no**'}. The hub never imports torch.",
         "",
         f"Peer on Flower's Message API, same run: the same score query (the prompt above, one "
-        f"of the same nodes' model) as a message from a ServerApp on the hub's SuperLink to a "
-        f"node's SuperNode, whose ClientApp scores it and replies ({len(flower_trips)} queries, "
+        f"of the same nodes' model) as a message from a ServerApp on a Flower SuperLink to a "
+        f"SuperNode on this machine (a plain pair of the benchmark's: the hub's training plane "
+        f"runs only SwarmLLM's app), whose ClientApp scores it and replies ({len(flower_trips)} "
+        f"queries, "
         f"one at a time; `bench/flower_peer.py`): p50 **{percentile(flower_trips, 50):,.0f} ms**, "
         f"min {min(flower_trips):,.0f} ms, max {max(flower_trips):,.0f} ms. An Ask at 1 client "
         f"(scoring on all 8 candidates, then generating) took "
