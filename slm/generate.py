@@ -53,9 +53,12 @@ def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | 
 
 @torch.inference_mode()
 def generate_ids(
-    model: SLM, prompt_ids: list[int], params: SamplingParams, use_cache: bool = True
-) -> Iterator[int]:
-    """Yield up to max_tokens new token ids after prompt_ids (which must start with BOS).
+    model: SLM, prompt_ids: list[int], params: SamplingParams, use_cache: bool = True,
+    vocab: int | None = None,
+) -> Iterator[int]:  # fmt: skip
+    """Yield up to max_tokens new token ids after prompt_ids (which must start with BOS); with
+    `vocab`, only ids below it (a tokenizer trained on a small corpus learns fewer tokens than
+    the model has rows; an id it never learnt decodes to nothing, yet would count as a token).
 
     With the cache, each step feeds one token; when the context fills the block, the cache is
     rebuilt from BOS and the last half block. Without it, each step re-reads the whole context
@@ -84,6 +87,8 @@ def generate_ids(
                 logits = model.decode_one(pending[0], cache)
             else:
                 logits = model(torch.tensor([pending], device=device), cache)[0, -1]
+        if vocab is not None and vocab < logits.shape[-1]:
+            logits = logits[:vocab]
         token = sample(logits, params, gen)
         context.append(token)
         pending = [token]
@@ -110,7 +115,8 @@ def stream_counted(
     """
     ids: list[int] = []
     emitted = 0
-    for token in generate_ids(model, [tokenizer.bos_id, *tokenizer.encode(prompt)], params):
+    prompt_ids = [tokenizer.bos_id, *tokenizer.encode(prompt)]
+    for token in generate_ids(model, prompt_ids, params, vocab=tokenizer.vocab_size):
         if token == tokenizer.bos_id:
             break
         ids.append(token)
