@@ -19,6 +19,8 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from protos import training_app
+
 server = ServerApp()
 client = ClientApp()
 
@@ -53,30 +55,11 @@ def query(message: Message, context: Context) -> Message:
     return message.create_reply(RecordDict({"s": MetricRecord({"loglik": s.loglik})}))
 
 
-PYPROJECT = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "swarmllm-routing-peer"
-version = "1.0.0"
-description = "routing benchmark peer: one score query over Flower's Message API"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.flwr.app]
-publisher = "swarmllm"
-
-[tool.flwr.app.components]
-serverapp = "flower_peer:server"
-clientapp = "flower_peer:client"
-
-[tool.flwr.app.config]
-queries = 5
-prompt = ""
-out = ""
-"""
+PYPROJECT = training_app.pyproject(
+    "swarmllm-routing-peer", "swarmllm",
+    {"serverapp": "flower_peer:server", "clientapp": "flower_peer:client"},
+    {"queries": 5, "prompt": "", "out": ""},
+)  # fmt: skip
 
 
 def bundle() -> bytes:

@@ -21,28 +21,24 @@ SERVERAPP, CLIENTAPP = "hub.server_app:app", "node.training_app:app"
 PLAN = "plan"  # the run config's only key: the hub's TrainingPlan as JSON
 REFUSED = "refused to run another app bundle"  # what a launcher logs when it does
 
-PYPROJECT = f"""\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
 
-[project]
-name = "{APP_NAME}"
-version = "1.0.0"
-description = "SwarmLLM federated rounds; the code is installed with swarmllm"
-license = "Apache-2.0"
-dependencies = []
+def pyproject(name: str, publisher: str, components: dict[str, str],
+              config: dict[str, object]) -> str:  # fmt: skip
+    """A Flower app's pyproject.toml: the only file of ours, one of the benchmark's peer."""
+    import json
 
-[tool.flwr.app]
-publisher = "{APP_PUBLISHER}"
+    lines = [
+        "[build-system]", 'requires = ["hatchling"]', 'build-backend = "hatchling.build"', "",
+        "[project]", f'name = "{name}"', 'version = "1.0.0"', "dependencies = []", "",
+        "[tool.flwr.app]", f'publisher = "{publisher}"', "",
+        "[tool.flwr.app.components]", *(f'{k} = "{v}"' for k, v in components.items()), "",
+        "[tool.flwr.app.config]", *(f"{k} = {json.dumps(v)}" for k, v in config.items()),
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
-[tool.flwr.app.components]
-serverapp = "{SERVERAPP}"
-clientapp = "{CLIENTAPP}"
 
-[tool.flwr.app.config]
-{PLAN} = ""
-"""
+PYPROJECT = pyproject(APP_NAME, APP_PUBLISHER, {"serverapp": SERVERAPP, "clientapp": CLIENTAPP},
+                      {PLAN: ""})  # fmt: skip
 
 
 @functools.cache

@@ -133,25 +133,9 @@ def foreign_bundle(marker: Path) -> bytes:
     one: each writes a marker file if it ever runs; the ServerApp sends every node a message."""
     from flwr.cli.build import build_fab_from_files
 
-    pyproject = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "innocent"
-version = "1.0.0"
-dependencies = []
-
-[tool.flwr.app]
-publisher = "someone"
-
-[tool.flwr.app.components]
-serverapp = "evil_server:app"
-clientapp = "evil_client:app"
-
-[tool.flwr.app.config]
-"""
+    pyproject = training_app.pyproject(
+        "innocent", "someone", {"serverapp": "evil_server:app", "clientapp": "evil_client:app"}, {}
+    )
     server = f"""\
 from pathlib import Path
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
