@@ -14,6 +14,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -38,6 +39,8 @@ class Behaviour:
     counts: tuple[int, ...] | None = None  # running count per piece; None: 1, 2, 3 ...
     final_count: int | None = None  # the signed count; None: the last running count
     fail_after: int | None = None  # pieces sent, then a RequestFailed instead of the end
+    model: Path | None = None  # a model folder it sends the hub's auditor (None: it refuses)
+    version: str = VERSION  # the model version it signs with
     served: list[str] = field(default_factory=list)  # request ids it was asked to generate
 
 
@@ -96,7 +99,8 @@ class Rogue:
     async def _handshake(self, call) -> float:  # type: ignore[no-untyped-def]
         await call.write(pb.NodeMessage(hello=pb.Hello(
             public_key=self.public, join_token=self.token, domain=self.domain,
-            profile=self.profile, model_version=VERSION, capacity=4, preset="rogue",
+            profile=self.profile, model_version=self.behaviour.version, capacity=4,
+            preset="rogue",
         )))  # fmt: skip
         challenge = await call.read()
         proof = sign(self.key, challenge_bytes(challenge.challenge.nonce, self.public))
@@ -133,8 +137,26 @@ class Rogue:
                 elif kind == "generate":
                     for reply in self._generate(message.generate):
                         await call.write(reply)
+                elif kind == "fetch":
+                    for reply in self._model(message.fetch):
+                        await call.write(reply)
         finally:
             stopping.cancel()
+
+    def _model(self, request: pb.FetchModel) -> list[pb.NodeMessage]:
+        folder, rid = self.behaviour.model, request.request_id
+        if folder is None:
+            failed = pb.RequestFailed(request_id=rid, message="the rogue keeps its model")
+            return [pb.NodeMessage(failed=failed)]
+        names = ("config.json", "model.safetensors", "tokenizer.json", "calibration.json",
+                 "profile.npy")  # fmt: skip
+        return [
+            pb.NodeMessage(model_part=pb.ModelPart(
+                request_id=rid, name=name, data=(folder / name).read_bytes(),
+                last=name == names[-1],
+            ))
+            for name in names
+        ]  # fmt: skip
 
     def _score(self, request: pb.ScoreRequest) -> pb.ScoreReply:
         b = self.behaviour
@@ -144,10 +166,10 @@ class Rogue:
             -loglik / (size * math.log(2))
         )  # fmt: skip
         statement = score_bytes(self.node_id, request.request_id, request.prompt, loglik, bpb,
-                                b.confidence, False, VERSION)  # fmt: skip
+                                b.confidence, False, b.version)  # fmt: skip
         return pb.ScoreReply(
             request_id=request.request_id, loglik=loglik, bits_per_byte=bpb,
-            confidence=b.confidence, signature=sign(self.key, statement), model_version=VERSION,
+            confidence=b.confidence, signature=sign(self.key, statement), model_version=b.version,
         )  # fmt: skip
 
     def _generate(self, request: pb.GenerateRequest) -> list[pb.NodeMessage]:
@@ -163,7 +185,7 @@ class Rogue:
                                                              tokens=count)))  # fmt: skip
         final = count if b.final_count is None else b.final_count
         statement = completion_bytes(self.node_id, rid, request.prompt, "".join(b.pieces), final,
-                                     VERSION)  # fmt: skip
-        done = pb.GenerateChunk(request_id=rid, tokens=final, done=True, model_version=VERSION,
+                                     b.version)  # fmt: skip
+        done = pb.GenerateChunk(request_id=rid, tokens=final, done=True, model_version=b.version,
                                 signature=sign(self.key, statement))  # fmt: skip
         return [*out, pb.NodeMessage(chunk=done)]

@@ -70,7 +70,8 @@ class HubConfig:
             "[rewards]  # micro-credits (1 credit = 1000000)\n"
             f"inference_base = {r.inference_base}\n"
             f"inference_per_token = {r.inference_per_token}\n"
-            f"training_round = {r.training_round}\n",
+            f"training_round = {r.training_round}\n"
+            f"audit_penalty = {r.audit_penalty}\n",
         )
 
 

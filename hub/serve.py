@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -26,10 +27,12 @@ from hub.ledger.keys import load_public_key, load_signing_key
 from hub.ledger.ledger import Ledger
 from hub.ledger.rewards import InferenceRecord
 from hub.ledger.writer import LedgerWriter
+from hub.routing import audit
 from hub.routing.network import Network
 from hub.routing.router import Result
 from hub.routing.server import NodeLinkServicer, SwarmServicer, start_server
 from hub.storage.engine import make_engine, upgrade
+from hub.storage.proofs import Proof, record_proof
 from hub.storage.timestamps import iso
 from hub.training.superlink import SuperLink, SuperLinkOptions
 from protos.signing import sha256_text
@@ -59,6 +62,11 @@ class Hub:
             on_admit=lambda node_id: self.ledger.ensure_accounts([node_id]),
             on_join=self.register_for_training,
         )  # fmt: skip
+        self.auditor = audit.Auditor(
+            options.router.audit_rate, audit.ModelStore(cfg.home / "audit" / "models"),
+            audit.Worker(cfg.home / "logs" / "auditor.log"), self.network.connections, self.punish,
+        )  # fmt: skip
+        self.network.router.observe = self.auditor.observe  # rate 0 still judges impossible claims
         self._registering: set[asyncio.Task] = set()
         # The training plane's registrations, apart from the default executor, which admission
         # and the registry's writes use: a join storm's HTTP calls must not hold those up.
@@ -138,6 +146,32 @@ class Hub:
         log.info("node %s: key removed from the training plane", node_id[:12])
         return True
 
+    async def punish(self, verdict: audit.Verdict) -> None:
+        """A claim the audit found false (or could not check): the evidence kept, a false one
+        fined, the node's reputation (its prior in the posterior) lowered at once."""
+        node = verdict.claim.node_id
+        reputation = await asyncio.to_thread(self._punish, verdict)
+        self.network.priors[node] = reputation
+        log.warning("audit: node %s %s (%s); reputation now %.3g", node[:12], verdict.kind,
+                    verdict.detail, reputation)  # fmt: skip
+
+    def _punish(self, verdict: audit.Verdict) -> float:
+        c, registry = verdict.claim, self.network.registry
+        claimed = c.score.loglik if math.isfinite(c.score.loglik) else 0.0  # exact: `statement`
+        proof = Proof(c.node_id, verdict.kind, c.request_id, c.score.model_version, claimed,
+                      verdict.audited, c.statement(), c.score.signature,
+                      verdict.detail)  # fmt: skip
+        record = registry.get(c.node_id)
+        if record is None or not record_proof(self.network.engine, proof):
+            return self.network.priors.get(c.node_id, 1.0)  # judged already
+        if verdict.kind == "false-score" and self.cfg.rewards.audit_penalty > 0:
+            ref = f"audit:{c.request_id}:{c.node_id}"
+            self.ledger.penalize(c.node_id, self.cfg.rewards.audit_penalty,
+                                 f"audit: {verdict.detail}", ref=ref)  # fmt: skip
+        reputation = audit.reputation_after(verdict.kind, record.reputation)
+        registry.set_reputation(c.node_id, reputation)
+        return reputation
+
     async def record(self, prompt: str, result: Result) -> None:
         """Record an answer in the ledger; returns once it is durable."""
         record = InferenceRecord(
@@ -177,6 +211,7 @@ class Hub:
         server, health, port = await start_server(node_link, swarm, self.options.address, tls_home)
         supervisor = asyncio.create_task(self.superlink.supervise(stop))
         revocations = asyncio.create_task(self.watch_revocations(stop))
+        audits = asyncio.create_task(self.auditor.run(stop))
         if ready is not None:
             ready(port)
         try:
@@ -194,6 +229,7 @@ class Hub:
             stop.set()
             await supervisor
             await revocations
+            await audits
             self._registrar.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(self.writer.close)
 

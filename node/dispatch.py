@@ -43,7 +43,7 @@ class Dispatcher:
                 if message.cancel.request_id in self._active:
                     self._cancelled.add(message.cancel.request_id)
             return
-        if kind not in ("score", "generate"):
+        if kind not in ("score", "generate", "fetch"):
             return
         request = getattr(message, kind)
         if self.draining.is_set():
@@ -53,7 +53,7 @@ class Dispatcher:
         self.in_flight += 1
         with self._lock:
             self._active[request.request_id] += 1
-        work = self._score if kind == "score" else self._generate
+        work = {"score": self._score, "generate": self._generate, "fetch": self._fetch}[kind]
 
         def emit(reply: pb.NodeMessage) -> None:  # from the worker thread
             loop.call_soon_threadsafe(send, reply)
@@ -96,6 +96,16 @@ class Dispatcher:
         self.log(f"score    {rid[:8]}  {took:6.0f} ms  confidence {s.confidence:.3f}"
                  + ("  (declined)" if s.declined else ""))  # fmt: skip
 
+    def _fetch(self, request: pb.FetchModel, emit: Send, received: float) -> None:
+        """The hub's auditor wants the model that signed some claims of ours."""
+        try:
+            _send_model(self.service, request, emit)
+        except Exception as exc:  # a swapped model, a folder gone: the hub hears why
+            emit(_failed(request.request_id, f"cannot send model {request.model_version}: {exc}"))
+            return
+        self.log(f"fetch    {request.request_id[:8]}  model {request.model_version} sent to the "
+                 "hub's auditor")  # fmt: skip
+
     def _generate(self, request: pb.GenerateRequest, emit: Send, received: float) -> None:
         rid = request.request_id
         tokens = 0
@@ -114,6 +124,12 @@ class Dispatcher:
             return
         took = (time.monotonic() - received) * 1000
         self.log(f"generate {rid[:8]}  {took:6.0f} ms  {tokens} tokens")
+
+
+def _send_model(service: NodeService, request: pb.FetchModel, emit: Send) -> None:
+    for name, data, last in service.model_files(request.model_version):
+        part = pb.ModelPart(request_id=request.request_id, name=name, data=data, last=last)
+        emit(pb.NodeMessage(model_part=part))
 
 
 def _failed(request_id: str, text: str) -> pb.NodeMessage:

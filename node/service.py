@@ -17,8 +17,10 @@ from protos.signing import completion_bytes, node_id, score_bytes, sign
 from protos.wire import Piece, SamplingParams, Score
 from slm.errors import SLMError
 from slm.generate import stream_counted
-from slm.model_folder import LoadedModel
+from slm.model_folder import REQUIRED, LoadedModel
 from slm.scoring import score
+
+PART_BYTES = 1 << 20  # a model file crosses the stream in pieces of at most 1 MiB
 
 
 class NodeService:
@@ -49,6 +51,19 @@ class NodeService:
             request_id, s.loglik, s.bits_per_byte, s.confidence, declined,
             sign(self.key, statement), loaded.version,
         )  # fmt: skip
+
+    def model_files(self, version: str) -> Iterator[tuple[str, bytes, bool]]:
+        """The model folder that signs as `version`, for the hub's auditor: (file name, next
+        piece, whether it is the folder's last piece). SLMError if this node no longer serves
+        that version (the hub checks the digest of what it receives)."""
+        loaded = self.loaded
+        if version != loaded.version:
+            raise SLMError(f"this node serves model {loaded.version}, not {version}")
+        for i, name in enumerate(REQUIRED):
+            data = (loaded.path / name).read_bytes()
+            for at in range(0, max(len(data), 1), PART_BYTES):
+                final = i == len(REQUIRED) - 1 and at + PART_BYTES >= len(data)
+                yield name, data[at : at + PART_BYTES], final
 
     def generate(self, request_id: str, prompt: str, params: SamplingParams) -> Iterator[Piece]:
         """Text pieces as they are produced, then a final, signed one."""

@@ -7,34 +7,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class NodeMessage(_message.Message):
-    __slots__ = ("hello", "proof", "heartbeat", "score", "chunk", "failed")
+    __slots__ = ("hello", "proof", "heartbeat", "score", "chunk", "failed", "model_part")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_PART_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     proof: Proof
     heartbeat: Heartbeat
     score: ScoreReply
     chunk: GenerateChunk
     failed: RequestFailed
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., score: _Optional[_Union[ScoreReply, _Mapping]] = ..., chunk: _Optional[_Union[GenerateChunk, _Mapping]] = ..., failed: _Optional[_Union[RequestFailed, _Mapping]] = ...) -> None: ...
+    model_part: ModelPart
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., score: _Optional[_Union[ScoreReply, _Mapping]] = ..., chunk: _Optional[_Union[GenerateChunk, _Mapping]] = ..., failed: _Optional[_Union[RequestFailed, _Mapping]] = ..., model_part: _Optional[_Union[ModelPart, _Mapping]] = ...) -> None: ...
 
 class HubMessage(_message.Message):
-    __slots__ = ("challenge", "welcome", "score", "generate", "cancel")
+    __slots__ = ("challenge", "welcome", "score", "generate", "cancel", "fetch")
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     GENERATE_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    FETCH_FIELD_NUMBER: _ClassVar[int]
     challenge: Challenge
     welcome: Welcome
     score: ScoreRequest
     generate: GenerateRequest
     cancel: Cancel
-    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., score: _Optional[_Union[ScoreRequest, _Mapping]] = ..., generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+    fetch: FetchModel
+    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., score: _Optional[_Union[ScoreRequest, _Mapping]] = ..., generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., fetch: _Optional[_Union[FetchModel, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("public_key", "join_token", "domain", "profile", "model_version", "capacity", "preset")
@@ -171,6 +175,26 @@ class Cancel(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class FetchModel(_message.Message):
+    __slots__ = ("request_id", "model_version")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model_version: str
+    def __init__(self, request_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class ModelPart(_message.Message):
+    __slots__ = ("request_id", "name", "data", "last")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    name: str
+    data: bytes
+    last: bool
+    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., data: _Optional[bytes] = ..., last: bool = ...) -> None: ...
 
 class AskRequest(_message.Message):
     __slots__ = ("prompt", "sampling")

@@ -59,7 +59,8 @@ class NodeLinkServicer(object):
         without a valid join token) or PERMISSION_DENIED (revoked key, token for another domain)
         instead of a welcome. After the welcome the hub sends score and generate requests, many at
         once up to the node's capacity, told apart by request_id; the node sends heartbeats, signed
-        scores and streamed completion chunks, the last one signed.
+        scores and streamed completion chunks, the last one signed. The hub's auditor may ask for
+        the model that signed a score (fetch); a node that cannot send it gets no weight.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

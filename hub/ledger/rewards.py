@@ -43,6 +43,10 @@ class Rewards:
     inference_base: int = 1 * MICRO
     inference_per_token: int = 10_000  # 0.01 credit per delivered token
     training_round: int = 10 * MICRO  # split among a round's participants
+    # What a claim the audit proves false costs. An Ask pays at most 1 + 0.01 x 4096 = 42
+    # credits, so at the default audit rate (0.05) a lie's expected fine, 0.05 x 1000 = 50
+    # credits, exceeds the most it can win, before counting the reputation it loses.
+    audit_penalty: int = 1000 * MICRO
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,17 @@ class RouterConfig:
     # the routing evaluation's held-out prompts (docs/evaluation.md). Logliks are sums over a
     # prompt's tokens, so T = 1 is near 0/1.
     posterior_temperature: float = option(32.0, "T in p(node|prompt) ∝ prior·exp(loglik/T)")
+    # With the default penalty a lie's expected fine exceeds the most an Ask can pay (rewards.py)
+    audit_rate: float = option(0.05, "share of signed scores the hub re-scores; 0: none")
 
     def __post_init__(self) -> None:
         for name in ("max_prompt_bytes", "candidates"):
             if getattr(self, name) < 1:
                 flag = flag_of(RouterConfig, name)
                 raise ConfigError(f"{flag} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.audit_rate <= 1.0:
+            flag = flag_of(RouterConfig, "audit_rate")
+            raise ConfigError(f"{flag} must be between 0 and 1, got {self.audit_rate}")
         for name in ("score_deadline_s", "stall_s", "posterior_temperature"):
             if not getattr(self, name) > 0:
                 flag = flag_of(RouterConfig, name)

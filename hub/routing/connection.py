@@ -37,6 +37,7 @@ class NodeConnection:
         self._outgoing: asyncio.Queue[pb.HubMessage | None] = asyncio.Queue()
         self._scores: dict[str, asyncio.Future[pb.ScoreReply]] = {}
         self._streams: dict[str, asyncio.Queue[pb.GenerateChunk | Exception]] = {}
+        self._fetches: dict[str, asyncio.Queue[pb.ModelPart | Exception]] = {}
         self._slots = asyncio.Semaphore(capacity)
 
     # --- the router's side (hub.routing.router.NodeLink) ------------------------------------------
@@ -85,6 +86,25 @@ class NodeConnection:
                 if not finished:
                     self._cancel(request_id)
 
+    async def fetch_model(self, request_id: str, version: str) -> AsyncIterator[pb.ModelPart]:
+        """The model folder that signed as `version`, in parts, for the auditor; raises what
+        the node reported (NodeFailed) or ConnectionError if it left. It takes no capacity
+        slot: it is file reading, not model compute."""
+        self._check_open()
+        parts: asyncio.Queue[pb.ModelPart | Exception] = asyncio.Queue()
+        self._fetches[request_id] = parts
+        self._send(pb.HubMessage(fetch=pb.FetchModel(request_id=request_id, model_version=version)))
+        try:
+            while True:
+                part = await parts.get()
+                if isinstance(part, Exception):
+                    raise part
+                yield part
+                if part.last:
+                    return
+        finally:
+            self._fetches.pop(request_id, None)
+
     # --- the stream's side -------------------------------------------------------------
 
     def deliver(self, message: pb.NodeMessage) -> None:
@@ -103,14 +123,19 @@ class NodeConnection:
             chunks = self._streams.get(message.chunk.request_id)
             if chunks is not None:
                 chunks.put_nowait(message.chunk)
+        elif kind == "model_part":
+            parts = self._fetches.get(message.model_part.request_id)
+            if parts is not None:
+                parts.put_nowait(message.model_part)
         elif kind == "failed":
             failure = NodeFailed(message.failed.message or "the node failed the request")
             future = self._scores.get(message.failed.request_id)
             if future is not None and not future.done():
                 future.set_exception(failure)
-            chunks = self._streams.get(message.failed.request_id)
-            if chunks is not None:
-                chunks.put_nowait(failure)
+            for waiting in (self._streams, self._fetches):
+                queue = waiting.get(message.failed.request_id)
+                if queue is not None:
+                    queue.put_nowait(failure)
 
     async def outgoing(self, dead_after_s: float) -> AsyncIterator[pb.HubMessage]:
         """Messages for the node until the connection closes, or until the node has been
@@ -140,8 +165,8 @@ class NodeConnection:
         for future in self._scores.values():
             if not future.done():
                 future.set_exception(error)
-        for chunks in self._streams.values():
-            chunks.put_nowait(error)
+        for queue in [*self._streams.values(), *self._fetches.values()]:
+            queue.put_nowait(error)
         self._outgoing.put_nowait(None)
 
     def _check_open(self) -> None:

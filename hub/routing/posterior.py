@@ -1,8 +1,8 @@
 """The routing posterior: p(node | prompt) ∝ prior · exp(loglik / T), as in Branch-Train-Merge.
 
 Nodes score the same UTF-8 bytes, so their logliks (in nats) are directly comparable; the prior
-is the node's reputation (audits and failures lower it). T = 1 is the Bayesian posterior over
-domain experts; a larger T flattens it.
+is the node's reputation (hub.routing.audit lowers it; 0 after a proven lie). T = 1 is the
+Bayesian posterior over domain experts; a larger T flattens it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -83,11 +83,16 @@ class Result:
         return max(0.0, self.latency_ms - self.node_ms)
 
 
+# (request id, prompt, plausible scores, impossible scores): what the audit samples and judges
+Observe = Callable[[str, str, Mapping[str, Score], Mapping[str, Score]], None]
+
+
 @dataclass
 class Router:
     index: ProfileIndex
     links: dict[str, NodeLink] = field(default_factory=dict)
     config: RouterConfig = field(default_factory=RouterConfig)
+    observe: Observe | None = None  # told every prompt's plausible scores (the audit samples)
 
     def validate(self, prompt: str) -> None:
         if not prompt.strip():
@@ -117,11 +122,10 @@ class Router:
         links = {n: self.links[n] for n in chosen}  # a node may leave while scoring
         scores = await asyncio.gather(*(self._score(links[n], request_id, prompt) for n in chosen))
         size = len(prompt.encode("utf-8"))
-        valid = {
-            n: s
-            for n, s in zip(chosen, scores, strict=True)
-            if s is not None and plausible(s, size)  # an impossible claim is no claim
-        }
+        given = {n: s for n, s in zip(chosen, scores, strict=True) if s is not None}
+        valid = {n: s for n, s in given.items() if plausible(s, size)}  # an impossible claim
+        if self.observe is not None:  # is no claim, and, if signed, its own proof of a lie
+            self.observe(request_id, prompt, valid, {n: given[n] for n in given.keys() - valid})
         # Lazily verified: only the winner's signature decides the route, so only the winner's
         # is checked (0.6 ms of CPU each); a winner whose signature fails is dropped and the
         # posterior taken again.

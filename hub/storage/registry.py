@@ -89,8 +89,9 @@ class NodeRegistry:
         self._update(node_id, values)
 
     def set_reputation(self, node_id: str, reputation: float) -> None:
-        if not 0.0 < reputation <= 1.0:
-            raise SLMError(f"reputation must be in (0, 1], got {reputation}")
+        """The node's prior in the routing posterior; 0: routed to no more (a proven lie)."""
+        if not 0.0 <= reputation <= 1.0:
+            raise SLMError(f"reputation must be in [0, 1], got {reputation}")
         self._update(node_id, {"reputation": reputation})
 
     def set_flower_node_id(self, node_id: str, flower_node_id: int | None) -> None:

@@ -98,7 +98,7 @@ class Node(Base):
     address: Mapped[str] = mapped_column(String(100), default="")  # peer address, last connect
     model_version: Mapped[str] = mapped_column(String(64), default="")
     capacity: Mapped[int] = mapped_column(Integer, default=1)
-    reputation: Mapped[float] = mapped_column(default=1.0)  # routing prior, (0, 1]
+    reputation: Mapped[float] = mapped_column(default=1.0)  # routing prior, [0, 1]; 0: a liar
     admitted_at: Mapped[str] = mapped_column(String(32))
     last_seen: Mapped[str] = mapped_column(String(32))
     revoked: Mapped[bool] = mapped_column(default=False)
@@ -110,6 +110,26 @@ class Node(Base):
         Index("ix_nodes_domain", "domain"),
         Index("ix_nodes_revoked_at", "revoked_at"),  # a serving hub polls for new revocations
     )
+
+
+class FraudProof(Base):
+    """A node's signed claim the audit found false, or could not check because the node would
+    not send the model that signed it: the evidence, verifiable with the node's public key
+    alone (`statement` is what it signed, `signature` its signature)."""
+
+    __tablename__ = "fraud_proofs"
+    proof_id: Mapped[str] = mapped_column(String(200), primary_key=True)  # request id : node
+    created_at: Mapped[str] = mapped_column(String(32))
+    node_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # false-score, unavailable
+    request_id: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(64))
+    claimed_loglik: Mapped[float] = mapped_column()
+    audited_loglik: Mapped[float | None] = mapped_column(nullable=True)
+    statement: Mapped[str] = mapped_column(Text)  # hex of protos.signing.score_bytes(...)
+    signature: Mapped[str] = mapped_column(Text)  # hex
+    detail: Mapped[str] = mapped_column(Text, default="")
+    __table_args__ = (Index("ix_fraud_proofs_node", "node_id"),)
 
 
 class JoinToken(Base):

@@ -24,7 +24,9 @@ REWARDS = Rewards()
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):  # type: ignore[no-untyped-def]
-    hub = Hub(tmp_path_factory.mktemp("cheating") / "hub")
+    # no sampled audit: these rogues keep their models, and an audited claim would halve their
+    # weight (impossible claims are judged all the same)
+    hub = Hub(tmp_path_factory.mktemp("cheating") / "hub", 0, "--audit-rate", "0")
     yield hub
     hub.stop()
 
@@ -149,13 +151,18 @@ def test_a_running_count_past_the_budget_ends_that_node_s_turn(hub, join) -> Non
         "confidence-above-1",
     ],
 )
-def test_an_impossible_score_never_wins(hub, join, lie) -> None:
+def test_an_impossible_score_never_wins_and_is_its_own_fraud_proof(hub, join, lie) -> None:
     liar = join(Behaviour(**lie))
     honest = join(Behaviour(loglik=lambda p: -3.0 * len(p)))
     _, _, result = ask(hub, PROMPT, max_tokens=4)
     assert result.node_id == honest.node_id
     assert liar.node_id not in {c.node_id for c in result.candidates}
     assert not liar.behaviour.served
+    hub.wait_for(r"audit: node " + liar.node_id[:12] + r" false-score .*no model can give")
+    assert _balance(hub, liar.node_id) == -REWARDS.audit_penalty  # fined, even with no audit
+    db = sqlite3.connect(hub.home / "hub.db")
+    assert db.execute("SELECT kind FROM fraud_proofs WHERE node_id = ?",
+                      (liar.node_id,)).fetchall() == [("false-score",)]  # fmt: skip
 
 
 def _flower_keys(hub: Hub) -> dict[int, str]:

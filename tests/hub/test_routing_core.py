@@ -96,7 +96,7 @@ def test_the_registry_keeps_nodes_across_restarts(registry, db_url: str) -> None
     with pytest.raises(SLMError, match="unknown node"):
         registry.seen("nope")
     with pytest.raises(SLMError, match="reputation"):
-        registry.set_reputation("n1", 0.0)
+        registry.set_reputation("n1", 1.5)
 
 
 def test_the_longest_hello_the_wire_allows_fits_the_registry(registry) -> None:

@@ -1,0 +1,145 @@
+"""The audit's parts (hub/routing/audit.py): the tolerance, the model store against what a
+hostile node sends, and the real auditor process (`node.auditor`) against the node's own
+scores, fp32 and int8. The audit in a running network: test_audit_network.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hub.routing.audit import (
+    MODEL_FILES,
+    AuditError,
+    ModelStore,
+    Worker,
+    honest,
+    reputation_after,
+)
+from hub.routing.connection import NodeFailed
+from node.identity import generate_key
+from node.service import NodeService
+from protos import swarm_pb2 as pb
+from slm.model_folder import REQUIRED, load_model_folder
+from tests.conftest import held_out_split
+
+
+def test_the_tolerance_takes_serving_noise_and_not_a_lie() -> None:
+    assert honest(-300.0, -300.0) and honest(-302.9, -300.0) and honest(-297.1, -300.0)
+    assert honest(-296.0, -300.0) and not honest(-295.5, -300.0)  # 1 nat + 1% = 4 nats
+    assert not honest(-240.0, -300.0)  # the 20% liar
+    assert not honest(0.0, -300.0) and not honest(-900.0, -300.0)  # either way
+    assert honest(-1.5, -1.0)  # short prompts: the 1-nat floor
+    assert reputation_after("false-score", 1.0) == 0.0
+    assert reputation_after("unavailable", 1.0) == 0.5 and reputation_after("unavailable", 0) > 0
+
+
+def test_the_hub_knows_every_file_of_a_model_folder() -> None:
+    assert MODEL_FILES == REQUIRED  # the hub cannot import slm (torch); the lists must agree
+
+
+class Source:
+    """What a node sends when asked for its model: `parts`, or a refusal."""
+
+    public_key = ""
+
+    def __init__(self, parts: list[pb.ModelPart] | None) -> None:
+        self.parts = parts
+
+    async def fetch_model(self, request_id: str, version: str) -> AsyncIterator[pb.ModelPart]:
+        if self.parts is None:
+            raise NodeFailed("this node keeps its model to itself")
+        for part in self.parts:
+            yield part
+
+
+def _parts(folder: Path, change: dict[str, bytes] | None = None) -> list[pb.ModelPart]:
+    files = {name: (folder / name).read_bytes() for name in MODEL_FILES} | (change or {})
+    names = list(files)
+    return [pb.ModelPart(name=n, data=files[n], last=n == names[-1]) for n in names]
+
+
+def test_the_store_keeps_exactly_the_model_that_signed(trained, tmp_path) -> None:
+    folder = trained["law"].folder
+    version = trained["law"].load().version
+    store = ModelStore(tmp_path / "models")
+    cases = {
+        "refused": Source(None),
+        "other weights": Source(_parts(folder, {"model.safetensors": b"\0" * 64})),
+        "a foreign file": Source([*_parts(folder), pb.ModelPart(name="../../evil.py", data=b"x")]),
+        "a file missing": Source(_parts(folder)[1:]),
+    }
+    for why, source in cases.items():
+        with pytest.raises(AuditError, match="unavailable"):
+            asyncio.run(store.fetch(source, version))
+        assert store.folder(version) is None, why
+    with pytest.raises(AuditError, match="not a model version"):
+        asyncio.run(store.fetch(Source(_parts(folder)), "../../etc"))
+    kept = asyncio.run(store.fetch(Source(_parts(folder)), version))
+    assert kept == store.folder(version) == tmp_path / "models" / version
+    weights = (kept / "model.safetensors").read_bytes()
+    assert hashlib.sha256(weights).hexdigest()[:16] == version
+    assert not (tmp_path / "evil.py").exists() and sorted(p.name for p in kept.iterdir()) == sorted(
+        MODEL_FILES
+    )
+
+
+def test_the_node_sends_its_model_in_parts_the_store_accepts(trained, tmp_path) -> None:
+    service = NodeService(trained["medicine"].load(), generate_key())
+    version = service.loaded.version
+    parts = [pb.ModelPart(name=n, data=d, last=last) for n, d, last in service.model_files(version)]
+    assert parts[-1].last and not any(p.last for p in parts[:-1])
+    kept = asyncio.run(ModelStore(tmp_path).fetch(Source(parts), version))
+    assert load_model_folder(kept).version == version
+    with pytest.raises(Exception, match="serves model"):
+        list(service.model_files("0" * 16))
+
+
+def _prompts(n: int) -> list[str]:
+    texts = [held_out_split(d)[1] for d in ("medicine", "law", "religion")]
+    out = []
+    for i in range(n):
+        text = texts[i % 3]
+        at = (i // 3 * 97) % max(1, len(text) - 400)
+        out.append(text[at : at + 120 + (i % 5) * 60])
+    return out
+
+
+def _audit_all(worker: Worker, folder: Path, prompts: list[str]) -> list[float]:
+    async def run() -> list[float]:
+        try:
+            return [await worker.score(folder, p) for p in prompts]
+        finally:
+            await worker.close()
+
+    return asyncio.run(run())
+
+
+def test_the_auditor_process_reproduces_an_fp32_node_exactly(trained, tmp_path) -> None:
+    folder = trained["law"].folder
+    service = NodeService(load_model_folder(folder, serving="fp32"), generate_key())
+    prompts = _prompts(12)
+    audited = _audit_all(Worker(tmp_path / "auditor.log"), folder, prompts)
+    claimed = [service.score("r", p).loglik for p in prompts]
+    assert audited == pytest.approx(claimed, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_an_int8_node_is_never_found_false_over_1000_audited_claims(trained, tmp_path) -> None:
+    folder = trained["religion"].folder
+    node = NodeService(load_model_folder(folder, serving="int8"), generate_key())
+    prompts = _prompts(1000)
+    claimed = [node.score("r", p).loglik for p in prompts]
+    audited = _audit_all(Worker(tmp_path / "auditor.log"), folder, prompts)
+    misses = [abs(c - a) / abs(a) for c, a in zip(claimed, audited, strict=True)]
+    assert all(honest(c, a) for c, a in zip(claimed, audited, strict=True)), max(misses)
+    assert max(misses) < 0.01 / 3  # the tolerance keeps a threefold margin
+
+
+def test_the_auditor_reports_a_broken_folder_as_its_own_failure(tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AuditError, match="could not score"):
+        _audit_all(Worker(tmp_path / "auditor.log"), tmp_path / "empty", ["hello"])

@@ -1,0 +1,96 @@
+"""The audit in a running network: `slm-hub serve --audit-rate 1` with three honest `slm-node
+join` processes (medicine, law, religion) and a liar (harness/rogue.py) that serves the law
+model, sends it to the auditor when asked, and claims every prompt 20% likelier than that
+model gives. The liar wins until its first audited claim; then it is fined, its evidence is
+kept, and it answers no more."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from harness import Hub, Node, ask, cli
+from harness.rogue import Behaviour, Rogue
+from hub.ledger.rewards import Rewards
+from protos.signing import verify
+from slm.model_folder import load_model_folder
+from slm.scoring import score
+
+pytestmark = pytest.mark.slow  # real hub and node processes
+
+DOMAINS = ("medicine", "law", "religion")
+
+
+@pytest.fixture(scope="module")
+def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("audit")
+    hub = Hub(root / "hub", 0, "--audit-rate", "1")
+    nodes = {d: Node(root / f"node-{d}", trained[d].folder, hub, hub.token(d)) for d in DOMAINS}
+    hub.wait_connected([n.node_id for n in nodes.values()])
+    law = load_model_folder(trained["law"].folder, serving="fp32")
+
+    def better_by_a_fifth(prompt: str) -> float:
+        return 0.8 * score(law.model, law.tokenizer, law.quantiles, prompt).loglik
+
+    liar = Rogue(hub.address, hub.ca.read_bytes(), hub.token("law"), "law", Behaviour(
+        loglik=better_by_a_fifth, model=trained["law"].folder, version=law.version,
+    ), profile=law.profile.tolist()).start()  # fmt: skip
+    yield hub, nodes, liar
+    liar.stop()
+    for process in [*nodes.values(), hub]:
+        process.stop()
+
+
+def _balance(hub: Hub, node_id: str) -> int:
+    shown = cli("slm-hub", "ledger", "balance", node_id, "--json", "--home", str(hub.home))
+    assert shown.returncode == 0, shown.stderr
+    [credits] = json.loads(shown.stdout).values()
+    return round(float(credits) * 1_000_000)
+
+
+def test_a_liar_wins_until_its_first_audit_then_never_again(network, trained) -> None:
+    hub, nodes, liar = network
+    prompts = [trained["law"].held_out[i : i + 300] for i in range(0, 3000, 500)]
+    _, _, first = ask(hub, prompts[0], max_tokens=4)
+    assert first.node_id == liar.node_id  # a fifth likelier than the honest law node's claim
+    hub.wait_for(r"audit: node " + liar.node_id[:12] + r" false-score", timeout=120)
+    for prompt in prompts[1:]:
+        _, _, result = ask(hub, prompt, max_tokens=4)
+        assert result.node_id == nodes["law"].node_id
+        [seen] = [c for c in result.candidates if c.node_id == liar.node_id]
+        assert seen.posterior == 0.0  # scored, and weighed nothing
+
+    db = sqlite3.connect(hub.home / "hub.db")
+    proofs = db.execute(
+        "SELECT kind, statement, signature, claimed_loglik, audited_loglik FROM fraud_proofs "
+        "WHERE node_id = ? ORDER BY created_at", (liar.node_id,),
+    ).fetchall()  # fmt: skip
+    assert proofs  # one per audited claim: it went on lying, and was fined each time
+    for kind, statement, signature, claimed, audited in proofs:
+        assert kind == "false-score" and claimed == pytest.approx(0.8 * audited, rel=1e-6)
+        assert verify(liar.public, bytes.fromhex(signature), bytes.fromhex(statement))
+    listed = json.loads(cli("slm-hub", "node", "list", "--json", "--home", str(hub.home),
+                            check=True).stdout)  # fmt: skip
+    assert {r["node_id"]: r["reputation"] for r in listed}[liar.node_id] == 0.0
+    rewards = Rewards()
+    assert _balance(hub, liar.node_id) < 0 < _balance(hub, nodes["law"].node_id)
+    assert _balance(hub, liar.node_id) <= 2 * rewards.inference_base - rewards.audit_penalty
+    verified = cli("slm-hub", "ledger", "verify", "--home", str(hub.home))
+    assert verified.returncode == 0, verified.stderr
+
+
+def test_honest_nodes_audited_on_every_claim_are_never_found_false(network, trained) -> None:
+    hub, nodes, _ = network
+    for domain in DOMAINS:
+        for i in range(3):
+            ask(hub, trained[domain].held_out[i * 400 : i * 400 + 250], max_tokens=2)
+    db = sqlite3.connect(hub.home / "hub.db")
+    honest_ids = [n.node_id for n in nodes.values()]
+    marks = ",".join("?" * len(honest_ids))
+    assert db.execute(f"SELECT COUNT(*) FROM fraud_proofs WHERE node_id IN ({marks})",
+                      honest_ids).fetchone() == (0,)  # fmt: skip
+    for domain in DOMAINS:  # their claims were audited: the auditor fetched each one's model
+        version = load_model_folder(trained[domain].folder).version
+        assert (hub.home / "audit" / "models" / version / "model.safetensors").is_file()
