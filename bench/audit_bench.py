@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -28,14 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
-from bench.routing_bench import PROMPT, cpu_s, measure  # noqa: E402
+from bench.routing_bench import PROMPT, cpu_s, measure, tiny_model  # noqa: E402
 from harness import Hub, Node, machine  # noqa: E402
 from harness.processes import stop_all  # noqa: E402
 from hub.routing.config import RouterConfig  # noqa: E402
-from slm.config import get_preset  # noqa: E402
 from slm.model_folder import load_model_folder  # noqa: E402
 from slm.scoring import score  # noqa: E402
-from slm.train import read_corpus, train  # noqa: E402
 
 NODES = 3
 RATES = (0.0, RouterConfig().audit_rate, 1.0)
@@ -106,11 +103,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="audit-bench-"))
-    preset = get_preset("slm-tiny")
-    model = work / "model"
-    print("training a tiny model for the nodes ...", flush=True)
-    train(read_corpus(ROOT / "data" / "corpora" / "medicine.txt"), "medicine", model,
-          preset.model, replace(preset.train, max_steps=30))  # fmt: skip
+    model = tiny_model(work)
     import torch
 
     torch.set_num_threads(1)  # as the auditor runs

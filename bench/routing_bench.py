@@ -193,6 +193,15 @@ def online_supernodes(client) -> int:  # type: ignore[no-untyped-def]
     return sum(n.status == "online" for n in client.ListNodes(ListNodesRequest()).nodes_info)
 
 
+def tiny_model(work: Path) -> Path:
+    """An slm-tiny medicine model, 30 steps: what the nodes of the benchmarks serve."""
+    preset, model = get_preset("slm-tiny"), work / "model"
+    print("training a tiny model for the nodes ...", flush=True)
+    train(read_corpus(ROOT / "data" / "corpora" / "medicine.txt"), "medicine", model,
+          preset.model, replace(preset.train, max_steps=30))  # fmt: skip
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--asks", type=int, default=200, help="asks per client level")
@@ -202,11 +211,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="routing-bench-"))
-    preset = get_preset("slm-tiny")
-    model = work / "model"
-    print("training a tiny model for the 8 nodes ...", flush=True)
-    train(read_corpus(ROOT / "data" / "corpora" / "medicine.txt"), "medicine", model,
-          preset.model, replace(preset.train, max_steps=30))  # fmt: skip
+    model = tiny_model(work)
     hub = Hub(work / "hub")
     nodes: list[Node] = []
     try:

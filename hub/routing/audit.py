@@ -123,8 +123,7 @@ class ModelStore:
         try:
             async with asyncio.timeout(FETCH_TIMEOUT_S):
                 await self._receive(source.fetch_model(uuid.uuid4().hex, version), part)
-            weights = (part / MODEL_FILES[1]).read_bytes()
-            if hashlib.sha256(weights).hexdigest()[:16] != version:
+            if await asyncio.to_thread(_version_of, part / MODEL_FILES[1]) != version:
                 raise AuditError(f"the weights sent are not model {version}")
             target = self.root / version
             if not target.exists():
@@ -144,12 +143,25 @@ class ModelStore:
             total += len(p.data)
             if total > MAX_MODEL_BYTES:
                 raise AuditError(f"the model is over {MAX_MODEL_BYTES >> 30} GiB")
-            with open(into / p.name, "ab") as f:
-                f.write(p.data)
+            await asyncio.to_thread(_append, into / p.name, p.data)  # off the event loop
             seen.add(p.name)
         missing = set(MODEL_FILES) - seen
         if missing:
             raise AuditError(f"the node sent no {', '.join(sorted(missing))}")
+
+
+def _append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def _version_of(weights: Path) -> str:
+    """What a node signs as its model version: the first 16 hex digits of the weights' sha256."""
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 class Worker:
@@ -235,7 +247,11 @@ class Auditor:
                 if not getting.done():
                     getting.cancel()
                     break
-                verdict = await self.audit(getting.result())
+                try:
+                    verdict = await self.audit(getting.result())
+                except Exception as exc:  # a bug of ours must not stop the audit for good
+                    log.error("audit failed: %r", exc, exc_info=exc)
+                    continue
                 if verdict is None:
                     continue
                 self._count(verdict.kind)
@@ -253,7 +269,10 @@ class Auditor:
 
     async def audit(self, claim: Claim) -> Verdict | None:
         """The claim's verdict; None if it is not a statement the node signed (no evidence)."""
-        if not verify(claim.public_key, claim.score.signature, claim.statement()):
+        signed = await asyncio.to_thread(
+            verify, claim.public_key, claim.score.signature, claim.statement()
+        )
+        if not signed:
             return None
         if claim.impossible:  # signed, and no model gives it: proof enough
             detail = (f"claimed loglik {claim.score.loglik:.6g} (bits per byte "
