@@ -23,6 +23,7 @@ from node.identity import generate_key, public_openssh
 from protos import swarm_pb2 as pb
 from protos import swarm_pb2_grpc as rpc
 from protos.signing import challenge_bytes, completion_bytes, node_id, score_bytes, sign
+from slm.model_folder import REQUIRED
 from slm.profile import PROFILE_DIM
 
 VERSION = "0123456789abcdef"
@@ -148,8 +149,7 @@ class Rogue:
         if folder is None:
             failed = pb.RequestFailed(request_id=rid, message="the rogue keeps its model")
             return [pb.NodeMessage(failed=failed)]
-        names = ("config.json", "model.safetensors", "tokenizer.json", "calibration.json",
-                 "profile.npy")  # fmt: skip
+        names = REQUIRED
         return [
             pb.NodeMessage(model_part=pb.ModelPart(
                 request_id=rid, name=name, data=(folder / name).read_bytes(),
