@@ -54,10 +54,10 @@ def phase(work: Path, model: Path, rate: float, asks: int) -> dict[str, float]:
     try:
         hub.wait_connected([n.node_id for n in nodes])
         ca = hub.ca.read_bytes()
-        measure(hub.address, ca, 1, 5)  # warm every node, and the auditor's model
+        measure(hub.address, ca, 1, 5, hub.metadata)  # warm every node, and the auditor's model
         time.sleep(3.0)
         hub_before, audit_before = cpu_s(hub.pid), auditor_cpu_s(hub)
-        got = measure(hub.address, ca, 1, asks)
+        got = measure(hub.address, ca, 1, asks, hub.metadata)
         hub_ms = (cpu_s(hub.pid) - hub_before) * 1000 / len(got["e2e"])
         while True:  # until the auditor has caught up with the queue
             seen = auditor_cpu_s(hub)

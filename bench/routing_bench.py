@@ -78,7 +78,9 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def measure(address: str, ca: bytes, clients: int, asks: int) -> dict[str, list[float]]:
+def measure(
+    address: str, ca: bytes, clients: int, asks: int, key: list[tuple[str, str]]
+) -> dict[str, list[float]]:
     """Each client thread asks `asks` times; overhead and peer round trips, interleaved."""
     channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(ca))
     swarm, health = rpc.SwarmStub(channel), health_pb2_grpc.HealthStub(channel)
@@ -89,7 +91,7 @@ def measure(address: str, ca: bytes, clients: int, asks: int) -> dict[str, list[
         for _ in range(asks):
             start = time.perf_counter()
             result = None
-            for reply in swarm.Ask(pb.AskRequest(prompt=PROMPT, sampling=ONE_TOKEN)):
+            for reply in swarm.Ask(pb.AskRequest(prompt=PROMPT, sampling=ONE_TOKEN), metadata=key):
                 if reply.WhichOneof("body") == "result":
                     result = reply.result
             e2e = (time.perf_counter() - start) * 1000
@@ -127,7 +129,9 @@ def memory_phase(work: Path, n: int) -> tuple[float, float, float]:
         async def run() -> tuple[float, float]:
             crowd = Crowd(hub.address, ca, tokens)
             await crowd.join()
-            listed = rpc.SwarmStub(crowd.channels[0]).ListNodes(pb.ListNodesRequest())
+            listed = rpc.SwarmStub(crowd.channels[0]).ListNodes(
+                pb.ListNodesRequest(), metadata=hub.metadata
+            )
             connected = sum(x.connected for x in (await listed).nodes)
             assert connected == n, f"only {connected} of {n} simulated nodes connected"
             await asyncio.sleep(6.0)  # a round of heartbeats
@@ -221,14 +225,14 @@ def main() -> None:
         for node in nodes:
             node.wait_for("joined")
         ca = hub.ca.read_bytes()
-        measure(hub.address, ca, 4, 10)  # warm up every node and connection
+        measure(hub.address, ca, 4, 10, hub.metadata)  # warm up every node and connection
         rows = []
         for clients in (1, 16, 64):
             asks = max(4, args.asks // clients)
             print(f"{clients} clients x {asks} asks ...", flush=True)
             pids = [hub.pid, *(p.pid for p in nodes)]
             before, all_before = cpu_s(hub.pid), sum(map(cpu_s, pids)) + own_cpu_s()
-            got = measure(hub.address, ca, clients, asks)
+            got = measure(hub.address, ca, clients, asks, hub.metadata)
             n = len(got["overhead"])
             hub_cpu_ms = (cpu_s(hub.pid) - before) * 1000 / n
             got["all_cpu_ms"] = (sum(map(cpu_s, pids)) + own_cpu_s() - all_before) * 1000 / n  # type: ignore[assignment]

@@ -14,21 +14,48 @@ from protos import swarm_pb2 as pb
 from protos import swarm_pb2_grpc as rpc
 from protos.wire import SamplingParams
 
+FUNDS = "1000000"  # credits the harness grants the hub's admin key, once per home
+
 
 class Hub(Process):
-    """`slm-hub serve --home HOME` (TLS) on a free port unless told one; its SuperLink on a free
-    port too, since hubs run side by side. Ready once it says where it listens."""
+    """`slm-hub serve --home HOME` (TLS) on a free port unless told one; its SuperLink and HTTP
+    API on free ports too, since hubs run side by side. Ready once it says where it listens.
+    The calls below use the home's admin key, funded with FUNDS credits on the first start."""
 
     def __init__(self, home: Path, port: int = 0, *extra: str, log: Path | None = None) -> None:
-        if "--flower-port" not in extra:
-            extra = ("--flower-port", "0", *extra)
+        for flag in ("--flower-port", "--http-port"):
+            if flag not in extra:
+                extra = (flag, "0", *extra)
         args = ["slm-hub", "serve", "--home", str(home), "--port", str(port), *extra]
         super().__init__(args, log or home.with_name(f"{home.name}.log"))
         self.home = home
         self.port = int(self.wait_for(r"hub listening on 127\.0\.0\.1:(\d+)").group(1))
         self.address = f"127.0.0.1:{self.port}"
+        scheme, http_port = self.wait_for(r"API on (https?)://127\.0\.0\.1:(\d+)/v1").groups()
+        self.http_port = int(http_port)
+        self.base_url = f"{scheme}://127.0.0.1:{self.http_port}/v1"
         self.ca = home / "ca.pem"
+        self.key = (home / "api_key").read_text().strip()
+        if not (home / ".harness-funded").exists():
+            cli("slm-hub", "ledger", "grant", "admin", FUNDS, "--home", str(home), "--ref",
+                f"harness:{home}", check=True)  # fmt: skip
+            (home / ".harness-funded").touch()
         self._channel: grpc.Channel | None = None
+
+    @property
+    def metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.key}")]
+
+    def new_key(
+        self, name: str, credits: str | None = None, rate: int = 0, max_concurrent: int = 0
+    ) -> str:
+        """A new API key (no rate or concurrency limit unless told), funded with `credits`."""
+        out = self.home / f"{name}.key"
+        funded = ("--credits", credits) if credits else ()
+        cli("slm-hub", "key", "create", "--name", name, "--home", str(self.home), "--out",
+            str(out), "--rate", str(rate), "--max-concurrent", str(max_concurrent), *funded,
+            check=True)  # fmt: skip
+        return out.read_text().strip()
 
     def token(self, domain: str) -> str:
         """A fresh single-use join token for `domain`."""
@@ -46,7 +73,8 @@ class Hub(Process):
         return rpc.SwarmStub(self.channel())
 
     def nodes(self) -> dict[str, pb.NodeInfo]:
-        return {n.node_id: n for n in self.swarm().ListNodes(pb.ListNodesRequest()).nodes}
+        reply = self.swarm().ListNodes(pb.ListNodesRequest(), metadata=self.metadata)
+        return {n.node_id: n for n in reply.nodes}
 
     def stop(self, timeout: float = 20.0) -> int:
         if self._channel is not None:
@@ -92,13 +120,19 @@ class Node(Process):
         return self._node_id
 
 
-def ask(hub: Hub, prompt: str, **sampling: Any) -> tuple[str, list[pb.Switched], pb.AskResult]:
-    """One Ask: (the answer, its fail-over notes, its result). Greedy unless told otherwise, so
-    an answer is repeatable."""
+def ask(
+    hub: Hub, prompt: str, key: str = "", domain: str = "", idempotency_key: str = "",
+    **sampling: Any,
+) -> tuple[str, list[pb.Switched], pb.AskResult]:  # fmt: skip
+    """One Ask with `key` (default: the hub's admin key): (the answer, its fail-over notes, its
+    result). Greedy unless told otherwise, so an answer is repeatable."""
     params = SamplingParams(**{"temperature": 0.0, **sampling})
-    request = pb.AskRequest(prompt=prompt, sampling=params.to_proto())
+    request = pb.AskRequest(prompt=prompt, sampling=params.to_proto(), domain=domain)
+    metadata = [("authorization", f"Bearer {key or hub.key}")]
+    if idempotency_key:
+        metadata.append(("idempotency-key", idempotency_key))
     text, switches, result = [], [], None
-    for reply in hub.swarm().Ask(request, timeout=120):
+    for reply in hub.swarm().Ask(request, timeout=120, metadata=metadata):
         kind = reply.WhichOneof("body")
         if kind == "text":
             text.append(reply.text)

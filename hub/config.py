@@ -29,6 +29,7 @@ class HubConfig:
     signing_key_path = HomeFile("ledger_key")
     public_key_path = HomeFile("ledger_key.pub")
     settings_path = HomeFile("hub.toml")
+    api_key_path = HomeFile("api_key")  # the admin key `slm-hub init` made (mode 0600)
 
     @classmethod
     def load(cls, home: Path, db_url: str | None = None) -> HubConfig:
@@ -71,7 +72,8 @@ class HubConfig:
             f"inference_base = {r.inference_base}\n"
             f"inference_per_token = {r.inference_per_token}\n"
             f"training_round = {r.training_round}\n"
-            f"audit_penalty = {r.audit_penalty}\n",
+            f"audit_penalty = {r.audit_penalty}\n"
+            f"hub_fee_ppm = {r.hub_fee_ppm}  # on top of the nodes' pay, per million\n",
         )
 
 
@@ -86,6 +88,7 @@ class ServeOptions:
     insecure: bool = option(False, "plaintext instead of TLS; loopback hosts only")
     heartbeat_s: float = option(5.0, "seconds between a node's heartbeats; 3 missed: dropped")
     flower_port: int = option(7444, "the training plane's port (Flower's SuperLink); 0: any free")
+    http_port: int = option(7445, "the OpenAI-compatible HTTP API's port (same TLS); 0: any free")
     router: RouterConfig = field(default_factory=RouterConfig)
 
     def __post_init__(self) -> None:
@@ -98,8 +101,12 @@ class ServeOptions:
             raise SLMError(f"--port must be 0..65535, got {self.port}")
         if not 0 <= self.flower_port <= 65535:
             raise SLMError(f"--flower-port must be 0..65535, got {self.flower_port}")
-        if self.port and self.port == self.flower_port:
-            raise SLMError(f"--port and --flower-port must differ, both are {self.port}")
+        if not 0 <= self.http_port <= 65535:
+            raise SLMError(f"--http-port must be 0..65535, got {self.http_port}")
+        ports = [p for p in (self.port, self.flower_port, self.http_port) if p]
+        if len(set(ports)) != len(ports):
+            raise SLMError("--port, --flower-port and --http-port must differ, got "
+                           f"{self.port}, {self.flower_port} and {self.http_port}")  # fmt: skip
         if not self.heartbeat_s > 0:
             raise SLMError(f"--heartbeat must be positive, got {self.heartbeat_s}")
 

@@ -20,9 +20,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from hub.access.gate import Gate
+from hub.access.keys import KeyCache, KeyRecord, KeyStore
+from hub.access.limits import Limiter
+from hub.api.asks import AskService
+from hub.api.grpc_api import SwarmServicer, swarm_handler
+from hub.api.http import HttpServer
+from hub.api.metrics import Metrics
 from hub.config import HubConfig, ServeOptions
 from hub.errors import StatusError
-from hub.ledger.entries import LedgerError
+from hub.ledger.entries import LedgerError, node_account
 from hub.ledger.keys import load_public_key, load_signing_key
 from hub.ledger.ledger import Ledger
 from hub.ledger.rewards import InferenceRecord
@@ -30,7 +37,7 @@ from hub.ledger.writer import LedgerWriter
 from hub.routing import audit
 from hub.routing.network import Network
 from hub.routing.router import Result
-from hub.routing.server import NodeLinkServicer, SwarmServicer, start_server
+from hub.routing.server import NodeLinkServicer, start_server
 from hub.storage.engine import make_engine, upgrade
 from hub.storage.proofs import Proof, record_proof
 from hub.storage.timestamps import iso
@@ -67,6 +74,10 @@ class Hub:
             audit.Worker(cfg.home / "logs" / "auditor.log"), self.network.connections, self.punish,
         )  # fmt: skip
         self.network.router.observe = self.auditor.observe  # rate 0 still judges impossible claims
+        self.gate = Gate(KeyCache(KeyStore(engine)), Limiter(options.router.max_asks),
+                         self.ledger.balance, self.ledger.recorded)  # fmt: skip
+        self.metrics = Metrics(lambda: self.network.connections)
+        self.asks = AskService(self.network, self.gate, self.record, cfg.rewards, self.metrics)
         self._registering: set[asyncio.Task] = set()
         # The training plane's registrations, apart from the default executor, which admission
         # and the registry's writes use: a join storm's HTTP calls must not hold those up.
@@ -172,8 +183,9 @@ class Hub:
         registry.set_reputation(c.node_id, reputation)
         return reputation
 
-    async def record(self, prompt: str, result: Result) -> None:
-        """Record an answer in the ledger; returns once it is durable."""
+    async def record(self, prompt: str, result: Result, payer: str) -> int:
+        """Record an answer in the ledger, paid by `payer`; returns, once it is durable, what
+        the payer was charged."""
         record = InferenceRecord(
             request_id=result.request_id,
             prompt_sha256=sha256_text(prompt),
@@ -192,28 +204,40 @@ class Hub:
             domain=result.domain,
             latency_ms=result.latency_ms,
             prompt=prompt if self.cfg.keep_prompts else None,
+            payer=payer,
         )
-        await asyncio.shield(asyncio.wrap_future(self.writer.submit(record)))
+        done = await asyncio.shield(asyncio.wrap_future(self.writer.submit(record)))
+        return done.charged
 
-    def balance(self, node: str) -> tuple[str, int]:
-        """A node's id and balance, by id or unique prefix (blocking)."""
+    def balance(self, caller: KeyRecord, node: str) -> tuple[str, str, int]:
+        """(node id, account, balance): the caller's own account, or (admin key only) a node's
+        by id or unique prefix (blocking; one row)."""
+        if not node:
+            return "", caller.account, self.ledger.balance(caller.account)
+        if not caller.admin:
+            raise StatusError("PERMISSION_DENIED", "only the hub's admin key may read a node's "
+                              "balance; leave the node out for your own")  # fmt: skip
         try:
             account = self.ledger.resolve_node(node)
         except LedgerError as exc:
             raise StatusError("NOT_FOUND", str(exc)) from None
-        return account.removeprefix("node:"), self.ledger.balances().get(account, 0)
+        node_id = account.removeprefix(node_account(""))
+        return node_id, account, self.ledger.balance(account)
 
-    async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None) -> None:
+    async def run(self, stop: asyncio.Event, ready: Callable[[int, int], None] | None) -> None:
         network = self.network
         node_link = NodeLinkServicer(network, self.options.heartbeat_s, lambda: self.superlink.port)
-        swarm = SwarmServicer(network, self.record, self.balance)
+        swarm = SwarmServicer(self.asks, self.gate, network, self.balance)
         tls_home = None if self.options.insecure else self.cfg.home
-        server, health, port = await start_server(node_link, swarm, self.options.address, tls_home)
+        server, health, port = await start_server(node_link, swarm_handler(swarm),
+                                                  self.options.address, tls_home)  # fmt: skip
+        http = HttpServer(self.asks, self.gate, self.metrics, self.options, tls_home)
+        await http.start()
         supervisor = asyncio.create_task(self.superlink.supervise(stop))
         revocations = asyncio.create_task(self.watch_revocations(stop))
         audits = asyncio.create_task(self.auditor.run(stop))
         if ready is not None:
-            ready(port)
+            ready(port, http.port)
         try:
             await stop.wait()
         finally:
@@ -226,6 +250,7 @@ class Hub:
                 await asyncio.sleep(0.05)
             network.close_all("the hub is shutting down")
             await stopping
+            await http.stop()
             stop.set()
             await supervisor
             await revocations
@@ -235,9 +260,9 @@ class Hub:
 
 
 async def serve(
-    cfg: HubConfig, options: ServeOptions, ready: Callable[[int], None] | None = None
+    cfg: HubConfig, options: ServeOptions, ready: Callable[[int, int], None] | None = None
 ) -> None:
-    """Run until SIGINT/SIGTERM; `ready(port)` is called once the port is bound."""
+    """Run until SIGINT/SIGTERM; `ready(port, http port)` is called once both are bound."""
     await asyncio.to_thread(upgrade, make_engine(cfg.db_url))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

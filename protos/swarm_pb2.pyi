@@ -197,12 +197,14 @@ class ModelPart(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., data: _Optional[bytes] = ..., last: bool = ...) -> None: ...
 
 class AskRequest(_message.Message):
-    __slots__ = ("prompt", "sampling")
+    __slots__ = ("prompt", "sampling", "domain")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     sampling: SamplingParams
-    def __init__(self, prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ...) -> None: ...
+    domain: str
+    def __init__(self, prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., domain: _Optional[str] = ...) -> None: ...
 
 class AskReply(_message.Message):
     __slots__ = ("text", "switched", "result")
@@ -241,7 +243,7 @@ class Candidate(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., domain: _Optional[str] = ..., profile_similarity: _Optional[float] = ..., loglik: _Optional[float] = ..., posterior: _Optional[float] = ..., declined: bool = ...) -> None: ...
 
 class AskResult(_message.Message):
-    __slots__ = ("request_id", "node_id", "domain", "confidence", "candidates", "tokens", "latency_ms", "hub_overhead_ms")
+    __slots__ = ("request_id", "node_id", "domain", "confidence", "candidates", "tokens", "latency_ms", "hub_overhead_ms", "charged_micro_credits")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +252,7 @@ class AskResult(_message.Message):
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     HUB_OVERHEAD_MS_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     node_id: str
     domain: str
@@ -258,7 +261,8 @@ class AskResult(_message.Message):
     tokens: int
     latency_ms: float
     hub_overhead_ms: float
-    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ..., domain: _Optional[str] = ..., confidence: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., hub_overhead_ms: _Optional[float] = ...) -> None: ...
+    charged_micro_credits: int
+    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ..., domain: _Optional[str] = ..., confidence: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., hub_overhead_ms: _Optional[float] = ..., charged_micro_credits: _Optional[int] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()
@@ -299,9 +303,11 @@ class BalanceRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ...) -> None: ...
 
 class BalanceReply(_message.Message):
-    __slots__ = ("node_id", "micro_credits")
+    __slots__ = ("node_id", "micro_credits", "account")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     micro_credits: int
-    def __init__(self, node_id: _Optional[str] = ..., micro_credits: _Optional[int] = ...) -> None: ...
+    account: str
+    def __init__(self, node_id: _Optional[str] = ..., micro_credits: _Optional[int] = ..., account: _Optional[str] = ...) -> None: ...

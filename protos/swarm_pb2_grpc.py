@@ -120,6 +120,8 @@ class NodeLink(object):
 class SwarmStub(object):
     """---------------------------------------------------------------------------------------------
     Client plane. Served beside the standard gRPC health service (grpc.health.v1.Health).
+    Every call carries an API key from `slm-hub key create` as call metadata
+    `authorization: Bearer <key>`; without a valid one it ends UNAUTHENTICATED.
     ---------------------------------------------------------------------------------------------
 
     """
@@ -150,29 +152,37 @@ class SwarmStub(object):
 class SwarmServicer(object):
     """---------------------------------------------------------------------------------------------
     Client plane. Served beside the standard gRPC health service (grpc.health.v1.Health).
+    Every call carries an API key from `slm-hub key create` as call metadata
+    `authorization: Bearer <key>`; without a valid one it ends UNAUTHENTICATED.
     ---------------------------------------------------------------------------------------------
 
     """
 
     def Ask(self, request, context):
         """Server-streaming: text pieces as the answering node produces them, a `switched` note if a
-        node failed mid-answer and the next-best continued, then one `result`.
-        INVALID_ARGUMENT: empty prompt, invalid UTF-8, sampling parameters out of range.
-        RESOURCE_EXHAUSTED: prompt over the hub's size limit. UNAVAILABLE: no node can answer.
+        node failed mid-answer and the next-best continued, then one `result`. The key's account
+        pays for the answer. Metadata `idempotency-key: <text>`: a retry with the same value is
+        never charged twice (ALREADY_EXISTS once answered, ABORTED while the first is in flight).
+        INVALID_ARGUMENT: empty prompt, invalid UTF-8, sampling parameters out of range, a request
+        over the hub's size limits. RESOURCE_EXHAUSTED: the key's rate, concurrency or credits, or
+        the hub's capacity, are used up (no node was asked). UNAVAILABLE: no node can answer.
+        DEADLINE_EXCEEDED: the answer took longer than the hub allows one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListNodes(self, request, context):
-        """Unary: the nodes the hub knows, connected or not.
+        """Unary: the nodes the hub knows, connected or not; reputations and training-plane ids are
+        shown to the hub's admin key only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Balance(self, request, context):
-        """Unary: a node's ledger balance. NOT_FOUND for an unknown node.
+        """Unary: a ledger balance: the caller's own account, or (admin key only) a node's.
+        NOT_FOUND for an unknown node, PERMISSION_DENIED for a node's without the admin key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,6 +217,8 @@ def add_SwarmServicer_to_server(servicer, server):
 class Swarm(object):
     """---------------------------------------------------------------------------------------------
     Client plane. Served beside the standard gRPC health service (grpc.health.v1.Health).
+    Every call carries an API key from `slm-hub key create` as call metadata
+    `authorization: Bearer <key>`; without a valid one it ends UNAUTHENTICATED.
     ---------------------------------------------------------------------------------------------
 
     """

@@ -18,6 +18,10 @@ MAX_TOKENS = 4096  # per answer, whatever a client asks
 MAX_TEMPERATURE = 5.0
 MAX_VERSION_CHARS = 64  # a model version a node reports; longer is cut, never trusted whole
 MAX_PRESET_CHARS = 64  # a preset name is shown, never trusted: longer is cut
+# Stop strings as OpenAI allows them (at most 4), each a short marker: a node checks every one
+# against the text's tail at every token, so their count and size are its cost per token.
+MAX_STOPS = 4
+MAX_STOP_BYTES = 64
 
 
 def _flag(text: str, metavar: str) -> dict[str, str]:
@@ -50,8 +54,13 @@ class SamplingParams:
             raise WireError(f"top_k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise WireError(f"top_p must be in (0, 1], got {self.top_p}")
+        if len(self.stop) > MAX_STOPS:
+            raise WireError(f"at most {MAX_STOPS} stop strings, got {len(self.stop)}")
         if any(not s for s in self.stop):
             raise WireError("stop strings must not be empty")
+        longest = max((len(s.encode("utf-8", "surrogatepass")) for s in self.stop), default=0)
+        if longest > MAX_STOP_BYTES:
+            raise WireError(f"a stop string may be at most {MAX_STOP_BYTES} bytes, got {longest}")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise WireError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hub.cli import client, home, ledger, nodes, serve, tokens, train
+from hub.cli import client, home, keys, ledger, nodes, serve, tokens, train
 from hub.cli.common import Parents
 from protos.errors import WireError
 from slm.command import parser_with_commands, run
@@ -19,6 +19,8 @@ examples:
   slm-hub init --host hub.example.org
   slm-hub serve --host 0.0.0.0
   slm-hub token create --domain medicine --ttl 24h
+  slm-hub key create --name alice --credits 100 --rate 60
+  slm-hub ledger grant alice 50
   slm-hub nodes
   slm-hub node revoke 3f9a2c --reason "answers spam"
   slm-hub ask "Acute serous otitis media" --max-tokens 40
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = parser_with_commands("slm-hub", DESCRIPTION, EPILOG)
     parents = Parents.build()
-    for group in (home, serve, client, tokens, nodes, train, ledger):
+    for group in (home, serve, client, keys, tokens, nodes, train, ledger):
         group.register(sub, parents)
     return parser
 

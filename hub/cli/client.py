@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ from hub.config import DEFAULT_HOME, ServeOptions
 from protos.wire import SamplingParams
 from slm.command import add_flags, values
 from slm.errors import SLMError
+
+KEY_ENV = "SLM_HUB_API_KEY"
 
 if TYPE_CHECKING:  # gRPC is imported where a command calls the hub, not to build the parser
     import grpc
@@ -31,8 +34,13 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     client.add_argument("--ca", type=Path, help="the hub's CA certificate (default: <home>/ca.pem)")
     client.add_argument("--insecure", action="store_true", help="plaintext (a loopback hub)")
     client.add_argument(
-        "--home", type=Path, default=DEFAULT_HOME, help="hub home, for the default --ca"
-    )
+        "--home", type=Path, default=DEFAULT_HOME,
+        help="hub home, for the default --ca and key (<home>/ca.pem, <home>/api_key)",
+    )  # fmt: skip
+    client.add_argument(
+        "--key-file", type=Path,
+        help=f"a file holding the API key (default: ${KEY_ENV}, else <home>/api_key)",
+    )  # fmt: skip
 
     p = sub.add_parser(
         "nodes", parents=[client, parents.as_json], help="the nodes that joined (a table)"
@@ -45,8 +53,30 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
         "node answered and why (the candidates, their logliks and posteriors).",
     )  # fmt: skip
     p.add_argument("prompt", help="the prompt; '-' reads it from standard input")
+    p.add_argument("--domain", default="", help="route among this domain's nodes only")
     add_flags(p.add_argument_group("sampling"), SamplingParams)
     p.set_defaults(run=cmd_ask)
+
+
+def api_key(args: argparse.Namespace) -> str:
+    """The API key: --key-file, else $SLM_HUB_API_KEY, else the hub home's admin key. Never a
+    flag's value: argv shows in `ps` to every user of the machine."""
+    path = args.key_file
+    if path is None:
+        if os.environ.get(KEY_ENV, "").strip():
+            return os.environ[KEY_ENV].strip()
+        path = args.home / "api_key"
+        if not path.exists():
+            raise SLMError(f"no API key: give --key-file FILE or set ${KEY_ENV} (the hub's "
+                           "operator makes one with `slm-hub key create`)")  # fmt: skip
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SLMError(f"cannot read the API key from {path}: {exc}") from None
+
+
+def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {api_key(args)}")]
 
 
 def _swarm(args: argparse.Namespace) -> rpc.SwarmStub:
@@ -86,7 +116,7 @@ def cmd_nodes(args: argparse.Namespace) -> None:
     from protos import swarm_pb2 as pb
 
     try:
-        reply = _swarm(args).ListNodes(pb.ListNodesRequest(), timeout=10)
+        reply = _swarm(args).ListNodes(pb.ListNodesRequest(), timeout=10, metadata=_metadata(args))
     except grpc.RpcError as exc:
         raise _rpc_error(args, exc) from None
     if args.json:
@@ -120,10 +150,13 @@ def cmd_ask(args: argparse.Namespace) -> None:
     from protos import swarm_pb2 as pb
 
     params = SamplingParams(**values(SamplingParams, args))
-    request = pb.AskRequest(prompt=_prompt(args.prompt), sampling=params.to_proto())
+    request = pb.AskRequest(
+        prompt=_prompt(args.prompt), sampling=params.to_proto(), domain=args.domain
+    )
     answer, switches, result = [], [], None
+    metadata = _metadata(args)
     try:
-        for reply in _swarm(args).Ask(request, timeout=600):
+        for reply in _swarm(args).Ask(request, timeout=600, metadata=metadata):
             kind = reply.WhichOneof("body")
             if kind == "text":
                 answer.append(reply.text)
@@ -163,7 +196,8 @@ def _explain(result: pb.AskResult) -> None:
     err.print(
         f"answered by [bold]{result.node_id[:16]}[/] ({result.domain}), posterior "
         f"{result.confidence:.3f}, {result.tokens} tokens in {result.latency_ms:.0f} ms "
-        f"(hub overhead {result.hub_overhead_ms:.1f} ms)", highlight=False,
+        f"(hub overhead {result.hub_overhead_ms:.1f} ms), charged "
+        f"{result.charged_micro_credits / 1e6:.6f} credits", highlight=False,
     )  # fmt: skip
     table = Table("node", "domain", "profile cosine", "loglik (nats)", "posterior", "")
     for c in result.candidates:

@@ -8,14 +8,17 @@ from pathlib import Path
 from hub.cli.common import Parents
 from hub.config import HubConfig
 
+ADMIN = "admin"  # the name of the key `slm-hub init` makes
+
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = sub.add_parser(
         "init", parents=[parents.home],
         help="create the hub home: keys, TLS certificates, database",
         description="Create what is missing in the hub home: the ledger signing key, a CA and a "
-        "server certificate (for localhost, 127.0.0.1 and every --host), hub.toml, and the "
-        "database at the current schema. Run again with --host to reissue the server "
+        "server certificate (for localhost, 127.0.0.1 and every --host), hub.toml, the "
+        "database at the current schema, and the operator's admin API key (<home>/api_key). "
+        "Run again with --host to reissue the server "
         "certificate for more names; the CA, and so the nodes' trust, stays.",
     )  # fmt: skip
     p.add_argument("--host", action="append", default=[], help="name or address (repeatable)")
@@ -58,7 +61,30 @@ def ensure_home(home: Path, db: str | None, hosts: list[str]) -> tuple[list[str]
     if not cfg.settings_path.exists():
         cfg.save()
         made.append(f"settings    {cfg.settings_path}")
-    return made, upgrade(make_engine(cfg.db_url))
+    engine = make_engine(cfg.db_url)
+    head = upgrade(engine)
+    if _admin_key(cfg, engine):
+        made.append(f"admin key   {cfg.api_key_path} (for slm-hub ask/nodes; fund it with "
+                    "slm-hub ledger grant admin N)")  # fmt: skip
+    return made, head
+
+
+def _admin_key(cfg: HubConfig, engine) -> bool:  # type: ignore[no-untyped-def]
+    """The operator's own API key, in the home, once: admin, no rate limits, no credits."""
+    from hub.access.keys import KeyLimits, KeyStore
+    from hub.ledger.keys import load_public_key, load_signing_key
+    from hub.ledger.ledger import Ledger
+    from slm.atomic import atomic_write_bytes
+
+    store = KeyStore(engine)
+    if cfg.api_key_path.exists() or any(k.name == ADMIN for k in store.list()):
+        return False
+    secret, record = store.create(ADMIN, KeyLimits(rate=0, max_concurrent=0), admin=True)
+    ledger = Ledger(engine, load_signing_key(cfg.signing_key_path),
+                    load_public_key(cfg.public_key_path))  # fmt: skip
+    ledger.ensure_accounts([], [record.key_id])
+    atomic_write_bytes(cfg.api_key_path, (secret + "\n").encode(), mode=0o600)
+    return True
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:

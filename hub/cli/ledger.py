@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = sub.add_parser("ledger", help="query and verify the reward ledger")
     led = p.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
     reading = [parents.home, parents.as_json]
-    p = led.add_parser("balance", parents=reading, help="balances of nodes")
-    p.add_argument("node", nargs="?", help="node id or unique prefix (default: every account)")
+    p = led.add_parser("balance", parents=reading, help="balances of nodes and keys")
+    p.add_argument("node", nargs="?", help="node id or unique prefix, or an API key's name or "
+                   "id (default: every account)")  # fmt: skip
     p.set_defaults(run=cmd_balance)
     p = led.add_parser("history", parents=reading, help="ledger entries, oldest first")
     p.add_argument("--node", help="only entries of this node")
@@ -56,6 +57,16 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--reason", required=True)
     p.add_argument("--ref", help="idempotency key (default: a new one); reuse it to retry safely")
     p.set_defaults(run=cmd_penalize)
+    p = led.add_parser(
+        "grant", parents=[parents.home], help="fund an API key from the treasury",
+        description="Move credits from the treasury to an API key's account, recorded in the "
+        "ledger like every transfer: the only way the treasury funds the keys that ask.",
+    )  # fmt: skip
+    p.add_argument("key", help="the key's name or id")
+    p.add_argument("amount", help="credits, e.g. 100")
+    p.add_argument("--reason", default="", help="why, for the ledger")
+    p.add_argument("--ref", help="idempotency key (default: a new one); reuse it to retry safely")
+    p.set_defaults(run=cmd_grant)
 
 
 def open_ledger(args: argparse.Namespace, write: bool = False) -> Ledger:
@@ -78,7 +89,7 @@ def cmd_balance(args: argparse.Namespace) -> None:
     ledger = open_ledger(args)
     balances = ledger.balances()
     if args.node:
-        account = ledger.resolve_node(args.node)
+        account = _account(ledger, args.node)
         balances = {account: balances.get(account, 0)}
     if args.json:
         print_json({a: format_credits(v) for a, v in balances.items()})
@@ -90,6 +101,16 @@ def cmd_balance(args: argparse.Namespace) -> None:
     console().print(table)
     if not args.node:
         print(f"sum of all balances: {format_credits(sum(balances.values()))}")
+
+
+def _account(ledger: Ledger, text: str) -> str:
+    """An API key's account by its name or id, else a node's by id or prefix."""
+    from hub.access.keys import KeyStore
+
+    try:
+        return KeyStore(ledger.engine).find(text.removeprefix("key:")).account
+    except SLMError:
+        return ledger.resolve_node(text)
 
 
 def _entries_table(entries: list[Entry]) -> Table:
@@ -106,8 +127,9 @@ def _entries_table(entries: list[Entry]) -> Table:
 
 
 def _short(account: str) -> str:
-    """node:3f9a2c11d0e4b701... -> 3f9a2c11 (the full id is in --json and export)."""
-    return account.removeprefix("node:")[:8]
+    """node:3f9a2c11d0e4b701... -> 3f9a2c11, key:0a1b2c3d4e5f -> key:0a1b2c3d (the full
+    account is in --json and export)."""
+    return account.removeprefix("node:")[:8] if account.startswith("node:") else account[:12]
 
 
 def cmd_history(args: argparse.Namespace) -> None:
@@ -115,7 +137,7 @@ def cmd_history(args: argparse.Namespace) -> None:
     since = parse_when(args.since) if args.since else None
     until = parse_when(args.until) if args.until else None
     ledger = open_ledger(args)
-    account = ledger.resolve_node(args.node) if args.node else None
+    account = _account(ledger, args.node) if args.node else None
     entries = ledger.history(account, since, until, args.kind, args.limit)
     if args.json:
         print_json([asdict(e) for e in entries])
@@ -194,4 +216,21 @@ def cmd_penalize(args: argparse.Namespace) -> None:
     print(
         f"entry {entry.seq}: {format_credits(entry.amount)} credits "
         f"from {entry.debit} to the treasury"
+    )
+
+
+def cmd_grant(args: argparse.Namespace) -> None:
+    import uuid
+
+    from hub.access.keys import KeyStore
+
+    micro = parse_credits(args.amount)
+    ledger = open_ledger(args, write=True)
+    key = KeyStore(ledger.engine).find(args.key)
+    ledger.ensure_accounts([], [key.key_id])
+    reason = args.reason or f"granted to key {key.name}"
+    entry = ledger.grant(key.account, micro, reason, args.ref or uuid.uuid4().hex)
+    print(
+        f"entry {entry.seq}: {format_credits(entry.amount)} credits from the treasury to "
+        f"{key.account} ({key.name}); balance {format_credits(ledger.balance(key.account))}"
     )

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from slm.errors import SLMError
 
 TREASURY = "treasury"
-ENTRY_KINDS = ("inference_reward", "training_reward", "penalty")
+# inference_reward: asker -> node; hub_fee: asker -> treasury; grant: treasury -> key
+ENTRY_KINDS = ("inference_reward", "training_reward", "penalty", "grant", "hub_fee")
 GENESIS = "0" * 64
 
 
@@ -30,6 +31,11 @@ class LedgerError(SLMError):
 
 def node_account(node_id: str) -> str:
     return f"node:{node_id}"
+
+
+def key_account(key_id: str) -> str:
+    """The account an API key's Asks are paid from."""
+    return f"key:{key_id}"
 
 
 @dataclass(frozen=True)

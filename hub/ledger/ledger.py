@@ -1,5 +1,5 @@
-"""The SQL ledger: records inferences and rounds as chained transfers, answers balances,
-history and tops, verifies and exports the chain.
+"""The SQL ledger: records inferences, rounds, grants and penalties as chained transfers (the
+reading side, balances to verification, is reader.py's).
 
 Appends take the head row's lock (SELECT ... FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on
 SQLite) for the length of one transaction, so concurrent writers in any number of processes
@@ -9,15 +9,13 @@ entry is and what a reward comes to are decided in entries.py and rewards.py.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hub.ledger.entries import (
@@ -26,13 +24,19 @@ from hub.ledger.entries import (
     Entry,
     LedgerError,
     Transfer,
-    Verification,
     chain,
     head_bytes,
+    key_account,
     node_account,
-    verify_chain,
 )
-from hub.ledger.rewards import InferenceRecord, Rewards, inference_transfers, round_transfers
+from hub.ledger.reader import LedgerReader, _entry
+from hub.ledger.rewards import (
+    InferenceRecord,
+    Rewards,
+    charged,
+    inference_transfers,
+    round_transfers,
+)
 from hub.storage.engine import writing
 from hub.storage.schema import Account, Inference, LedgerEntry, LedgerHead, TrainingRound
 from hub.storage.timestamps import now_iso
@@ -43,29 +47,34 @@ class RecordResult:
     request_id: str
     recorded: bool  # False: this request id was already in the ledger
     entries: list[str] = field(default_factory=list)
+    charged: int = 0  # what the payer paid, micro-credits
 
 
-class Ledger:
+class Ledger(LedgerReader):
     """The ledger over one database. Thread-safe; one instance per process is enough."""
 
     def __init__(self, engine: Engine, key: Ed25519PrivateKey | None, public: Ed25519PublicKey,
                  rewards: Rewards | None = None) -> None:  # fmt: skip
-        self.engine = engine
+        super().__init__(engine, public)
         self.key = key  # None: read-only (queries, verify)
-        self.public = public
         self.rewards = rewards or Rewards()
 
     # --- writing -------------------------------------------------------------------------
 
-    def ensure_accounts(self, node_ids: Sequence[str]) -> None:
-        """Create the treasury and these nodes' accounts if missing (idempotent, race-free)."""
-        wanted = {TREASURY: "treasury"} | {node_account(n): "node" for n in node_ids}
+    def ensure_accounts(self, node_ids: Sequence[str], key_ids: Sequence[str] = ()) -> None:
+        """Create the treasury and these nodes' and keys' accounts if missing (idempotent,
+        race-free)."""
+        wanted = (
+            {TREASURY: "treasury"}
+            | {node_account(n): "node" for n in node_ids}
+            | {key_account(k): "key" for k in key_ids}
+        )
         with self._write() as conn:
             self._ensure_head(conn)
             self._lock_head(conn)  # serialises account creation with every other writer
             have = self._accounts(conn, set(wanted))
             rows = [
-                {"id": a, "kind": k, "created_at": now_iso()}
+                {"id": a, "kind": k, "created_at": now_iso(), "balance": 0}
                 for a, k in wanted.items()
                 if a not in have
             ]
@@ -83,7 +92,9 @@ class Ledger:
                 conn.scalars(select(Inference.request_id).where(Inference.request_id.in_(ids)))
             )
             accounts = self._accounts(
-                conn, {node_account(n) for r in records for n, _ in r.segments}
+                conn,
+                {node_account(n) for r in records for n, _ in r.segments}
+                | {r.payer for r in records},
             )
             rows, transfers = [], []
             for record in records:
@@ -91,13 +102,16 @@ class Ledger:
                     results.append(RecordResult(record.request_id, recorded=False))
                     continue
                 seen.add(record.request_id)
+                if record.payer not in accounts:
+                    raise LedgerError(f"unknown account {record.payer}: it cannot pay")
                 for node, _ in record.segments:
                     if node_account(node) not in accounts:
                         raise LedgerError(f"unknown node {node}: it has no ledger account")
                 rows.append(_inference_row(record))
                 paid = inference_transfers(record, self.rewards)
                 transfers += paid
-                results.append(RecordResult(record.request_id, True, [t.entry_id for t in paid]))
+                results.append(RecordResult(record.request_id, True, [t.entry_id for t in paid],
+                                            charged(paid, record.payer)))  # fmt: skip
             if rows:
                 conn.execute(insert(Inference), rows)
             self._append(conn, head, transfers, key)
@@ -163,6 +177,27 @@ class Ledger:
                 return _entry(existing)
             return self._append(conn, head, [transfer], key)[0]
 
+    def grant(self, account: str, micro: int, reason: str, ref: str) -> Entry:
+        """Fund an account from the treasury: the only way credits reach an API key. Idempotent
+        by `ref`; the account must exist."""
+        if micro <= 0:
+            raise LedgerError("a grant must be a positive amount")
+        if account == TREASURY:
+            raise LedgerError("the treasury cannot grant to itself")
+        key = self._writer_key()
+        transfer = Transfer(f"grant:{ref}", "grant", TREASURY, account, micro, ref, "",
+                            reason.strip() or "granted")  # fmt: skip
+        with self._write() as conn:
+            head = self._lock_head(conn)
+            if not self._accounts(conn, {account}):
+                raise LedgerError(f"unknown account {account}")
+            existing = conn.execute(
+                select(LedgerEntry).where(LedgerEntry.entry_id == transfer.entry_id)
+            ).first()
+            if existing is not None:
+                return _entry(existing)
+            return self._append(conn, head, [transfer], key)[0]
+
     def _writer_key(self) -> Ed25519PrivateKey:
         if self.key is None:
             raise LedgerError("this ledger was opened read-only (no hub signing key)")
@@ -203,175 +238,21 @@ class Ledger:
         entries = chain(transfers, *head, now_iso(), key)
         seq, prev = entries[-1].seq, entries[-1].hash
         conn.execute(insert(LedgerEntry), [dict(vars(e)) for e in entries])  # flat: no deepcopy
+        deltas: dict[str, int] = {}
+        for t in transfers:
+            deltas[t.debit] = deltas.get(t.debit, 0) - t.amount
+            deltas[t.credit] = deltas.get(t.credit, 0) + t.amount
+        conn.execute(
+            update(Account).where(Account.id == bindparam("account"))
+            .values(balance=Account.balance + bindparam("delta")),
+            [{"account": a, "delta": d} for a, d in sorted(deltas.items()) if d],
+        )  # fmt: skip
         conn.execute(
             update(LedgerHead)
             .where(LedgerHead.id == 1)
             .values(seq=seq, hash=prev, signature=key.sign(head_bytes(seq, prev)).hex())
         )
         return entries
-
-    # --- reading -------------------------------------------------------------------------
-
-    def resolve_node(self, node: str) -> str:
-        """The account of a node given its id or a unique prefix (at least 6 characters)."""
-        node = node.removeprefix("node:")
-        with self.engine.connect() as conn:
-            matches = list(
-                conn.scalars(
-                    select(Account.id).where(
-                        Account.id.startswith(node_account(node), autoescape=True)
-                    )
-                )
-            )
-        if node_account(node) in matches:
-            return node_account(node)
-        if len(node) < 6 or not matches:
-            raise LedgerError(f"unknown node {node!r}; `slm-hub ledger balance` lists them")
-        if len(matches) > 1:
-            raise LedgerError(f"node prefix {node!r} is ambiguous: {len(matches)} nodes match")
-        return matches[0]
-
-    def latest_weights(self, domain: str) -> str | None:
-        """The hash of the domain's newest recorded global model, if a round made one."""
-        with self.engine.connect() as conn:
-            return conn.scalar(
-                select(TrainingRound.weights_sha256)
-                .where(TrainingRound.domain == domain, TrainingRound.weights_sha256 != "")
-                .order_by(TrainingRound.created_at.desc(), TrainingRound.round.desc())
-                .limit(1)
-            )
-
-    def balances(self) -> dict[str, int]:
-        """Every account's balance (credits in minus credits out), treasury included."""
-        with self.engine.connect() as conn:
-            out = {a: 0 for a in conn.scalars(select(Account.id))}
-            credits = select(LedgerEntry.credit, func.sum(LedgerEntry.amount)).group_by(
-                LedgerEntry.credit
-            )
-            debits = select(LedgerEntry.debit, func.sum(LedgerEntry.amount)).group_by(
-                LedgerEntry.debit
-            )
-            for account, total in conn.execute(credits):
-                out[account] = out.get(account, 0) + int(total)
-            for account, total in conn.execute(debits):
-                out[account] = out.get(account, 0) - int(total)
-        return out
-
-    def history(
-        self, account: str | None = None, since: str | None = None, until: str | None = None,
-        kind: str | None = None, limit: int | None = None,
-    ) -> list[Entry]:  # fmt: skip
-        query = select(LedgerEntry).order_by(LedgerEntry.seq)
-        if account is not None:
-            query = query.where((LedgerEntry.debit == account) | (LedgerEntry.credit == account))
-        if since is not None:
-            query = query.where(LedgerEntry.created_at >= since)
-        if until is not None:
-            query = query.where(LedgerEntry.created_at < until)
-        if kind is not None:
-            query = query.where(LedgerEntry.kind == kind)
-        if limit is not None:
-            query = query.order_by(None).order_by(LedgerEntry.seq.desc()).limit(limit)
-        with self.engine.connect() as conn:
-            rows = [_entry(r) for r in conn.execute(query)]
-        return sorted(rows, key=lambda e: e.seq)
-
-    def top(self, domain: str | None = None, since: str | None = None, limit: int = 10):
-        """Nodes by credits earned (rewards in, penalties out) since a time, best first."""
-        query = select(LedgerEntry.credit, LedgerEntry.debit, LedgerEntry.amount, LedgerEntry.kind)
-        if domain is not None:
-            query = query.where(LedgerEntry.domain == domain)
-        if since is not None:
-            query = query.where(LedgerEntry.created_at >= since)
-        earned: dict[str, int] = {}
-        count: dict[str, int] = {}
-        with self.engine.connect() as conn:
-            for credit, debit, amount, kind in conn.execute(query):
-                if credit != TREASURY:
-                    earned[credit] = earned.get(credit, 0) + amount
-                    count[credit] = count.get(credit, 0) + (kind == "inference_reward")
-                if debit != TREASURY:
-                    earned[debit] = earned.get(debit, 0) - amount
-        ranked = sorted(earned.items(), key=lambda kv: -kv[1])[:limit]
-        return [(account, amount, count.get(account, 0)) for account, amount in ranked]
-
-    def show(self, request_id: str) -> tuple[dict[str, Any], list[Entry]]:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(Inference).where(Inference.request_id == request_id)
-            ).mappings().first()  # fmt: skip
-            if row is None:
-                raise LedgerError(f"no inference with request id {request_id!r}")
-            entries = [
-                _entry(r)
-                for r in conn.execute(
-                    select(LedgerEntry)
-                    .where(LedgerEntry.ref == request_id)
-                    .order_by(LedgerEntry.seq)
-                )
-            ]
-        record = dict(row)
-        for key in ("candidates", "segments"):
-            record[key] = json.loads(record[key])
-        return record, entries
-
-    def iter_entries(self, conn: Connection | None = None, batch: int = 5000) -> Iterator[Entry]:
-        """Every entry in seq order, in pages (constant memory over any ledger size).
-
-        The first page has no lower bound, so rows with any seq at all are seen.
-        """
-        if conn is None:
-            with self.engine.connect() as own:
-                yield from self.iter_entries(own, batch)
-            return
-        query = select(LedgerEntry).order_by(LedgerEntry.seq).limit(batch)
-        rows = conn.execute(query).all()
-        while rows:
-            for r in rows:
-                yield _entry(r)
-            rows = conn.execute(query.where(LedgerEntry.seq > rows[-1].seq)).all()
-
-    def _snapshot(self):  # type: ignore[no-untyped-def]
-        """A connection that sees one consistent state for as long as it is open."""
-        conn = self.engine.connect()
-        if self.engine.dialect.name == "postgresql":
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        return conn
-
-    def verify(self) -> Verification:
-        """Walk the whole chain: sequence, links, hashes, signatures, amounts, and the head."""
-        with self._snapshot() as conn:
-            return self._verify(conn)
-
-    def _verify(self, conn: Connection) -> Verification:
-        head = conn.execute(select(LedgerHead.seq, LedgerHead.hash, LedgerHead.signature)).first()
-        return verify_chain(self.iter_entries(conn), None if head is None else tuple(head),
-                            self.public)  # fmt: skip
-
-    def export(self, fmt: str) -> Iterator[str]:
-        """The whole ledger as CSV or JSON lines, streamed."""
-        columns = [f.name for f in Entry.__dataclass_fields__.values()]
-        if fmt == "csv":
-            buf = io.StringIO()
-            writer = csv.writer(buf)
-            writer.writerow(columns)
-            for e in self.iter_entries():
-                writer.writerow([getattr(e, c) for c in columns])
-                if buf.tell() > 1 << 16:
-                    yield buf.getvalue()
-                    buf.seek(0)
-                    buf.truncate()
-            yield buf.getvalue()
-        elif fmt == "json":
-            for e in self.iter_entries():
-                yield json.dumps(asdict(e)) + "\n"
-        else:
-            raise LedgerError(f"unknown export format {fmt!r}: use csv or json")
-
-
-def _entry(row: Any) -> Entry:
-    """An Entry from a result row of `select(LedgerEntry)` (Core rows: one column each)."""
-    return Entry(**{name: getattr(row, name) for name in Entry.__dataclass_fields__})
 
 
 def _inference_row(record: InferenceRecord) -> dict[str, Any]:

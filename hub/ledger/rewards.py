@@ -47,6 +47,26 @@ class Rewards:
     # credits, so at the default audit rate (0.05) a lie's expected fine, 0.05 x 1000 = 50
     # credits, exceeds the most it can win, before counting the reputation it loses.
     audit_penalty: int = 1000 * MICRO
+    # What the hub keeps on top of what the nodes earn, in parts per million of it (100000:
+    # 10%): the asker pays both, the treasury receives the fee.
+    hub_fee_ppm: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.hub_fee_ppm <= 1_000_000:
+            raise LedgerError(f"rewards.hub_fee_ppm must be 0..1000000, got {self.hub_fee_ppm}")
+
+    def earned(self, tokens: int) -> int:
+        """What the nodes of an answer of `tokens` paid tokens share; 0 for no tokens."""
+        return self.inference_base + self.inference_per_token * tokens if tokens > 0 else 0
+
+    def fee(self, earned: int) -> int:
+        return earned * self.hub_fee_ppm // 1_000_000
+
+    def price(self, tokens: int) -> int:
+        """What an asker pays for an answer of `tokens` paid tokens: the nodes' pay and the
+        hub's fee. `price(max_tokens)` is what an Ask must be able to pay before it is routed."""
+        earned = self.earned(tokens)
+        return earned + self.fee(earned)
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,7 @@ class InferenceRecord:
     latency_ms: float = 0.0
     completion_signature: str = ""
     prompt: str | None = None
+    payer: str = TREASURY  # the account that pays: the asking key's ("key:<id>")
 
     def __post_init__(self) -> None:
         if not self.request_id or len(self.request_id) > 100:
@@ -84,30 +105,43 @@ def split(total: int, weights: Sequence[int]) -> list[int]:
 
 
 def _payouts(
-    kind: str, ref: str, domain: str, total: int, recipients: Sequence[tuple[str, str, int, str]]
-) -> list[Transfer]:
-    """Treasury -> node transfers of `total` split by weight; recipients are (entry id,
+    kind: str, ref: str, domain: str, total: int, recipients: Sequence[tuple[str, str, int, str]],
+    payer: str = TREASURY,
+) -> list[Transfer]:  # fmt: skip
+    """Payer -> node transfers of `total` split by weight; recipients are (entry id,
     node, weight, reason). A zero share is no transfer."""
     shares = split(total, [weight for _, _, weight, _ in recipients])
     return [
-        Transfer(entry_id, kind, TREASURY, node_account(node), share, ref, domain, reason)
+        Transfer(entry_id, kind, payer, node_account(node), share, ref, domain, reason)
         for (entry_id, node, _, reason), share in zip(recipients, shares, strict=True)
         if share > 0
     ]
 
 
 def inference_transfers(record: InferenceRecord, rewards: Rewards) -> list[Transfer]:
-    """A successful inference pays base + per-token, split by tokens actually delivered."""
+    """A successful inference: the payer pays the nodes base + per-token, split by tokens
+    actually delivered, and the hub its fee. Anything else costs nothing and earns nothing."""
     delivered = [(node, tokens) for node, tokens in record.segments if tokens > 0]
     if record.outcome != "success" or not delivered:
         return []
     total_tokens = sum(t for _, t in delivered)
-    total = rewards.inference_base + rewards.inference_per_token * total_tokens
+    total = rewards.earned(total_tokens)
     recipients = [
         (f"inference:{record.request_id}:{i}", node, tokens, f"{tokens} of {total_tokens} tokens")
         for i, (node, tokens) in enumerate(delivered)
     ]
-    return _payouts("inference_reward", record.request_id, record.domain, total, recipients)
+    paid = _payouts("inference_reward", record.request_id, record.domain, total, recipients,
+                    record.payer)  # fmt: skip
+    fee = rewards.fee(total)
+    if record.payer != TREASURY and fee > 0:
+        paid.append(Transfer(f"fee:{record.request_id}", "hub_fee", record.payer, TREASURY, fee,
+                             record.request_id, record.domain, "the hub's fee"))  # fmt: skip
+    return paid
+
+
+def charged(transfers: Sequence[Transfer], payer: str) -> int:
+    """What `payer` paid in these transfers."""
+    return sum(t.amount for t in transfers if t.debit == payer)
 
 
 def round_transfers(

@@ -23,6 +23,9 @@ REL_TOLERANCE = 1e-9  # bits_per_byte is computed from loglik in doubles on the 
 # need about 0.6; ours 1.5 and more): a claim below it is a claim of certainty, which no
 # tokenizer's first token allows. What lies above it is the audit's to check.
 MIN_BITS_PER_BYTE = 0.01
+# Far more than any token of the byte-level BPE vocabularies nodes serve (tens of bytes at
+# most): an answer's text is at most this many bytes per token asked, whatever a node sends.
+MAX_TOKEN_BYTES = 128
 
 
 def plausible(score: Score, prompt_bytes: int) -> bool:
@@ -63,8 +66,14 @@ class Relayed:
                 raise ClaimError(f"it claims {piece.tokens} tokens of {self.budget} asked for")
             self.count = piece.tokens
         if piece.text:
+            size = len(piece.text.encode("utf-8"))
+            if self.chunks >= self.budget:  # every piece with text is at least one token
+                raise ClaimError(f"it sent more pieces of text than the {self.budget} tokens "
+                                 "asked for")  # fmt: skip
+            if self.bytes + size > self.budget * MAX_TOKEN_BYTES:
+                raise ClaimError(f"it sent more than {MAX_TOKEN_BYTES} bytes a token")
             self.chunks += 1
-            self.bytes += len(piece.text.encode("utf-8"))
+            self.bytes += size
 
     def most_tokens(self) -> int:
         """The largest count an honest node could sign for what the hub relayed."""

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from slm.command import flag_of, option
 from slm.errors import ConfigError
 
+# A prompt, and on fail-over the prompt and the answer so far (at most MAX_TOKENS x 128 bytes),
+# crosses to a node in one GenerateRequest, which must stay under gRPC's 4 MiB receive limit.
+MAX_PROMPT_LIMIT = 1 << 20
+
 
 @dataclass(frozen=True)
 class RouterConfig:
@@ -25,16 +29,24 @@ class RouterConfig:
     posterior_temperature: float = option(32.0, "T in p(node|prompt) ∝ prior·exp(loglik/T)")
     # With the default penalty a lie's expected fine exceeds the most an Ask can pay (rewards.py)
     audit_rate: float = option(0.05, "share of signed scores the hub re-scores; 0: none")
+    max_asks: int = option(64, "Asks served at once; more are refused (RESOURCE_EXHAUSTED)")
+    ask_deadline_s: float = option(300.0, "seconds one Ask may take, fail-overs included")
 
     def __post_init__(self) -> None:
-        for name in ("max_prompt_bytes", "candidates"):
+        if self.max_prompt_bytes > MAX_PROMPT_LIMIT:
+            flag = flag_of(RouterConfig, "max_prompt_bytes")
+            raise ConfigError(
+                f"{flag} must be at most {MAX_PROMPT_LIMIT}: a prompt goes to every node in one "
+                "message, under their 4 MiB receive limit"
+            )
+        for name in ("max_prompt_bytes", "candidates", "max_asks"):
             if getattr(self, name) < 1:
                 flag = flag_of(RouterConfig, name)
                 raise ConfigError(f"{flag} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.audit_rate <= 1.0:
             flag = flag_of(RouterConfig, "audit_rate")
             raise ConfigError(f"{flag} must be between 0 and 1, got {self.audit_rate}")
-        for name in ("score_deadline_s", "stall_s", "posterior_temperature"):
+        for name in ("score_deadline_s", "stall_s", "posterior_temperature", "ask_deadline_s"):
             if not getattr(self, name) > 0:
                 flag = flag_of(RouterConfig, name)
                 raise ConfigError(f"{flag} must be positive, got {getattr(self, name)}")

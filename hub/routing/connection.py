@@ -10,6 +10,7 @@ call fails at once with ConnectionError, so the router can fail over without a t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -19,6 +20,12 @@ from protos.wire import MAX_VERSION_CHARS, Piece, SamplingParams, Score
 
 class NodeFailed(Exception):
     """The node reported that it could not serve a request."""
+
+
+# Requests, cancels and fetches the hub may have queued for one node that it has not read yet:
+# a node that heartbeats but stops reading is closed when its queue fills, not fed forever.
+QUEUE_PER_SLOT = 4
+QUEUE_SPARE = 16
 
 
 class NodeConnection:
@@ -34,7 +41,9 @@ class NodeConnection:
         self.last_heard = time.monotonic()
         self.closed: str | None = None  # why, once closed
         self.status = "UNAVAILABLE"  # the status the node's stream ends with, once closed
-        self._outgoing: asyncio.Queue[pb.HubMessage | None] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[pb.HubMessage | None] = asyncio.Queue(
+            QUEUE_PER_SLOT * capacity + QUEUE_SPARE
+        )
         self._scores: dict[str, asyncio.Future[pb.ScoreReply]] = {}
         self._streams: dict[str, asyncio.Queue[pb.GenerateChunk | Exception]] = {}
         self._fetches: dict[str, asyncio.Queue[pb.ModelPart | Exception]] = {}
@@ -167,6 +176,8 @@ class NodeConnection:
                 future.set_exception(error)
         for queue in [*self._streams.values(), *self._fetches.values()]:
             queue.put_nowait(error)
+        while self._outgoing.full():  # what it never read is dropped; the stream ends
+            self._outgoing.get_nowait()
         self._outgoing.put_nowait(None)
 
     def _check_open(self) -> None:
@@ -174,8 +185,13 @@ class NodeConnection:
             raise ConnectionError(f"node {self.node_id} disconnected: {self.closed}")
 
     def _send(self, message: pb.HubMessage) -> None:
-        self._outgoing.put_nowait(message)
+        try:
+            self._outgoing.put_nowait(message)
+        except asyncio.QueueFull:
+            self.close(f"it left {self._outgoing.maxsize} requests unread")
+            self._check_open()
 
     def _cancel(self, request_id: str) -> None:
         if self.closed is None:
-            self._send(pb.HubMessage(cancel=pb.Cancel(request_id=request_id)))
+            with contextlib.suppress(ConnectionError):  # a full queue closed it: nothing to stop
+                self._send(pb.HubMessage(cancel=pb.Cancel(request_id=request_id)))

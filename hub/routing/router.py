@@ -49,6 +49,17 @@ class NodeLink(Protocol):
 
 
 @dataclass(frozen=True)
+class Routed:
+    """The route, before the first piece of text: who answers and who else was scored."""
+
+    request_id: str
+    node_id: str
+    domain: str
+    posterior: float
+    candidates: list[Candidate]
+
+
+@dataclass(frozen=True)
 class Switched:
     from_node: str
     to_node: str
@@ -94,7 +105,7 @@ class Router:
     config: RouterConfig = field(default_factory=RouterConfig)
     observe: Observe | None = None  # told every prompt's plausible scores (the audit samples)
 
-    def validate(self, prompt: str) -> None:
+    def validate(self, prompt: str, domain: str = "") -> None:
         if not prompt.strip():
             raise RoutingError("INVALID_ARGUMENT", "the prompt is empty")
         try:
@@ -109,17 +120,20 @@ class Router:
             )
         if not self.links:
             raise RoutingError("UNAVAILABLE", "no node is connected to this hub; try again later")
+        if domain and not any(link.domain == domain for link in self.links.values()):
+            raise RoutingError("UNAVAILABLE", f"no node of domain {domain!r} is connected")
 
     async def rank(
-        self, request_id: str, prompt: str, priors: Mapping[str, float]
+        self, request_id: str, prompt: str, priors: Mapping[str, float], domain: str = ""
     ) -> tuple[list[Candidate], dict[str, Score]]:
-        """Score the profile candidates in parallel; best non-declined first, the first one's
-        signature verified; and the scores, for verifying a runner-up before it takes over."""
-        similarity = dict(self.index.top(embed(prompt), self.config.candidates))
-        chosen = [n for n in similarity if n in self.links] or list(self.links)[
-            : self.config.candidates
-        ]
-        links = {n: self.links[n] for n in chosen}  # a node may leave while scoring
+        """Score the profile candidates (of `domain` only, if given) in parallel; best
+        non-declined first, the first one's signature verified; and the scores, for verifying a
+        runner-up before it takes over."""
+        open_ = {n: link for n, link in self.links.items() if not domain or link.domain == domain}
+        many = self.config.candidates
+        similarity = dict(self.index.top(embed(prompt), len(self.links) if domain else many))
+        chosen = [n for n in similarity if n in open_][:many] or list(open_)[:many]
+        links = {n: open_[n] for n in chosen}  # a node may leave while scoring
         scores = await asyncio.gather(*(self._score(links[n], request_id, prompt) for n in chosen))
         size = len(prompt.encode("utf-8"))
         given = {n: s for n, s in zip(chosen, scores, strict=True) if s is not None}
@@ -161,19 +175,23 @@ class Router:
         return verify(link.public_key, s.signature, statement)
 
     async def ask(
-        self, prompt: str, params: SamplingParams, priors: Mapping[str, float] | None = None
-    ) -> AsyncIterator[str | Switched | Result]:
-        """Yield the answer's text pieces, a Switched note per fail-over, then one Result."""
-        self.validate(prompt)
+        self, prompt: str, params: SamplingParams, priors: Mapping[str, float] | None = None,
+        request_id: str = "", domain: str = "",
+    ) -> AsyncIterator[str | Routed | Switched | Result]:  # fmt: skip
+        """Yield the route (Routed), the answer's text pieces, a Switched note per fail-over,
+        then one Result. `domain`: route among that domain's nodes only."""
+        self.validate(prompt, domain)
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        candidates, scores = await self.rank(request_id, prompt, priors or {})
+        request_id = request_id or uuid.uuid4().hex
+        candidates, scores = await self.rank(request_id, prompt, priors or {}, domain)
         ready = [c for c in candidates if c.posterior > 0]
         if not ready:
             raise RoutingError(
                 "UNAVAILABLE", "no node could answer: every candidate failed or declined"
             )
         checked = {ready[0].node_id: True}  # rank verified the winner
+        first = ready[0]
+        yield Routed(request_id, first.node_id, first.domain, first.posterior, candidates)
 
         def usable(c: Candidate) -> bool:
             """Connected, and (checked on first need) its score is really its own."""
@@ -195,6 +213,8 @@ class Router:
                     async for text in relayed:
                         yield text
             except Exception as exc:  # a failed, stalled (TimeoutError) or vanished node
+                if answer.used >= params.max_tokens:  # it sent all it may: the answer ends here
+                    break
                 nxt = next((c.node_id for c in ready[i + 1 :] if usable(c)), None)
                 if nxt is None:
                     raise RoutingError(
@@ -204,13 +224,14 @@ class Router:
                 reason = "stalled" if isinstance(exc, TimeoutError) else f"failed: {exc}"
                 yield Switched(link.node_id, nxt, reason)
                 continue
-            yield Result(
-                request_id, link.node_id, link.domain, candidate.posterior, candidates,
-                answer.segments, answer.verified, (time.perf_counter() - started) * 1000,
-                answer.node_ms,
-            )  # fmt: skip
-            return
-        raise RoutingError("UNAVAILABLE", "every candidate node disconnected")
+            break
+        else:
+            raise RoutingError("UNAVAILABLE", "every candidate node disconnected")
+        yield Result(
+            request_id, link.node_id, link.domain, candidate.posterior, candidates,
+            answer.segments, answer.verified, (time.perf_counter() - started) * 1000,
+            answer.node_ms,
+        )  # fmt: skip
 
     async def _relay(
         self, link: NodeLink, answer: _Answer, params: SamplingParams
@@ -249,7 +270,7 @@ class Router:
             answer.node_ms += node_ms or (time.perf_counter() - wait) * 1000
             paid = seen.paid_unsigned() if tokens is None else tokens
             answer.segments.append((link.node_id, paid))
-            answer.used += max(paid, seen.count)
+            answer.used += max(paid, seen.count, seen.chunks)
             answer.text += produced
             await stream.aclose()  # type: ignore[attr-defined]
 

@@ -17,12 +17,31 @@ class Base(DeclarativeBase):
 
 
 class Account(Base):
-    """The hub's treasury and one account per node ("node:<node id>"), named by the ledger."""
+    """The hub's treasury, one account per node ("node:<node id>") and one per API key
+    ("key:<key id>"), named by the ledger. `balance` is kept by every append, in the same
+    transaction, so reading one is one row, not a scan of the ledger; `ledger verify` checks
+    it against the entries."""
 
     __tablename__ = "accounts"
     id: Mapped[str] = mapped_column(String(80), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "treasury" or "node"
+    kind: Mapped[str] = mapped_column(String(16))  # "treasury", "node" or "key"
     created_at: Mapped[str] = mapped_column(String(32))
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)  # micro-credits
+
+
+class ApiKey(Base):
+    """A client's key: who may ask, how often, and the account ("key:<key id>") that pays.
+    Only the secret's sha256 is stored: a leaked database leaks no usable key."""
+
+    __tablename__ = "api_keys"
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public, in the key
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    admin: Mapped[bool] = mapped_column(default=False)  # may read every account and node
+    rate_per_min: Mapped[int] = mapped_column(Integer, default=60)  # Asks a minute; 0: no limit
+    max_concurrent: Mapped[int] = mapped_column(Integer, default=4)  # Asks at once; 0: no limit
+    created_at: Mapped[str] = mapped_column(String(32))
+    revoked_at: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
 
 
 class LedgerEntry(Base):

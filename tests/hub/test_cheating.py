@@ -50,7 +50,11 @@ def join(hub):  # type: ignore[no-untyped-def]
 
 def _balance(hub: Hub, node_id: str) -> int:
     try:
-        return hub.swarm().Balance(pb.BalanceRequest(node_id=node_id)).micro_credits
+        return (
+            hub.swarm()
+            .Balance(pb.BalanceRequest(node_id=node_id), metadata=hub.metadata)
+            .micro_credits
+        )
     except grpc.RpcError as exc:
         assert exc.code() == grpc.StatusCode.NOT_FOUND  # never paid: no account yet
         return 0

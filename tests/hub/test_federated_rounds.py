@@ -148,7 +148,9 @@ def test_a_fedavg_round_averages_the_two_law_updates_by_examples(network, traine
 
     # Each law node earned half the round's reward (10 credits, split equally).
     for name in ("a", "b"):
-        reply = hub.swarm().Balance(pb.BalanceRequest(node_id=nodes[name].node_id))
+        reply = hub.swarm().Balance(
+            pb.BalanceRequest(node_id=nodes[name].node_id), metadata=hub.metadata
+        )
         assert reply.micro_credits == 5_000_000
     verified = cli("slm-hub", "ledger", "verify", "--home", str(hub.home))
     assert verified.returncode == 0, verified.stdout + verified.stderr

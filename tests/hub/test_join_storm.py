@@ -35,7 +35,9 @@ def test_a_join_storm_drops_no_healthy_node(tmp_path: Path) -> None:
             crowd = Crowd(hub.address, hub.ca.read_bytes(), tokens)
             await crowd.join()
             await asyncio.sleep(5.0)  # past three heartbeat intervals of every node
-            listed = await rpc.SwarmStub(crowd.channels[0]).ListNodes(pb.ListNodesRequest())
+            listed = await rpc.SwarmStub(crowd.channels[0]).ListNodes(
+                pb.ListNodesRequest(), metadata=hub.metadata
+            )
             dropped = crowd.dropped
             await crowd.leave()
             return sum(n.connected for n in listed.nodes), dropped

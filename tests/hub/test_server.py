@@ -58,10 +58,10 @@ def test_answers_are_credited_and_node_owners_see_their_balance(network, trained
     hub, nodes = network
     _, _, result = ask(hub, trained["law"].held_out[:200], max_tokens=8)
     stub = hub.swarm()
-    balance = stub.Balance(pb.BalanceRequest(node_id=result.node_id[:8]))
+    balance = stub.Balance(pb.BalanceRequest(node_id=result.node_id[:8]), metadata=hub.metadata)
     assert balance.node_id == nodes["law"].node_id and balance.micro_credits > 0
     with pytest.raises(grpc.RpcError) as refused:
-        stub.Balance(pb.BalanceRequest(node_id="ffffffffffff"))
+        stub.Balance(pb.BalanceRequest(node_id="ffffffffffff"), metadata=hub.metadata)
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
     verified = cli("slm-hub", "ledger", "verify", "--home", str(hub.home))
     assert verified.returncode == 0, verified.stderr
@@ -115,7 +115,7 @@ def test_bad_asks_get_precise_statuses(network, prompt, sampling, code, words) -
     hub, _ = network
     request = pb.AskRequest(prompt=prompt, sampling=pb.SamplingParams(**sampling))
     with pytest.raises(grpc.RpcError) as failed:
-        list(hub.swarm().Ask(request, timeout=30))
+        list(hub.swarm().Ask(request, timeout=30, metadata=hub.metadata))
     assert failed.value.code() == grpc.StatusCode[code]
     assert words in failed.value.details()
 
@@ -197,7 +197,9 @@ def test_a_node_killed_mid_answer_is_replaced_by_the_next_best(network, trained)
     victim = nodes["religion"]
     sampling = pb.SamplingParams(max_tokens=600, temperature=0.8, seed=3)
     replies = hub.swarm().Ask(
-        pb.AskRequest(prompt=trained["religion"].held_out[:300], sampling=sampling), timeout=120
+        pb.AskRequest(prompt=trained["religion"].held_out[:300], sampling=sampling),
+        timeout=120,
+        metadata=hub.metadata,
     )
     first = next(replies)
     assert first.WhichOneof("body") == "text"
@@ -240,7 +242,7 @@ def test_a_hub_with_no_nodes_is_unavailable(tmp_path) -> None:
     hub = Hub(tmp_path / "hub")
     try:
         with pytest.raises(grpc.RpcError) as failed:
-            list(hub.swarm().Ask(pb.AskRequest(prompt="hello"), timeout=30))
+            list(hub.swarm().Ask(pb.AskRequest(prompt="hello"), timeout=30, metadata=hub.metadata))
         assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "no node is connected" in failed.value.details()
         done = cli("slm-hub", "ask", "hello", "--hub", hub.address, "--home", str(hub.home))

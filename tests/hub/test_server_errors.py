@@ -11,9 +11,16 @@ import grpc
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from hub.access.gate import Gate
+from hub.access.keys import KeyCache, KeyLimits, KeyStore
+from hub.access.limits import Limiter
+from hub.api.asks import AskService
+from hub.api.grpc_api import SwarmServicer, swarm_handler
+from hub.api.metrics import Metrics
+from hub.ledger.rewards import Rewards
 from hub.routing.config import RouterConfig
 from hub.routing.network import Network
-from hub.routing.server import NodeLinkServicer, SwarmServicer, start_server
+from hub.routing.server import NodeLinkServicer, start_server
 from hub.storage.engine import make_engine, sqlite_url, upgrade
 from node.identity import generate_key, public_openssh
 from protos import swarm_pb2 as pb
@@ -34,16 +41,19 @@ async def _serve_and(tmp_path, network_patch, client):  # type: ignore[no-untype
     network = Network(engine, RouterConfig())
     network_patch(network)
     servicer = NodeLinkServicer(network, 1.0, lambda: 0)
-    swarm = SwarmServicer(network, record=None, balance=_fail)  # type: ignore[arg-type]
-    server, _, port = await start_server(servicer, swarm, "127.0.0.1:0", None)
+    key, _ = KeyStore(engine).create("admin", KeyLimits(), admin=True)
+    gate = Gate(KeyCache(KeyStore(engine)), Limiter(8), lambda _: 10**12, lambda _: False)
+    asks = AskService(network, gate, None, Rewards(), Metrics())  # type: ignore[arg-type]
+    swarm = SwarmServicer(asks, gate, network, balance=_fail)
+    server, _, port = await start_server(servicer, swarm_handler(swarm), "127.0.0.1:0", None)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            return await client(channel)
+            return await client(channel, [("authorization", f"Bearer {key}")])
     finally:
         await server.stop(None)
 
 
-async def _join(channel: grpc.aio.Channel) -> grpc.aio.AioRpcError:
+async def _join(channel: grpc.aio.Channel, _: object) -> grpc.aio.AioRpcError:
     key = generate_key()
     public = public_openssh(key).decode()
     call = rpc.NodeLinkStub(channel).Connect()
@@ -79,14 +89,15 @@ def test_a_database_failure_at_admission_is_an_incident_id_not_sql(tmp_path, cap
 def test_internal_failures_of_client_calls_are_incident_ids(tmp_path, caplog) -> None:
     def broken(network: Network) -> None:
         network.registry.all = _fail  # type: ignore[method-assign]
+        network.router.validate = lambda *args: None  # type: ignore[method-assign]
         network.router.ask = _fail  # type: ignore[method-assign]
 
-    async def calls(channel: grpc.aio.Channel) -> list[grpc.aio.AioRpcError]:
+    async def calls(channel: grpc.aio.Channel, key: list) -> list[grpc.aio.AioRpcError]:
         stub, errors = rpc.SwarmStub(channel), []
         for call in (
-            lambda: stub.ListNodes(pb.ListNodesRequest()),
-            lambda: stub.Balance(pb.BalanceRequest(node_id="ab")),
-            lambda: stub.Ask(pb.AskRequest(prompt="hello")).read(),
+            lambda: stub.ListNodes(pb.ListNodesRequest(), metadata=key),
+            lambda: stub.Balance(pb.BalanceRequest(node_id="ab"), metadata=key),
+            lambda: stub.Ask(pb.AskRequest(prompt="hello"), metadata=key).read(),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as failed:
                 await call()

@@ -1,0 +1,1 @@
+"""Who may ask the hub: API keys, their limits, and what an Ask must be able to pay."""

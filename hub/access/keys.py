@@ -1,0 +1,176 @@
+"""API keys: how a client is known to the hub, what it may read, and which account pays.
+
+A key is `slmk_<key id>_<secret>`; the key id is public (it names the ledger account
+"key:<key id>" and shows in `key list`), the secret is shown once at creation and stored only as
+the sha256 of the whole key, compared in constant time. Revoking a key sets `revoked_at`; a
+serving hub stops accepting it within its cache's lifetime (`KeyCache.ttl_s`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from hub.errors import StatusError
+from hub.storage.engine import writing
+from hub.storage.schema import ApiKey
+from hub.storage.timestamps import now_iso
+from slm.command import option
+from slm.errors import SLMError
+
+PREFIX = "slmk_"
+_KEY = re.compile(r"^slmk_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_KEYS = ApiKey.__table__
+MAX_KEY_CHARS = 200  # a header longer than any key is refused before it is parsed
+
+
+class AuthError(StatusError):
+    """No key, a malformed, unknown or revoked one: UNAUTHENTICATED."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("UNAUTHENTICATED", message)
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """How much a key may ask; `slm-hub key create` derives its flags from these fields."""
+
+    rate: int = option(60, "Asks a minute (a minute's worth may come at once); 0: no limit",
+                       metavar="N")  # fmt: skip
+    max_concurrent: int = option(4, "Asks in flight at once; 0: no limit", metavar="N")
+
+    def __post_init__(self) -> None:
+        for name, value in (("--rate", self.rate), ("--max-concurrent", self.max_concurrent)):
+            if not 0 <= value <= 1_000_000:
+                raise SLMError(f"{name} must be 0..1000000, got {value}")
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    key_id: str
+    name: str
+    admin: bool
+    rate_per_min: int
+    max_concurrent: int
+    created_at: str
+    revoked_at: str | None
+
+    @property
+    def account(self) -> str:
+        return f"key:{self.key_id}"
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _record(row) -> KeyRecord:  # type: ignore[no-untyped-def]
+    return KeyRecord(row.key_id, row.name, bool(row.admin), row.rate_per_min, row.max_concurrent,
+                     row.created_at, row.revoked_at)  # fmt: skip
+
+
+def key_id_of(key: str) -> str:
+    """The public id inside a key; AuthError if it is not shaped like one of ours."""
+    match = _KEY.match(key) if len(key) <= MAX_KEY_CHARS else None
+    if match is None:
+        raise AuthError("that is not a SwarmLLM API key (they look like slmk_<12 hex>_<secret>)")
+    return match.group(1)
+
+
+class KeyStore:
+    """The keys in the hub's database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(self, name: str, limits: KeyLimits, admin: bool = False) -> tuple[str, KeyRecord]:
+        """A new key: (the key, shown this once; its record)."""
+        if not _NAME.match(name):
+            raise SLMError(f"key name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-'")
+        key_id = secrets.token_hex(6)
+        key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        row = {
+            "key_id": key_id, "name": name, "secret_sha256": _digest(key), "admin": admin,
+            "rate_per_min": limits.rate, "max_concurrent": limits.max_concurrent,
+            "created_at": now_iso(), "revoked_at": None,
+        }  # fmt: skip
+        try:
+            with writing(self.engine).begin() as conn:
+                conn.execute(insert(ApiKey).values(**row))
+        except IntegrityError:
+            raise SLMError(f"a key named {name!r} exists already; pick another name") from None
+        return key, _record(ApiKey(**row))
+
+    def find(self, key_or_name: str) -> KeyRecord:
+        """A key by its id or its name (not revoked or revoked)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_KEYS).where(
+                or_(ApiKey.key_id == key_or_name, ApiKey.name == key_or_name)
+            )).first()  # fmt: skip
+        if row is None:
+            raise SLMError(f"no key named {key_or_name!r}; `slm-hub key list` shows them")
+        return _record(row)
+
+    def list(self) -> list[KeyRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_KEYS).order_by(ApiKey.created_at)).all()
+        return [_record(r) for r in rows]
+
+    def revoke(self, key_or_name: str) -> KeyRecord:
+        record = self.find(key_or_name)
+        if record.revoked_at is None:
+            with writing(self.engine).begin() as conn:
+                conn.execute(update(ApiKey).where(ApiKey.key_id == record.key_id,
+                                                  ApiKey.revoked_at.is_(None))
+                             .values(revoked_at=now_iso()))  # fmt: skip
+        return self.find(record.key_id)
+
+    def authenticate(self, key: str) -> KeyRecord:
+        """The record of a valid, unrevoked key; AuthError otherwise (one message for unknown
+        and wrong secrets, so a prober learns nothing about which ids exist)."""
+        key_id = key_id_of(key)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_KEYS).where(ApiKey.key_id == key_id)).first()
+        if row is None or not hmac.compare_digest(row.secret_sha256, _digest(key)):
+            raise AuthError("unknown API key; ask the hub operator for `slm-hub key create`")
+        if row.revoked_at is not None:
+            raise AuthError(f"this API key was revoked at {row.revoked_at}")
+        return _record(row)
+
+
+class KeyCache:
+    """A serving hub's view of the keys: a key is looked up in the database at most once per
+    `ttl_s` (revocations and new limits apply within that), and the lookups of unknown keys
+    are cached too, so a flood of bad keys costs no database reads."""
+
+    def __init__(self, store: KeyStore, ttl_s: float = 1.0, most: int = 10_000) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.most = most
+        self._seen: dict[str, tuple[float, KeyRecord | AuthError]] = {}
+
+    def authenticate(self, key: str) -> KeyRecord:
+        """Blocking (a database read on a miss); run it off the event loop."""
+        key_id_of(key)  # malformed: refused before the cache or the database
+        digest = _digest(key)
+        now = time.monotonic()
+        hit = self._seen.get(digest)
+        if hit is None or now - hit[0] > self.ttl_s:
+            try:
+                outcome: KeyRecord | AuthError = self.store.authenticate(key)
+            except AuthError as exc:
+                outcome = exc
+            if len(self._seen) >= self.most:
+                self._seen.clear()
+            hit = self._seen[digest] = (now, outcome)
+        if isinstance(hit[1], AuthError):
+            raise hit[1]
+        return hit[1]
