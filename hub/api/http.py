@@ -30,8 +30,9 @@ ASGI = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
 
 class BodyLimit:
-    """ASGI middleware: a body over `limit` bytes (declared or streamed) gets 413 and is never
-    read whole."""
+    """ASGI middleware: a body over `limit` bytes (declared or streamed) is refused before it
+    is read whole: 400 with OpenAI's error envelope, which its clients raise as BadRequestError
+    (a 413 would reach them as an unnamed status error)."""
 
     def __init__(self, app: ASGI, limit: int) -> None:
         self.app = app
@@ -71,7 +72,7 @@ class BodyLimit:
                 }
             }
         )
-        await send({"type": "http.response.start", "status": 413,
+        await send({"type": "http.response.start", "status": 400,
                     "headers": [(b"content-type", b"application/json")]})  # fmt: skip
         with contextlib.suppress(Exception):
             await send({"type": "http.response.body", "body": body.encode()})

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from hub.routing.claims import ClaimError, Relayed, plausible
+from hub.routing.claims import MAX_TOKEN_BYTES, ClaimError, Relayed, plausible
 from node.identity import generate_key
 from node.service import NodeService
 from protos.wire import Piece, SamplingParams, Score
@@ -46,6 +46,19 @@ def test_running_counts_may_not_go_back_or_past_the_budget() -> None:
     seen.add(_piece("", 2**32 - 1, done=True))  # a signed last count is judged, not refused
     assert not seen.agrees(2**32 - 1) and seen.most_tokens() == 4  # 2 bytes + 2
     assert seen.paid(2**32 - 1) == 2  # never more than the bytes relayed
+
+
+def test_the_hub_ends_a_stream_at_max_tokens_whatever_the_node_counts() -> None:
+    seen = Relayed(budget=4, stop_bytes=0)
+    for _ in range(4):
+        seen.add(_piece("x", 0))  # a liar's count stays at 0
+    with pytest.raises(ClaimError, match="more pieces of text than the 4 tokens"):
+        seen.add(_piece("x", 0))
+    assert seen.chunks == 4 and seen.bytes == 4
+    flood = Relayed(budget=2, stop_bytes=0)
+    with pytest.raises(ClaimError, match="bytes a token"):
+        flood.add(_piece("y" * (2 * MAX_TOKEN_BYTES + 1), 1))
+    assert flood.bytes == 0  # refused before it counts
 
 
 def test_a_failed_segment_is_worth_the_pieces_received_at_most() -> None:

@@ -158,3 +158,16 @@ async def test_heartbeats_keep_a_node_alive_and_report_its_state() -> None:
     too_long = pb.Heartbeat(in_flight=0, model_version="v" * 65)
     conn.deliver(pb.NodeMessage(heartbeat=too_long))
     assert conn.model_version == "v2"  # a version hello would refuse is not taken
+
+
+@asynchronous
+async def test_a_node_that_stops_reading_is_closed_not_fed_forever() -> None:
+    conn = connection(capacity=1)
+    room = conn._outgoing.maxsize
+    for i in range(room):  # cancels of requests it never read: nothing takes them off
+        conn._cancel(f"r{i}")
+    assert conn.closed is None
+    conn._cancel("one-too-many")
+    assert conn.closed is not None and "unread" in conn.closed
+    with pytest.raises(ConnectionError):
+        await conn.score("late", "prompt", 1.0)
