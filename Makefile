@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/candidate_bench.py
 	$(BIN)/python bench/routing_bench.py
 	$(BIN)/python bench/audit_bench.py
+	$(BIN)/python bench/api_bench.py
 	$(BIN)/python bench/federation_bench.py
 
 # The stubs are committed; tests/protos/test_stubs.py fails if they drift from the .proto.

@@ -6,11 +6,15 @@ would (medicine, religion, and two law nodes that start from one law model and e
 of the law corpus), asks one prompt per domain through `slm-hub ask` (which streams the answer
 and shows where it went and why), runs one federated round of the two law nodes with
 `slm-hub train`, then shows the nodes' model versions and balances and verifies the ledger.
+Clients ask with an API key: the demo makes one for itself (demo-home/demo.key, 100 credits),
+asks with it, and asks once more through the OpenAI-compatible HTTP API with `curl`.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,6 +78,40 @@ def show(*args: str) -> None:
     cli(*args, check=True, capture=False, timeout=None)
 
 
+def demo_key(hub: Hub) -> Path:
+    """The demo's own API key: made (with 100 credits) the first time, kept in demo-home."""
+    path = HOME / "demo.key"
+    if not path.exists():
+        show("slm-hub", "key", "create", "--name", f"demo-{int(time.time())}", "--credits", "100",
+             "--home", str(hub.home), "--out", str(path))  # fmt: skip
+    return path
+
+
+def openai_call(hub: Hub, key: Path) -> None:
+    """One chat completion through the OpenAI-compatible endpoint, as `curl` sends it."""
+    body = {"model": "swarm/auto", "max_tokens": 30, "temperature": 0.7,
+            "messages": [{"role": "user", "content": PROMPTS["law"]}]}  # fmt: skip
+    command = [
+        "curl", "-sS", "--cacert", str(hub.ca), f"{hub.base_url}/chat/completions",
+        "-H", f"Authorization: Bearer {key.read_text().strip()}",
+        "-H", "Content-Type: application/json", "-d", json.dumps(body),
+    ]  # fmt: skip
+    shown = [*command[:5], "-H", f"Authorization: Bearer $(cat {key})", *command[7:]]
+    console.print(" ".join(a if " " not in a and "{" not in a else f"'{a}'" for a in shown),
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    if shutil.which("curl") is None:
+        console.print("(curl is not installed here; any OpenAI client works the same way)")
+        return
+    reply = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    if "error" in reply:
+        raise HarnessError(f"the HTTP API refused the demo's call: {reply['error']['message']}")
+    answer = reply["choices"][0]["message"]["content"]
+    console.print(f"[bold]{reply['model']}[/] answered: {answer!r}")
+    console.print(f"usage {reply['usage']}, routed to node {reply['swarm']['node_id'][:12]} with "
+                  f"posterior {reply['swarm']['posterior']:.3f}, charged "
+                  f"{reply['swarm']['charged_credits']:.6f} credits", highlight=False)  # fmt: skip
+
+
 def main() -> None:
     folders = {d: ensure_model(d) for d in DOMAINS}
     if not (HOME / "law-2").exists():  # the second law node starts from the same model
@@ -101,10 +139,15 @@ def main() -> None:
             node.wait_for("joined")
         hub.wait_connected([node.node_id for node in processes[1:]])
         show("slm-hub", "nodes", "--hub", hub.address, *home)
+        console.rule("[bold]slm-hub key create[/]: clients ask with a key, and it pays")
+        key = demo_key(hub)
+        asking = ("--hub", hub.address, *home, "--key-file", str(key))
         for prompt in PROMPTS.values():
             console.rule(f"[bold]slm-hub ask[/] {prompt!r}")
             sampling = ("--max-tokens", "40", "--temperature", "0.7", "--top-k", "40")
-            show("slm-hub", "ask", prompt, "--hub", hub.address, *home, *sampling)
+            show("slm-hub", "ask", prompt, *asking, *sampling)
+        console.rule("[bold]the OpenAI-compatible API[/], with curl")
+        openai_call(hub, key)
         console.rule("[bold]slm-hub train[/]: the two law nodes train together")
         wait_trainable(hub, "law", 2)
         show("slm-hub", "train", *home, "--domain", "law", "--rounds", "1", "--local-steps", "10",
@@ -118,7 +161,9 @@ def main() -> None:
             f"Logs of the hub and each node are in {logs}. Run the network yourself:\n"
             f"  .venv/bin/slm-hub serve --home {hub_home}\n"
             f"  .venv/bin/slm-node join --home {HOME / 'law-node'} --model {folders['law']} "
-            f"--hub {ServeOptions().address} --ca {hub_home / 'ca.pem'}"
+            f"--hub {ServeOptions().address} --ca {hub_home / 'ca.pem'}\n"
+            f"  OpenAI clients: base_url https://127.0.0.1:{ServeOptions().http_port}/v1, "
+            f"api_key from {key}, CA {hub_home / 'ca.pem'}"
         )
     except HarnessError as exc:
         raise SystemExit(f"demo: {exc}") from None

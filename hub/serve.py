@@ -189,7 +189,7 @@ class Hub:
         record = InferenceRecord(
             request_id=result.request_id,
             prompt_sha256=sha256_text(prompt),
-            outcome="success" if result.verified else "unverified",
+            outcome="partial" if result.partial else "success" if result.verified else "unverified",
             segments=result.segments,
             candidates=[
                 {

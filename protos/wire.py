@@ -58,7 +58,10 @@ class SamplingParams:
             raise WireError(f"at most {MAX_STOPS} stop strings, got {len(self.stop)}")
         if any(not s for s in self.stop):
             raise WireError("stop strings must not be empty")
-        longest = max((len(s.encode("utf-8", "surrogatepass")) for s in self.stop), default=0)
+        try:
+            longest = max((len(s.encode("utf-8")) for s in self.stop), default=0)
+        except UnicodeEncodeError:
+            raise WireError("stop strings must be valid UTF-8 text") from None
         if longest > MAX_STOP_BYTES:
             raise WireError(f"a stop string may be at most {MAX_STOP_BYTES} bytes, got {longest}")
         if self.seed is not None and not 0 <= self.seed < 2**63:

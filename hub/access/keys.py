@@ -28,6 +28,7 @@ from slm.errors import SLMError
 PREFIX = "slmk_"
 _KEY = re.compile(r"^slmk_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_ID = re.compile(r"^[0-9a-f]{12}$")
 _KEYS = ApiKey.__table__
 MAX_KEY_CHARS = 200  # a header longer than any key is refused before it is parsed
 
@@ -93,8 +94,9 @@ class KeyStore:
 
     def create(self, name: str, limits: KeyLimits, admin: bool = False) -> tuple[str, KeyRecord]:
         """A new key: (the key, shown this once; its record)."""
-        if not _NAME.match(name):
-            raise SLMError(f"key name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-'")
+        if not _NAME.match(name) or _ID.match(name):
+            raise SLMError(f"key name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-', "
+                           "and not 12 hex digits (that is how key ids look)")  # fmt: skip
         key_id = secrets.token_hex(6)
         key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         row = {
@@ -112,9 +114,10 @@ class KeyStore:
     def find(self, key_or_name: str) -> KeyRecord:
         """A key by its id or its name (not revoked or revoked)."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(_KEYS).where(
+            rows = conn.execute(select(_KEYS).where(
                 or_(ApiKey.key_id == key_or_name, ApiKey.name == key_or_name)
-            )).first()  # fmt: skip
+            )).all()  # fmt: skip
+        row = next((r for r in rows if r.key_id == key_or_name), rows[0] if rows else None)
         if row is None:
             raise SLMError(f"no key named {key_or_name!r}; `slm-hub key list` shows them")
         return _record(row)
@@ -134,43 +137,49 @@ class KeyStore:
         return self.find(record.key_id)
 
     def authenticate(self, key: str) -> KeyRecord:
-        """The record of a valid, unrevoked key; AuthError otherwise (one message for unknown
-        and wrong secrets, so a prober learns nothing about which ids exist)."""
+        """The record of a valid, unrevoked key; AuthError otherwise."""
         key_id = key_id_of(key)
         with self.engine.connect() as conn:
             row = conn.execute(select(_KEYS).where(ApiKey.key_id == key_id)).first()
-        if row is None or not hmac.compare_digest(row.secret_sha256, _digest(key)):
-            raise AuthError("unknown API key; ask the hub operator for `slm-hub key create`")
-        if row.revoked_at is not None:
-            raise AuthError(f"this API key was revoked at {row.revoked_at}")
-        return _record(row)
+        return _check(key, None if row is None else (row.secret_sha256, _record(row)))
+
+    def table(self) -> dict[str, tuple[str, KeyRecord]]:
+        """Every key: id -> (the key's sha256, its record)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_KEYS)).all()
+        return {r.key_id: (r.secret_sha256, _record(r)) for r in rows}
+
+
+def _check(key: str, stored: tuple[str, KeyRecord] | None) -> KeyRecord:
+    """One message for unknown and wrong secrets, so a prober learns nothing about which key
+    ids exist."""
+    if stored is None or not hmac.compare_digest(stored[0], _digest(key)):
+        raise AuthError("unknown API key; ask the hub operator for `slm-hub key create`")
+    if stored[1].revoked_at is not None:
+        raise AuthError(f"this API key was revoked at {stored[1].revoked_at}")
+    return stored[1]
 
 
 class KeyCache:
-    """A serving hub's view of the keys: a key is looked up in the database at most once per
-    `ttl_s` (revocations and new limits apply within that), and the lookups of unknown keys
-    are cached too, so a flood of bad keys costs no database reads."""
+    """A serving hub's view of the keys: the whole table, read again at most every `ttl_s`
+    (revocations and new limits apply within that). Keys are few (an operator makes each), so
+    checking one is a dictionary lookup: a flood of made-up keys costs no database reads."""
 
-    def __init__(self, store: KeyStore, ttl_s: float = 1.0, most: int = 10_000) -> None:
+    def __init__(self, store: KeyStore, ttl_s: float = 1.0) -> None:
         self.store = store
         self.ttl_s = ttl_s
-        self.most = most
-        self._seen: dict[str, tuple[float, KeyRecord | AuthError]] = {}
+        self._table: dict[str, tuple[str, KeyRecord]] = {}
+        self._read_at = -float("inf")
+
+    def fresh(self) -> bool:
+        """Whether `authenticate` will answer from memory, without reading the table."""
+        return time.monotonic() - self._read_at <= self.ttl_s
 
     def authenticate(self, key: str) -> KeyRecord:
-        """Blocking (a database read on a miss); run it off the event loop."""
-        key_id_of(key)  # malformed: refused before the cache or the database
-        digest = _digest(key)
+        """Blocking (a read of the table when it is older than `ttl_s`); run it off the loop."""
+        key_id = key_id_of(key)  # malformed: refused before anything else
         now = time.monotonic()
-        hit = self._seen.get(digest)
-        if hit is None or now - hit[0] > self.ttl_s:
-            try:
-                outcome: KeyRecord | AuthError = self.store.authenticate(key)
-            except AuthError as exc:
-                outcome = exc
-            if len(self._seen) >= self.most:
-                self._seen.clear()
-            hit = self._seen[digest] = (now, outcome)
-        if isinstance(hit[1], AuthError):
-            raise hit[1]
-        return hit[1]
+        if now - self._read_at > self.ttl_s:
+            self._table = self.store.table()
+            self._read_at = now
+        return _check(key, self._table.get(key_id))

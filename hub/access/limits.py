@@ -61,18 +61,24 @@ class Limiter:
         if key.max_concurrent and busy >= key.max_concurrent:
             raise LimitError(CONCURRENCY, f"this key may have {key.max_concurrent} Asks in "
                                           "flight at once; wait for one to finish")  # fmt: skip
-        if key.rate_per_min:
-            now = self.clock()
-            bucket = self._buckets.get(key.key_id)
-            if bucket is None or bucket.per_min != key.rate_per_min:
-                bucket = self._buckets[key.key_id] = TokenBucket(key.rate_per_min,
-                                                                 key.rate_per_min, now)  # fmt: skip
-            wait = bucket.take(now)
-            if wait > 0:
-                raise LimitError(RATE, f"this key may ask {key.rate_per_min} times a minute; "
-                                       f"try again in {wait:.1f} s", wait)  # fmt: skip
+        self.take(key)
         self._by_key[key.key_id] = busy + 1
         self.in_flight += 1
+
+    def take(self, key: KeyRecord) -> None:
+        """Count one call of `key` against its rate, or raise LimitError. Every call a key
+        makes (listing nodes, reading a balance) counts, not only Asks."""
+        if not key.rate_per_min:
+            return
+        now = self.clock()
+        bucket = self._buckets.get(key.key_id)
+        if bucket is None or bucket.per_min != key.rate_per_min:
+            bucket = self._buckets[key.key_id] = TokenBucket(key.rate_per_min,
+                                                             key.rate_per_min, now)  # fmt: skip
+        wait = bucket.take(now)
+        if wait > 0:
+            raise LimitError(RATE, f"this key may call {key.rate_per_min} times a minute; "
+                                   f"try again in {wait:.1f} s", wait)  # fmt: skip
 
     def release(self, key: KeyRecord) -> None:
         self.in_flight -= 1

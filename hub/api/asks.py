@@ -8,6 +8,7 @@ The gRPC and HTTP services are shells over `AskService.ask`: they turn a request
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -53,6 +54,19 @@ class Answered:
 
 
 Event = Routed | str | Switched | Answered
+STALLED_S = 5.0  # past the deadline, a client that stopped reading is cut off
+
+
+def _partial(
+    routed: Routed | None, segments: list[tuple[str, int]], started: float
+) -> Result | None:
+    """What an answer cut short delivered, as a result to record; None if it delivered no
+    token (nothing to pay for)."""
+    if routed is None or not any(tokens for _, tokens in segments):
+        return None
+    latency = (time.perf_counter() - started) * 1000
+    return Result(routed.request_id, segments[-1][0], routed.domain, routed.posterior,
+                  routed.candidates, list(segments), False, latency, 0.0, partial=True)  # fmt: skip
 
 
 def reason_of(exc: StatusError) -> str:
@@ -69,55 +83,88 @@ class AskService:
         self.record = record
         self.rewards = rewards
         self.metrics = metrics
+        self._pending: set[asyncio.Future] = set()  # records of answers cut short
 
     async def ask(self, key: KeyRecord, question: Question) -> AsyncIterator[Event]:
         """Routed, text pieces, Switched notes, then Answered; StatusError if refused or
-        failed (a refusal before routing: no node heard of the request)."""
+        failed (a refusal before routing: no node heard of the request).
+
+        However it ends, what the client received is paid for: an answer cut short (the client
+        left, the deadline passed, the last node failed) is recorded as partial. The gate's
+        place is given back only once that record is durable. A client that stops reading is
+        cut off: the Ask's task is cancelled a little after its deadline."""
         started = time.perf_counter()
+        request_id, release = await self._admit(key, question)
+        deadline_s = self.network.router.config.ask_deadline_s
+        task = asyncio.current_task()
+        watchdog = asyncio.get_running_loop().call_later(deadline_s + STALLED_S, task.cancel)  # type: ignore[union-attr]
+        segments: list[tuple[str, int]] = []
+        routed: Routed | None = None
+        answered, outcome = False, "error"
+        try:
+            async with contextlib.aclosing(
+                self._routed(key, question, request_id, started, segments)
+            ) as events:
+                async for event in events:
+                    if isinstance(event, Routed):
+                        routed = event
+                    elif isinstance(event, Answered):
+                        answered = True
+                        outcome = "success" if event.result.verified else "unverified"
+                    yield event
+        except StatusError as exc:
+            outcome = exc.status.lower()
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "cancelled"
+            raise
+        finally:
+            watchdog.cancel()
+            partial = None if answered else _partial(routed, segments, started)
+            if partial is None:
+                release()
+            else:  # recorded in a task of its own: a cancelled caller cannot stop it
+                outcome = "partial"
+                pending = asyncio.ensure_future(self._record(question.prompt, partial, key))
+                self._pending.add(pending)
+                pending.add_done_callback(lambda t: (self._pending.discard(t), release()))
+            self.metrics.asks.labels(outcome).inc()
+            self.metrics.duration.observe(time.perf_counter() - started)
+
+    async def _admit(self, key: KeyRecord, question: Question) -> tuple[str, Callable[[], None]]:
+        """(the request id, the function that gives the Ask's place back)."""
         try:
             self.network.router.validate(question.prompt, question.domain)
-            request_id = (request_id_for(key, question.idempotency_key)
-                          if question.idempotency_key else uuid.uuid4().hex)  # fmt: skip
+            idempotent = bool(question.idempotency_key)
+            request_id = (request_id_for(key, question.idempotency_key) if idempotent
+                          else uuid.uuid4().hex)  # fmt: skip
             cost = self.rewards.price(question.params.max_tokens)
-            admitted = self.gate.admit(key, request_id, cost)
-            await admitted.__aenter__()
+            return request_id, await self.gate.enter(key, request_id, cost, idempotent)
         except StatusError as exc:
             self.metrics.rejected.labels(reason_of(exc)).inc()
             raise
         except (SLMError, WireError) as exc:
             self.metrics.rejected.labels("invalid_argument").inc()
             raise StatusError("INVALID_ARGUMENT", str(exc)) from None
-        outcome = "error"
-        try:
-            async for event in self._routed(key, question, request_id, started):
-                if isinstance(event, Answered):
-                    outcome = "success" if event.result.verified else "unverified"
-                yield event
-        except StatusError as exc:
-            outcome = exc.status.lower()
-            raise
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            raise
-        finally:
-            await admitted.__aexit__(None, None, None)
-            self.metrics.asks.labels(outcome).inc()
-            self.metrics.duration.observe(time.perf_counter() - started)
 
     async def _routed(
-        self, key: KeyRecord, question: Question, request_id: str, started: float
-    ) -> AsyncIterator[Event]:
+        self, key: KeyRecord, question: Question, request_id: str, started: float,
+        segments: list[tuple[str, int]],
+    ) -> AsyncIterator[Event]:  # fmt: skip
         network = self.network
-        deadline = started + network.router.config.ask_deadline_s
+        loop = asyncio.get_running_loop()
+        deadline = (
+            loop.time() + network.router.config.ask_deadline_s - (time.perf_counter() - started)
+        )
         events = network.router.ask(question.prompt, question.params, network.priors,
-                                    request_id, question.domain).__aiter__()  # fmt: skip
+                                    request_id, question.domain, segments).__aiter__()  # fmt: skip
         network.asks += 1
         first_text = True
         try:
             while True:
-                left = deadline - time.perf_counter()
-                try:
-                    event = await asyncio.wait_for(events.__anext__(), max(left, 0.001))
+                try:  # the deadline in this very task: no task of its own to outlive a cancel
+                    async with asyncio.timeout_at(deadline):
+                        event = await events.__anext__()
                 except StopAsyncIteration:
                     return
                 except TimeoutError:

@@ -61,8 +61,13 @@ class SwarmServicer:
         self.network = network
         self.balance = balance
 
-    async def _caller(self, context: grpc.aio.ServicerContext) -> KeyRecord:
-        return await self.gate.authenticate(_metadata(context).get("authorization"))
+    async def _caller(self, context: grpc.aio.ServicerContext, ask: bool = False) -> KeyRecord:
+        """The caller's key; a call that is not an Ask counts against the key's rate here (an
+        Ask's place is held by the gate)."""
+        key = await self.gate.authenticate(_metadata(context).get("authorization"))
+        if not ask:
+            self.gate.limiter.take(key)
+        return key
 
     async def Ask(
         self, request: pb.AskRequest | _Unreadable, context: grpc.aio.ServicerContext
@@ -70,7 +75,7 @@ class SwarmServicer:
         try:
             if isinstance(request, _Unreadable):
                 raise StatusError("INVALID_ARGUMENT", request.why)
-            key = await self._caller(context)
+            key = await self._caller(context, ask=True)
             try:
                 params = SamplingParams.from_proto(request.sampling)
             except WireError as exc:

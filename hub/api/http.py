@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -14,71 +13,92 @@ from typing import Any
 import uvicorn
 
 from hub.access.gate import Gate
+from hub.access.keys import KeyRecord
 from hub.api.asks import AskService
-from hub.api.grpc_api import MAX_ASK_BYTES
 from hub.api.metrics import Metrics
-from hub.api.openai_app import build_app
+from hub.api.openai_app import build_app, error, status_error
 from hub.config import ServeOptions
+from hub.errors import StatusError
 from hub.tls import TLSFiles
 from slm.errors import SLMError
 
 log = logging.getLogger("slm-hub")
 
-MAX_BODY_BYTES = 2 * MAX_ASK_BYTES  # JSON escapes make a prompt's body up to ~2x its bytes
+BODY_S = 10.0  # a request body must arrive within this; a trickle holds no connection
+LOOPBACK = ("127.0.0.1", "::1")
 Scope = MutableMapping[str, Any]
 ASGI = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
 
-class BodyLimit:
-    """ASGI middleware: a body over `limit` bytes (declared or streamed) is refused before it
-    is read whole: 400 with OpenAI's error envelope, which its clients raise as BadRequestError
-    (a 413 would reach them as an unnamed status error)."""
+def body_limit(max_prompt_bytes: int) -> int:
+    """The largest body an Ask may need: its prompt JSON-escaped (up to ~2x) and settings."""
+    return 2 * max_prompt_bytes + 64 * 1024
 
-    def __init__(self, app: ASGI, limit: int) -> None:
+
+class Guard:
+    """ASGI middleware in front of every route. `/v1/` calls are authenticated before their
+    body is read, so a caller without a key costs no parsing; `/metrics` answers loopback or
+    the admin key; no body is read past `limit` bytes or BODY_S seconds. Refusals are 400 with
+    OpenAI's error envelope (a 413 would reach its clients as an unnamed status error)."""
+
+    def __init__(self, app: ASGI, gate: Gate, limit: int) -> None:
         self.app = app
+        self.gate = gate
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        headers = dict(scope.get("headers") or [])
+        path = scope.get("path", "")
+        local = (scope.get("client") or ("",))[0] in LOOPBACK
+        if path.startswith("/v1/") or (path == "/metrics" and not local):
+            authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+            try:
+                scope.setdefault("state", {})["key"] = await self._key(path, authorization)
+            except StatusError as exc:
+                await status_error(exc)(scope, receive, send)
+                return
+        declared = headers.get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > self.limit:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send, f"over this hub's limit of {self.limit} bytes")
             return
-        seen = 0
+        seen, deadline = 0, None
 
-        async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
+        async def bounded() -> dict:
+            nonlocal seen, deadline
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + BODY_S
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise _Refused(f"not all here within {BODY_S:g} s") from None
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _TooLarge
+                raise _Refused(f"over this hub's limit of {self.limit} bytes")
             return message
 
         try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
+            await self.app(scope, bounded, send)
+        except _Refused as exc:
+            await self._refuse(scope, receive, send, str(exc))
 
-    async def _refuse(self, send: Callable) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "message": f"the request body is over this hub's limit of {self.limit} bytes",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "request_too_large",
-                }
-            }
-        )
-        await send({"type": "http.response.start", "status": 400,
-                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+    async def _key(self, path: str, authorization: str | None) -> KeyRecord:
+        key = await self.gate.authenticate(authorization)
+        if path == "/metrics" and not key.admin:
+            raise StatusError("PERMISSION_DENIED", "/metrics is for loopback or the admin key")
+        if path == "/v1/models":  # an Ask's place is held by the gate; other calls count here
+            self.gate.limiter.take(key)
+        return key
+
+    async def _refuse(self, scope: Scope, receive: Callable, send: Callable, why: str) -> None:
+        response = error(400, f"the request body is {why}", "request_too_large")
         with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": body.encode()})
+            await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
+class _Refused(Exception):
     pass
 
 
@@ -94,16 +114,17 @@ class HttpServer:
     def __init__(self, service: AskService, gate: Gate, metrics: Metrics, options: ServeOptions,
                  tls_home: Path | None) -> None:  # fmt: skip
         network = service.network
-        app = build_app(service, gate, metrics,
+        app = build_app(service, metrics,
                         lambda: [c.domain for c in network.connections.values()])  # fmt: skip
         tls = {} if tls_home is None else {
             "ssl_certfile": str(TLSFiles(tls_home).server_cert),
             "ssl_keyfile": str(TLSFiles(tls_home).server_key)}  # fmt: skip
+        guarded = Guard(app, gate, body_limit(options.router.max_prompt_bytes))
         config = uvicorn.Config(
-            BodyLimit(app, MAX_BODY_BYTES), host=options.host, port=options.http_port,
-            log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
-            **tls,
-        )  # fmt: skip
+            guarded, host=options.host, port=options.http_port, log_level="warning",
+            access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+            limit_concurrency=4 * options.router.max_asks + 64, **tls,
+        )  # fmt: skip  # fmt: skip
         self.server = _Server(config)
         self.scheme = "http" if tls_home is None else "https"
         self.address = options.host

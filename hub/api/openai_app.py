@@ -24,7 +24,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from hub.access.gate import Gate
 from hub.access.limits import QUOTA, LimitError
 from hub.api.asks import Answered, AskService, Question
 from hub.api.metrics import CONTENT_TYPE, Metrics
@@ -226,29 +225,22 @@ async def _failed(request: Request, exc: Exception) -> JSONResponse:
 class _Api:
     """The routes' business: authenticate, turn the body into a Question, answer it."""
 
-    def __init__(self, service: AskService, gate: Gate, metrics: Metrics,
+    def __init__(self, service: AskService, metrics: Metrics,
                  domains: Callable[[], list[str]]) -> None:  # fmt: skip
         self.service = service
-        self.gate = gate
         self.metrics = metrics
         self.domains = domains
 
     async def models(self, request: Request) -> Response:
-        try:
-            await self.gate.authenticate(request.headers.get("authorization"))
-        except StatusError as exc:
-            return status_error(exc)
         names = [AUTO] + [PREFIX + d for d in sorted(set(self.domains()))]
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "swarm"} for n in names]
         return JSONResponse({"object": "list", "data": data})
 
     async def answer(self, request: Request, body: ChatRequest | CompletionRequest) -> Response:
+        key = request.state.key  # authenticated before the body was read (http.Guard)
         try:
-            key = await self.gate.authenticate(request.headers.get("authorization"))
             prompt = body.prompt() if isinstance(body, ChatRequest) else body.text()
             params, domain = body.params(), body.domain()
-        except StatusError as exc:
-            return status_error(exc)
         except (RequestError, ValueError) as exc:  # ValueError: SamplingParams' WireError
             self.metrics.rejected.labels("invalid_argument").inc()
             return error(400, str(exc), "invalid_request", getattr(exc, "param", None))
@@ -269,14 +261,14 @@ class _Api:
                                  headers=headers)  # fmt: skip
 
 
-def build_app(service: AskService, gate: Gate, metrics: Metrics,
+def build_app(service: AskService, metrics: Metrics,
               domains: Callable[[], list[str]]) -> FastAPI:  # fmt: skip
     app = FastAPI(title="SwarmLLM hub", version="2", docs_url=None, redoc_url=None,
                   description="OpenAI-compatible API of a SwarmLLM hub")  # fmt: skip
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _failed)
-    api = _Api(service, gate, metrics, domains)
+    api = _Api(service, metrics, domains)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

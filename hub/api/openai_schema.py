@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from protos.wire import MAX_STOP_BYTES, MAX_STOPS, MAX_TEMPERATURE, MAX_TOKENS, SamplingParams
 
 MAX_MESSAGES = 256
+MAX_PARTS = 64  # text parts of one message
 PREFIX = "swarm/"
 AUTO = "swarm/auto"
 
@@ -37,7 +38,7 @@ class TextPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    content: str | Annotated[list[TextPart], Field(max_length=MAX_PARTS)]
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -88,7 +89,11 @@ class _Common(BaseModel):
         self.unsupported()
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         for s in stops:
-            if not s or len(s.encode("utf-8", "surrogatepass")) > MAX_STOP_BYTES:
+            try:
+                size = len(s.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise RequestError("stop strings must be valid UTF-8 text", "stop") from None
+            if not 0 < size <= MAX_STOP_BYTES:
                 raise RequestError(f"each stop string must be 1..{MAX_STOP_BYTES} bytes", "stop")
         given: dict[str, Any] = {"stop": tuple(stops)}
         for name, value in (("max_tokens", max_tokens), ("temperature", self.temperature),

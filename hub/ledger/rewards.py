@@ -13,7 +13,8 @@ from hub.ledger.entries import TREASURY, LedgerError, Transfer, node_account
 
 MICRO = 1_000_000  # micro-credits per credit
 MAX_CREDITS = 10**9  # one transfer; keeps every sum far inside a 64-bit integer
-OUTCOMES = ("success", "failed", "unverified", "timeout")
+# partial: the client left, or the Ask failed, after text was delivered: it pays what it got
+OUTCOMES = ("success", "partial", "failed", "unverified", "timeout")
 
 
 def parse_credits(text: str) -> int:
@@ -119,10 +120,11 @@ def _payouts(
 
 
 def inference_transfers(record: InferenceRecord, rewards: Rewards) -> list[Transfer]:
-    """A successful inference: the payer pays the nodes base + per-token, split by tokens
-    actually delivered, and the hub its fee. Anything else costs nothing and earns nothing."""
+    """A successful (or partly delivered) inference: the payer pays the nodes base +
+    per-token, split by tokens actually delivered, and the hub its fee. Anything else costs
+    nothing and earns nothing."""
     delivered = [(node, tokens) for node, tokens in record.segments if tokens > 0]
-    if record.outcome != "success" or not delivered:
+    if record.outcome not in ("success", "partial") or not delivered:
         return []
     total_tokens = sum(t for _, t in delivered)
     total = rewards.earned(total_tokens)

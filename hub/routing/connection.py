@@ -28,6 +28,11 @@ QUEUE_PER_SLOT = 4
 QUEUE_SPARE = 16
 
 
+def _printable(text: str, most: int = 200) -> str:
+    """A node's own words, as they may reach logs and other clients: short, one line."""
+    return "".join(c if c.isprintable() else " " for c in text[:most])
+
+
 class NodeConnection:
     def __init__(
         self, node_id: str, domain: str, public_key: str, model_version: str, capacity: int
@@ -74,14 +79,14 @@ class NodeConnection:
     ) -> AsyncIterator[Piece]:
         async with self._slots:
             self._check_open()
-            chunks: asyncio.Queue[pb.GenerateChunk | Exception] = asyncio.Queue()
-            self._streams[request_id] = chunks
-            request = pb.GenerateRequest(
+            request = pb.GenerateRequest(  # before the stream is registered: it may raise
                 request_id=request_id, prompt=prompt, sampling=params.to_proto()
             )
-            self._send(pb.HubMessage(generate=request))
+            chunks: asyncio.Queue[pb.GenerateChunk | Exception] = asyncio.Queue()
+            self._streams[request_id] = chunks
             finished = False
             try:
+                self._send(pb.HubMessage(generate=request))
                 while True:
                     chunk = await chunks.get()
                     if isinstance(chunk, Exception):
@@ -137,7 +142,9 @@ class NodeConnection:
             if parts is not None:
                 parts.put_nowait(message.model_part)
         elif kind == "failed":
-            failure = NodeFailed(message.failed.message or "the node failed the request")
+            failure = NodeFailed(
+                _printable(message.failed.message) or "the node failed the request"
+            )
             future = self._scores.get(message.failed.request_id)
             if future is not None and not future.done():
                 future.set_exception(failure)

@@ -88,6 +88,7 @@ class Result:
     verified: bool
     latency_ms: float
     node_ms: float  # the nodes' own time on the critical path (slowest score + generation)
+    partial: bool = False  # the client left (or the Ask failed) after text was delivered
 
     @property
     def hub_overhead_ms(self) -> float:
@@ -176,10 +177,12 @@ class Router:
 
     async def ask(
         self, prompt: str, params: SamplingParams, priors: Mapping[str, float] | None = None,
-        request_id: str = "", domain: str = "",
+        request_id: str = "", domain: str = "", segments: list[tuple[str, int]] | None = None,
     ) -> AsyncIterator[str | Routed | Switched | Result]:  # fmt: skip
         """Yield the route (Routed), the answer's text pieces, a Switched note per fail-over,
-        then one Result. `domain`: route among that domain's nodes only."""
+        then one Result. `domain`: route among that domain's nodes only. `segments`: a list the
+        answer's (node, tokens paid for) are appended to as each node's turn ends, so a caller
+        whose answer ends early knows what was delivered."""
         self.validate(prompt, domain)
         started = time.perf_counter()
         request_id = request_id or uuid.uuid4().hex
@@ -204,6 +207,8 @@ class Router:
 
         # the nodes' time on the critical path: the slowest score (they run in parallel) ...
         answer = _Answer(request_id, prompt, max((c.node_ms for c in candidates), default=0.0))
+        if segments is not None:
+            answer.segments = segments
         for i, candidate in enumerate(ready):
             link = self.links.get(candidate.node_id)
             if link is None or not usable(candidate):
@@ -251,7 +256,8 @@ class Router:
         node_ms = 0.0
         try:
             while True:
-                piece = await asyncio.wait_for(stream.__anext__(), self.config.stall_s)
+                async with asyncio.timeout(self.config.stall_s):  # in this task: a cancel
+                    piece = await stream.__anext__()  # unwinds the node's stream with it
                 seen.add(piece)
                 if piece.text:  # the proto allows text on the last piece too
                     produced += piece.text

@@ -98,7 +98,7 @@ class Inference(Base):
     candidates: Mapped[str] = mapped_column(Text)  # JSON: node, loglik, posterior
     chosen_node: Mapped[str] = mapped_column(String(64), default="")
     segments: Mapped[str] = mapped_column(Text)  # JSON: node, tokens delivered (fail-overs)
-    outcome: Mapped[str] = mapped_column(String(16))  # success, failed, unverified, timeout
+    outcome: Mapped[str] = mapped_column(String(16))  # success, partial, failed, unverified...
     tokens: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column()
     completion_signature: Mapped[str] = mapped_column(Text, default="")

@@ -87,31 +87,28 @@ def test_reservations_never_let_asks_in_flight_spend_more_than_the_balance() -> 
     key, price = _key(), Rewards().price(8)  # 1.188 credits
 
     async def run() -> None:
-        first = gate.admit(key, "a", price)
-        second = gate.admit(key, "b", price)
-        await first.__aenter__()
-        await second.__aenter__()
+        release_a = await gate.enter(key, "a", price)
+        release_b = await gate.enter(key, "b", price)
         with pytest.raises(LimitError) as poor:
-            async with gate.admit(key, "c", price):
-                pass
+            await gate.enter(key, "c", price)
         assert poor.value.reason == QUOTA
         with pytest.raises(StatusError) as twice:
-            async with gate.admit(key, "a", price):
-                pass
+            await gate.enter(key, "a", price)
         assert twice.value.status == "ABORTED"  # the same request id is in flight
         balance[key.account] -= 1_000_000  # "a" is charged what it cost, then released
         recorded.add("a")
-        await first.__aexit__(None, None, None)
+        release_a()
         with pytest.raises(StatusError) as answered:
-            async with gate.admit(key, "a", price):
-                pass
+            await gate.enter(key, "a", price)
         assert answered.value.status == "ALREADY_EXISTS"
         with pytest.raises(LimitError):  # 3 - 1 charged - 1.188 held by "b" = 0.812: no
-            async with gate.admit(key, "d", price):
-                pass
+            await gate.enter(key, "d", price)
         assert gate.limiter.in_flight == 1 and gate.reserved == {key.account: price}
-        await second.__aexit__(None, None, None)
+        release_b()
         assert gate.limiter.in_flight == 0 and gate.reserved == {}
+        free = await gate.enter(key, "e", 0)  # a free Ask (zero prices) holds no credits
+        free()
+        assert gate.limiter.in_flight == 0
 
     asyncio.run(run())
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import ssl
+import time
 
 import httpx
 import openai
@@ -14,7 +15,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from harness import Hub, Node
+from harness import Hub, Node, cli
 
 pytestmark = pytest.mark.slow  # real hub and node processes
 
@@ -157,3 +158,55 @@ def test_the_api_fuzzed_from_its_own_schema_never_fails_inside(network) -> None:
     assert all(n.proc.poll() is None for n in nodes.values()) and hub.proc.poll() is None
     after = db.execute("SELECT count(*) FROM ledger_entries").fetchone()[0]
     assert after == before  # nothing written for a refused request
+
+
+def test_a_client_that_hangs_up_pays_for_what_it_received(network, trained) -> None:
+    hub, _ = network
+    client = _client(hub, hub.new_key("leaver", credits="100", max_concurrent=1))
+    stream = client.completions.create(
+        model="swarm/law",
+        prompt=trained["law"].held_out[:200],
+        max_tokens=1000,
+        temperature=0.8,
+        seed=2,
+        stream=True,
+    )
+    received = ""
+    for chunk in stream:
+        received += chunk.choices[0].text if chunk.choices else ""
+        if len(received) > 20:
+            break
+    stream.close()  # hang up mid-answer
+    db = sqlite3.connect(hub.home / "hub.db")
+    row = None
+    for _ in range(100):
+        row = db.execute("SELECT outcome, tokens FROM inferences WHERE request_id = ?",
+                         (stream.response.headers["x-swarm-request-id"],)).fetchone()  # fmt: skip
+        if row:
+            break
+        time.sleep(0.1)
+    assert row is not None and row[0] == "partial" and 0 < row[1] < 1000
+    balance = cli("slm-hub", "ledger", "balance", "leaver", "--json", "--home", str(hub.home))
+    assert float(next(iter(json.loads(balance.stdout).values()))) < 100
+    again = client.completions.create(model="swarm/law", prompt="The", max_tokens=2)
+    assert again.choices[0].text is not None  # its one place at once was given back
+
+
+def test_a_failure_after_the_stream_began_is_an_error_event(network, trained) -> None:
+    hub, nodes = network  # last in this file: it kills the law node
+    client = _client(hub, hub.key)
+    stream = client.completions.create(
+        model="swarm/law",
+        prompt=trained["law"].held_out[:200],
+        max_tokens=2000,
+        temperature=0.8,
+        seed=5,
+        stream=True,
+    )
+    received = ""
+    with pytest.raises(openai.APIError) as failed:
+        for chunk in stream:
+            received += chunk.choices[0].text if chunk.choices else ""
+            if received and nodes["law"].proc.poll() is None:
+                nodes["law"].proc.kill()  # mid-answer, with no other law node to continue
+    assert received and "no other node can continue" in str(failed.value.message)
