@@ -96,9 +96,18 @@ def openai_call(hub: Hub, key: Path) -> None:
         "-H", f"Authorization: Bearer {key.read_text().strip()}",
         "-H", "Content-Type: application/json", "-d", json.dumps(body),
     ]  # fmt: skip
-    shown = [*command[:5], "-H", f"Authorization: Bearer $(cat {key})", *command[7:]]
-    console.print(" ".join(a if " " not in a and "{" not in a else f"'{a}'" for a in shown),
-                  highlight=False, soft_wrap=True)  # fmt: skip
+    shown = " ".join(
+        [
+            *command[:5],
+            "-H",
+            f'"Authorization: Bearer $(cat {key})"',
+            "-H",
+            "'Content-Type: application/json'",
+            "-d",
+            f"'{command[-1]}'",
+        ]
+    )
+    console.print(shown, highlight=False, soft_wrap=True)
     if shutil.which("curl") is None:
         console.print("(curl is not installed here; any OpenAI client works the same way)")
         return
@@ -126,7 +135,7 @@ def main() -> None:
     hub_home, logs = HOME / "hub", HOME / "logs"
     processes: list = []
     try:
-        hub = Hub(hub_home, log=logs / "hub.log")
+        hub = Hub(hub_home, log=logs / "hub.log", funds=None)  # the demo funds its own key
         processes.append(hub)
         home = ("--home", str(hub_home))
         console.print(f"[bold]hub[/] serving on {hub.address} (TLS), log {hub.log}")

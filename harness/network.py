@@ -20,9 +20,13 @@ FUNDS = "1000000"  # credits the harness grants the hub's admin key, once per ho
 class Hub(Process):
     """`slm-hub serve --home HOME` (TLS) on a free port unless told one; its SuperLink and HTTP
     API on free ports too, since hubs run side by side. Ready once it says where it listens.
-    The calls below use the home's admin key, funded with FUNDS credits on the first start."""
+    The calls below use the home's admin key, funded with `funds` credits on the first start
+    (None: not funded)."""
 
-    def __init__(self, home: Path, port: int = 0, *extra: str, log: Path | None = None) -> None:
+    def __init__(
+        self, home: Path, port: int = 0, *extra: str, log: Path | None = None,
+        funds: str | None = FUNDS,
+    ) -> None:  # fmt: skip
         for flag in ("--flower-port", "--http-port"):
             if flag not in extra:
                 extra = (flag, "0", *extra)
@@ -36,8 +40,8 @@ class Hub(Process):
         self.base_url = f"{scheme}://127.0.0.1:{self.http_port}/v1"
         self.ca = home / "ca.pem"
         self.key = (home / "api_key").read_text().strip()
-        if not (home / ".harness-funded").exists():
-            cli("slm-hub", "ledger", "grant", "admin", FUNDS, "--home", str(home), "--ref",
+        if funds is not None and not (home / ".harness-funded").exists():
+            cli("slm-hub", "ledger", "grant", "admin", funds, "--home", str(home), "--ref",
                 f"harness:{home}", check=True)  # fmt: skip
             (home / ".harness-funded").touch()
         self._channel: grpc.Channel | None = None
