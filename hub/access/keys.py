@@ -30,7 +30,8 @@ _KEY = re.compile(r"^slmk_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _ID = re.compile(r"^[0-9a-f]{12}$")
 _KEYS = ApiKey.__table__
-MAX_KEY_CHARS = 200  # a header longer than any key is refused before it is parsed
+MAX_KEY_CHARS = 200
+MISS_READ_S = 0.1  # a header longer than any key is refused before it is parsed
 
 
 class AuthError(StatusError):
@@ -44,8 +45,11 @@ class AuthError(StatusError):
 class KeyLimits:
     """How much a key may ask; `slm-hub key create` derives its flags from these fields."""
 
-    rate: int = option(60, "Asks a minute (a minute's worth may come at once); 0: no limit",
-                       metavar="N")  # fmt: skip
+    rate: int = option(
+        60,
+        "calls a minute (Asks, node lists, balances; a minute's worth at once); 0: none",
+        metavar="N",
+    )
     max_concurrent: int = option(4, "Asks in flight at once; 0: no limit", metavar="N")
 
     def __post_init__(self) -> None:
@@ -179,7 +183,10 @@ class KeyCache:
         """Blocking (a read of the table when it is older than `ttl_s`); run it off the loop."""
         key_id = key_id_of(key)  # malformed: refused before anything else
         now = time.monotonic()
-        if now - self._read_at > self.ttl_s:
+        age = now - self._read_at
+        # a key made since the last read is found at once; made-up ids cost at most one read
+        # of the table per MISS_READ_S, however many arrive
+        if age > self.ttl_s or (key_id not in self._table and age > MISS_READ_S):
             self._table = self.store.table()
             self._read_at = now
         return _check(key, self._table.get(key_id))

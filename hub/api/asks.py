@@ -116,7 +116,7 @@ class AskService:
             outcome = exc.status.lower()
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            outcome = "cancelled"
+            outcome = outcome if answered else "cancelled"  # closed after its answer: done
             raise
         finally:
             watchdog.cancel()

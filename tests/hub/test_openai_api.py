@@ -116,6 +116,10 @@ def test_metrics_count_asks_refusals_and_latency(network) -> None:
     hub, _ = network
     client = _client(hub, hub.key)
     client.completions.create(model="swarm/auto", prompt="The licensee", max_tokens=2)
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="swarm/auto", prompt="The", n=2)
+    with pytest.raises(openai.RateLimitError):
+        _client(hub, hub.new_key("unfunded")).completions.create(model="swarm/auto", prompt="x")
     text = httpx.get(f"https://127.0.0.1:{hub.http_port}/metrics", verify=_trust(hub)).text
     for line in (
         'swarm_asks_total{outcome="success"}',
