@@ -163,19 +163,11 @@ class Ledger(LedgerReader):
             raise LedgerError("a penalty must be a positive amount")
         if not reason.strip():
             raise LedgerError("a penalty needs a reason")
-        key = self._writer_key()
         account = self.resolve_node(node_id)
         transfer = Transfer(
             f"penalty:{ref}", "penalty", account, TREASURY, micro, ref, "", reason.strip()
         )
-        with self._write() as conn:
-            head = self._lock_head(conn)
-            existing = conn.execute(
-                select(LedgerEntry).where(LedgerEntry.entry_id == transfer.entry_id)
-            ).first()
-            if existing is not None:
-                return _entry(existing)
-            return self._append(conn, head, [transfer], key)[0]
+        return self._append_once(transfer)
 
     def grant(self, account: str, micro: int, reason: str, ref: str) -> Entry:
         """Fund an account from the treasury: the only way credits reach an API key. Idempotent
@@ -184,13 +176,21 @@ class Ledger(LedgerReader):
             raise LedgerError("a grant must be a positive amount")
         if account == TREASURY:
             raise LedgerError("the treasury cannot grant to itself")
-        key = self._writer_key()
         transfer = Transfer(f"grant:{ref}", "grant", TREASURY, account, micro, ref, "",
                             reason.strip() or "granted")  # fmt: skip
+        return self._append_once(transfer)
+
+    def _append_once(self, transfer: Transfer) -> Entry:
+        """Append one transfer between existing accounts, or return the entry already
+        recorded under its entry id (a retried penalty or grant is recorded once)."""
+        key = self._writer_key()
         with self._write() as conn:
             head = self._lock_head(conn)
-            if not self._accounts(conn, {account}):
-                raise LedgerError(f"unknown account {account}")
+            missing = {transfer.debit, transfer.credit} - self._accounts(
+                conn, {transfer.debit, transfer.credit}
+            )
+            if missing:
+                raise LedgerError(f"unknown account {min(missing)}")
             existing = conn.execute(
                 select(LedgerEntry).where(LedgerEntry.entry_id == transfer.entry_id)
             ).first()

@@ -7,8 +7,10 @@ test fails: CI must not pass with the PostgreSQL half silently skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -22,11 +24,10 @@ from tests.hub.ledger_load import NODES
 POSTGRES = os.environ.get("SWARM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "hub.db")
-        return
+@contextlib.contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """The SQLAlchemy URL of a new database on the real PostgreSQL server, dropped after; a
+    test fails (never skips) when the server cannot be reached."""
     try:
         admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
@@ -39,6 +40,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path):
     finally:
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "hub.db")
+        return
+    with fresh_postgres() as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ import uuid
 from collections import defaultdict
 
 import grpc
-import psycopg
 import pytest
 
 from harness import Hub, Node, ask, cli
 from protos import swarm_pb2 as pb
+from tests.hub.conftest import fresh_postgres
 
 pytestmark = pytest.mark.slow  # real hub and node processes
 
@@ -142,19 +142,8 @@ def test_the_stop_string_bomb_is_refused_and_every_node_stays(network) -> None:
 
 @pytest.fixture(scope="module")
 def postgres_url():  # type: ignore[no-untyped-def]
-    """A database of its own on the real PostgreSQL server, dropped afterwards."""
-    try:
-        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {POSTGRES} is unreachable ({exc}); these tests need it")
-    name = f"swarm_api_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_postgres() as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
