@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install test demo bench lint protos clean corpora eval
+.PHONY: install test demo bench lint protos clean corpora eval browser
 
 install: $(STAMP)
 
@@ -20,8 +20,18 @@ $(STAMP): pyproject.toml slm/csrc/decode_step.cpp slm/fused.py
 	$(BIN)/python -m slm.fused
 	touch $(STAMP)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
+
+# The web pages' tests drive Debian's headless Chromium with its chromedriver (nothing is
+# downloaded at run time); installed once, as root (CI is), or named for the user to install.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	      chromium-driver >/dev/null) || { echo "could not install chromium" >&2; exit 1; }; \
+	  else echo "the browser tests need chromium and chromedriver: sudo apt-get install" \
+	    "chromium chromium-driver" >&2; exit 1; fi; }
 
 demo: install
 	$(BIN)/python demo/run.py

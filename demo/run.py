@@ -172,7 +172,11 @@ def main() -> None:
             f"  .venv/bin/slm-node join --home {HOME / 'law-node'} --model {folders['law']} "
             f"--hub {ServeOptions().address} --ca {hub_home / 'ca.pem'}\n"
             f"  OpenAI clients: base_url https://127.0.0.1:{ServeOptions().http_port}/v1, "
-            f"api_key from {key}, CA {hub_home / 'ca.pem'}"
+            f"api_key from {key}, CA {hub_home / 'ca.pem'}\n"
+            f"  In a browser: https://127.0.0.1:{ServeOptions().http_port}/ui/ (chat, nodes, "
+            f"rewards, training; paste the key from {key}, or the admin's from "
+            f"{hub_home / 'api_key'} for the rewards page; trust {hub_home / 'ca.pem'} or accept "
+            "the hub's certificate)"
         )
     except HarnessError as exc:
         raise SystemExit(f"demo: {exc}") from None

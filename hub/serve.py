@@ -27,6 +27,7 @@ from hub.api.asks import AskService
 from hub.api.grpc_api import SwarmServicer, swarm_handler
 from hub.api.http import HttpServer
 from hub.api.metrics import Metrics
+from hub.api.views import Views
 from hub.config import HubConfig, ServeOptions
 from hub.errors import StatusError
 from hub.ledger.entries import LedgerError, node_account
@@ -231,7 +232,8 @@ class Hub:
         tls_home = None if self.options.insecure else self.cfg.home
         server, health, port = await start_server(node_link, swarm_handler(swarm),
                                                   self.options.address, tls_home)  # fmt: skip
-        http = HttpServer(self.asks, self.gate, self.metrics, self.options, tls_home)
+        views = Views(self.ledger.engine, self.ledger, network.connections, self.auditor.by_node)
+        http = HttpServer(self.asks, self.gate, self.metrics, self.options, tls_home, views)
         await http.start()
         supervisor = asyncio.create_task(self.superlink.supervise(stop))
         revocations = asyncio.create_task(self.watch_revocations(stop))

@@ -17,6 +17,8 @@ from hub.access.keys import KeyRecord
 from hub.api.asks import AskService
 from hub.api.metrics import Metrics
 from hub.api.openai_app import build_app, error, status_error
+from hub.api.views import Views
+from hub.api.web import add_pages
 from hub.config import ServeOptions
 from hub.errors import StatusError
 from hub.tls import TLSFiles
@@ -36,8 +38,9 @@ def body_limit(max_prompt_bytes: int) -> int:
 
 
 class Guard:
-    """ASGI middleware in front of every route. `/v1/` calls are authenticated before their
-    body is read, so a caller without a key costs no parsing; `/metrics` answers loopback or
+    """ASGI middleware in front of every route. `/v1/` and `/api/` (the pages' data) calls are
+    authenticated before their body is read, so a caller without a key costs no parsing;
+    `/metrics` answers loopback or
     the admin key; no body is read past `limit` bytes or BODY_S seconds. Refusals are 400 with
     OpenAI's error envelope (a 413 would reach its clients as an unnamed status error)."""
 
@@ -53,7 +56,7 @@ class Guard:
         headers = dict(scope.get("headers") or [])
         path = scope.get("path", "")
         local = (scope.get("client") or ("",))[0] in LOOPBACK
-        if path.startswith("/v1/") or (path == "/metrics" and not local):
+        if path.startswith(("/v1/", "/api/")) or (path == "/metrics" and not local):
             authorization = headers.get(b"authorization", b"").decode("latin-1") or None
             try:
                 scope.setdefault("state", {})["key"] = await self._key(path, authorization)
@@ -112,10 +115,12 @@ class _Server(uvicorn.Server):
 
 class HttpServer:
     def __init__(self, service: AskService, gate: Gate, metrics: Metrics, options: ServeOptions,
-                 tls_home: Path | None) -> None:  # fmt: skip
+                 tls_home: Path | None, views: Views | None = None) -> None:  # fmt: skip
         network = service.network
         app = build_app(service, metrics,
                         lambda: [c.domain for c in network.connections.values()])  # fmt: skip
+        if views is not None:
+            add_pages(app, views, gate.balance, error)
         tls = {} if tls_home is None else {
             "ssl_certfile": str(TLSFiles(tls_home).server_cert),
             "ssl_keyfile": str(TLSFiles(tls_home).server_key)}  # fmt: skip

@@ -55,6 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         scheme = "http" if options.insecure else "https"
         print(f"OpenAI-compatible API on {scheme}://{host}:{http_port}/v1 (a key: slm-hub key "
               "create --name NAME --credits N)", flush=True)  # fmt: skip
+        print(f"web pages (chat, nodes, rewards, training) on {scheme}://{host}:{http_port}/ui/",
+              flush=True)  # fmt: skip
         print(
             f"add a node: slm-hub token create --domain DOMAIN, then on the node: "
             f"slm-node join --hub {host}:{port} --token TOKEN"

@@ -218,6 +218,7 @@ class Auditor:
     on_verdict: Callable[[Verdict], Awaitable[None]]  # every verdict but "honest"
     rng: random.Random = field(default_factory=random.Random)
     counts: dict[str, int] = field(default_factory=dict)  # verdicts (and "skipped") so far
+    by_node: dict[str, dict[str, int]] = field(default_factory=dict)  # node -> verdict -> count
     _queue: asyncio.Queue[Claim] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
 
     def observe(
@@ -255,6 +256,8 @@ class Auditor:
                 if verdict is None:
                     continue
                 self._count(verdict.kind)
+                mine = self.by_node.setdefault(verdict.claim.node_id, {})
+                mine[verdict.kind] = mine.get(verdict.kind, 0) + 1
                 if verdict.kind != "honest":
                     try:
                         await self.on_verdict(verdict)
