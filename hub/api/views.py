@@ -29,6 +29,7 @@ MICRO = 1e6
 PERIODS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7),
            "all": None}  # fmt: skip
 HISTORY_LIMIT = 200  # a node's newest entries shown
+REASON_CHARS = 300  # a rejection's reason is the node's own text: shown cut to this
 ROUNDS_LIMIT = 500  # the newest training rounds shown, every domain together
 MINUTE = 16  # len("2026-12-03T08:44"): an ISO time cut to its minute
 HOUR = 13
@@ -196,7 +197,8 @@ class Views:
                                            "strategy": metrics.get("strategy", "")})  # fmt: skip
             run["rounds"].append({
                 "round": r.round, "at": r.created_at,
-                "participants": _json(r.participants, []), "rejected": _json(r.rejected, []),
+                "participants": _json(r.participants, []),
+                "rejected": [_rejection(x) for x in _json(r.rejected, []) if isinstance(x, dict)],
                 "train_loss": _number(metrics.get(keys.TRAIN_LOSS)),
                 "val_loss": _number(metrics.get(keys.VAL_LOSS)),
                 "model": r.weights_sha256,
@@ -220,6 +222,13 @@ def _json(text: str, default: Any) -> Any:
         return json.loads(text)
     except (TypeError, ValueError):
         return default
+
+
+def _rejection(item: dict[str, Any]) -> dict[str, str]:
+    return {
+        "node": str(item.get("node", ""))[:64],
+        "reason": str(item.get("reason", ""))[:REASON_CHARS],
+    }
 
 
 def _number(value: Any) -> float | None:

@@ -71,9 +71,12 @@ class _Fresh:
                 if held and time.monotonic() - held[0] < FRESH_S:
                     return held[1]
                 data = await asyncio.to_thread(_encode, compute)
-        finally:
-            if not lock.locked():  # no one else waits: a name asked once leaves nothing behind
-                self.locks.pop(name, None)
+        except Exception:
+            # a view that is not there (an unknown node) leaves no lock behind; a lock of a
+            # view that exists is kept, one per view, as its result is
+            if self.locks.get(name) is lock and not lock.locked():
+                del self.locks[name]
+            raise
         if len(self.views) >= KEPT_VIEWS:
             stale = time.monotonic() - FRESH_S
             self.views = {k: v for k, v in self.views.items() if v[0] > stale}
@@ -145,12 +148,11 @@ def add_pages(app: FastAPI, views: Views, balance: Callable[[str], int],
     @app.get("/api/v1/me")
     async def me(request: Request) -> Response:
         """The key in use: its name, whether it is the admin's, its limits and balance."""
-        key: KeyRecord = request.state.key
-        credits = await asyncio.to_thread(balance, key.account)
-        return _json(_encode(lambda: {
+        key: KeyRecord = request.state.key  # cached per key: a flood reads one row a second
+        return _json(await fresh.get(("me", key.key_id), lambda: {
             "name": key.name, "key_id": key.key_id, "admin": key.admin,
             "rate_per_min": key.rate_per_min, "max_concurrent": key.max_concurrent,
-            "balance": credits / MICRO, "poll_ms": POLL_MS}))  # fmt: skip
+            "balance": balance(key.account) / MICRO, "poll_ms": POLL_MS}))  # fmt: skip
 
     @app.get("/api/v1/nodes")
     async def nodes(request: Request) -> Response:
@@ -180,8 +182,10 @@ def _admin_routes(app: FastAPI, views: Views, fresh: _Fresh) -> None:
     async def rewards(request: Request, period: str = "day", domain: str = "") -> Response:
         """Balances, the leaderboard of a period (hour, day, week, all) and domain (admin)."""
         _admin(request, "the rewards page")
-        if period not in PERIODS or len(domain) > 64:
+        if period not in PERIODS:
             raise ViewError(400, f"period must be hour, day, week or all, got {period[:20]!r}")
+        if len(domain) > 64:
+            raise ViewError(400, "a domain name is at most 64 characters")
         return _json(await fresh.get(("rewards", period, domain),
                                      lambda: views.rewards(period, domain)))  # fmt: skip
 

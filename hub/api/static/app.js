@@ -6,6 +6,7 @@
   const $ = (id) => document.getElementById(id);
   let pollMs = 1000;
   let timer = null;
+  let generation = 0; // each route() starts one poll loop; older loops stop
   let charts = {};
   let domains = [];
 
@@ -81,6 +82,10 @@
       await loadModels();
       route();
     } catch (err) {
+      if (err.status !== 401 && err.status !== 403) { // the hub is away: keep the key
+        show($("key-error"), `Could not check the key: ${err.message}`);
+        return;
+      }
       sessionStorage.removeItem(KEY);
       $("whoami").textContent = "";
       $("key-forget").hidden = true;
@@ -123,15 +128,16 @@
     if (!key()) { hidePages(); $("need-key").hidden = false; return; }
     document.querySelectorAll(".page").forEach((p) => (p.hidden = p.id !== `page-${page}`));
     clearTimeout(timer);
-    if (pages[page]) poll(page);
+    generation += 1;
+    if (pages[page]) poll(page, generation);
   }
 
-  async function poll(page) {
+  async function poll(page, mine) {
     try {
       await pages[page]();
-    } finally {
-      if ((location.hash || "#chat").slice(1) === page && key()) {
-        timer = setTimeout(() => poll(page), pollMs);
+    } finally { // a newer route() started its own loop: this one ends
+      if (mine === generation && (location.hash || "#chat").slice(1) === page && key()) {
+        timer = setTimeout(() => poll(page, mine), pollMs);
       }
     }
   }
