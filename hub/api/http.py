@@ -40,9 +40,9 @@ def body_limit(max_prompt_bytes: int) -> int:
 class Guard:
     """ASGI middleware in front of every route. `/v1/` and `/api/` (the pages' data) calls are
     authenticated before their body is read, so a caller without a key costs no parsing;
-    `/metrics` answers loopback or
-    the admin key; no body is read past `limit` bytes or BODY_S seconds. Refusals are 400 with
-    OpenAI's error envelope (a 413 would reach its clients as an unnamed status error)."""
+    `/metrics` answers loopback or the admin key; no body is read past `limit` bytes or BODY_S
+    seconds. Refusals are 400 with OpenAI's error envelope (a 413 would reach its clients as an
+    unnamed status error)."""
 
     def __init__(self, app: ASGI, gate: Gate, limit: int) -> None:
         self.app = app

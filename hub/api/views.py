@@ -4,7 +4,7 @@ that return JSON-ready dictionaries (blocking: the routes run them in a thread).
 Every string a node chose (its domain, model version, a failure's text) is passed through as
 data; the pages put it in the document as text, never as markup. Amounts are credits (the
 ledger's micro-credits / 1e6); times are the hub's ISO strings, and every series is bucketed
-in SQL, so a view costs a few grouped queries whatever the ledger's length.
+in SQL, so a view costs a few grouped queries (per account or per minute, not per entry).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class Views:
             raise ViewError(400, f"period must be one of {', '.join(PERIODS)}, got {period!r}")
         span = PERIODS[period]
         since = None if span is None else _ago(span)
-        top = self.ledger.top(domain or None, since, limit=200)
+        top = self.ledger.top(domain or None, since, limit=50, prefix=node_account(""))
         balances = self.ledger.balances()
         spans = {"hour": MINUTE, "day": HOUR}
         cut = spans.get(period, 10)  # the week and all: by day
@@ -143,7 +143,7 @@ class Views:
             "period": period, "domain": domain,
             "leaderboard": [{"account": a, "node_id": a.removeprefix(node_account("")),
                              "earned": n / MICRO, "answers": c}
-                            for a, n, c in top if a.startswith(node_account(""))][:50],
+                            for a, n, c in top],
             "balances": [{"account": a, "credits": b / MICRO}
                          for a, b in sorted(balances.items(), key=lambda kv: -kv[1])],
             "treasury": balances.get(TREASURY, 0) / MICRO,

@@ -12,6 +12,7 @@ query set a second, not one per caller.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,8 +86,6 @@ class _Fresh:
 
 
 def _encode(compute: Callable[[], Any]) -> bytes:
-    import json
-
     return json.dumps(jsonable_encoder(compute()), separators=(",", ":")).encode()
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, case, func, select
 
 from hub.ledger.entries import (
     TREASURY,
@@ -113,22 +113,43 @@ class LedgerReader:
             rows = [_entry(r) for r in conn.execute(query)]
         return sorted(rows, key=lambda e: e.seq)
 
-    def top(self, domain: str | None = None, since: str | None = None, limit: int = 10):
-        """Nodes by credits earned (rewards in, penalties out) since a time, best first."""
-        query = select(LedgerEntry.credit, LedgerEntry.debit, LedgerEntry.amount, LedgerEntry.kind)
+    def top(self, domain: str | None = None, since: str | None = None, limit: int = 10,
+            prefix: str = ""):  # fmt: skip
+        """Accounts by credits earned (rewards in, penalties out) since a time, best first;
+        `prefix` keeps only accounts whose id starts with it (e.g. `node_account("")`). Two
+        grouped queries: the work is per account, not per entry."""
+        filters = []
         if domain is not None:
-            query = query.where(LedgerEntry.domain == domain)
+            filters.append(LedgerEntry.domain == domain)
         if since is not None:
-            query = query.where(LedgerEntry.created_at >= since)
+            filters.append(LedgerEntry.created_at >= since)
+        answers = func.sum(case((LedgerEntry.kind == "inference_reward", 1), else_=0))
+        credits = (
+            select(LedgerEntry.credit, func.sum(LedgerEntry.amount), answers)
+            .where(
+                *filters,
+                LedgerEntry.credit != TREASURY,
+                LedgerEntry.credit.startswith(prefix, autoescape=True),
+            )
+            .group_by(LedgerEntry.credit)
+        )
+        debits = (
+            select(LedgerEntry.debit, func.sum(LedgerEntry.amount))
+            .where(
+                *filters,
+                LedgerEntry.debit != TREASURY,
+                LedgerEntry.debit.startswith(prefix, autoescape=True),
+            )
+            .group_by(LedgerEntry.debit)
+        )
         earned: dict[str, int] = {}
         count: dict[str, int] = {}
         with self.engine.connect() as conn:
-            for credit, debit, amount, kind in conn.execute(query):
-                if credit != TREASURY:
-                    earned[credit] = earned.get(credit, 0) + amount
-                    count[credit] = count.get(credit, 0) + (kind == "inference_reward")
-                if debit != TREASURY:
-                    earned[debit] = earned.get(debit, 0) - amount
+            for account, amount, n in conn.execute(credits):
+                earned[account] = int(amount)
+                count[account] = int(n)
+            for account, amount in conn.execute(debits):
+                earned[account] = earned.get(account, 0) - int(amount)
         ranked = sorted(earned.items(), key=lambda kv: -kv[1])[:limit]
         return [(account, amount, count.get(account, 0)) for account, amount in ranked]
 

@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "screenshots"
 DESKTOP, PHONE = (1280, 900), (360, 780)
 VENDOR = ROOT / "hub" / "api" / "static" / "vendor" / "uplot"
+# A node's own words reach the pages (a rejected update's reason is what its ClientApp said):
+# markup in them must show as text, and no element may come of it.
+HOSTILE = "update norm far above the cohort's <img src=x onerror=alert(1)><b>bold</b>" + "!" * 500
 
 
 def _executable(*names: str) -> str:
@@ -247,7 +250,9 @@ def test_the_training_page_shows_rounds_rejections_and_losses(network, browser) 
     _wait(browser, lambda d: "2 run(s)" in _text(d, card) or "1 run(s)" in _text(d, card),
           "no law runs shown")  # fmt: skip
     shown = _text(browser, card)
-    assert "update norm far above the cohort's" in shown and "3.2100" in shown
+    assert "<img src=x onerror=alert(1)><b>bold</b>" in shown and "3.2100" in shown
+    assert not browser.find_elements(By.CSS_SELECTOR, f"{card} img, {card} b")
+    assert "!" * 300 not in shown  # cut to 300 characters
     assert browser.find_elements(By.CSS_SELECTOR, f"{card} canvas")  # uPlot drew the losses
     _check_page(browser, hub, "training")
 
@@ -315,6 +320,6 @@ def _record_rounds(hub: Hub, members: list[str]) -> None:
             metrics={"train_loss": train, "val_loss": val, "run_id": 7001,
                      "strategy": "trimmed-mean"},
             weights_sha256=hashlib.sha256(f"law-{number}".encode()).hexdigest(),
-            rejected=[{"node": members[1], "reason": "update norm far above the cohort's"}],
+            rejected=[{"node": members[1], "reason": HOSTILE}],
         )  # fmt: skip
     engine.dispose()

@@ -52,6 +52,7 @@
     try {
       response = await fetch(path, { ...init, headers, cache: "no-store" });
     } catch (err) {
+      if (err.name === "AbortError") throw err; // the user pressed Stop
       throw new ApiError(0, `the hub cannot be reached (${err.message})`);
     }
     if (!response.ok) throw await apiError(response);
@@ -89,8 +90,7 @@
       sessionStorage.removeItem(KEY);
       $("whoami").textContent = "";
       $("key-forget").hidden = true;
-      show($("key-error"), err.status === 401 || err.status === 403
-        ? `The hub refused this key: ${err.message}` : `Could not check the key: ${err.message}`);
+      show($("key-error"), `The hub refused this key: ${err.message}`);
       $("need-key").hidden = false;
       hidePages();
     }
