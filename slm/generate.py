@@ -56,7 +56,8 @@ def generate_ids(
     model: SLM, prompt_ids: list[int], params: SamplingParams, use_cache: bool = True,
     vocab: int | None = None,
 ) -> Iterator[int]:  # fmt: skip
-    """Yield up to max_tokens new token ids after prompt_ids (which must start with BOS); with
+    """Yield up to max_tokens new token ids after prompt_ids (which start with BOS, or with the
+    chat template's first token, which cropping keeps in the same place); with
     `vocab`, only ids below it (a tokenizer trained on a small corpus learns fewer tokens than
     the model has rows; an id it never learnt decodes to nothing, yet would count as a token).
 
@@ -115,9 +116,9 @@ def stream_counted(
     """
     ids: list[int] = []
     emitted = 0
-    prompt_ids = [tokenizer.bos_id, *tokenizer.encode(prompt)]
+    prompt_ids = tokenizer.prompt_ids(prompt)  # in the chat template, if the model has one
     for token in generate_ids(model, prompt_ids, params, vocab=tokenizer.vocab_size):
-        if token == tokenizer.bos_id:
+        if token in tokenizer.end_ids:  # BOS, or the end of the answer's chat turn
             break
         ids.append(token)
         text = tokenizer.decode(ids)

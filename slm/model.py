@@ -1,8 +1,12 @@
 """The decoder-only transformer every node runs, with an optional sparse Mixture-of-Experts MLP.
 
-Reads top to bottom like the architecture: token + position embeddings -> N pre-LayerNorm
-blocks (causal self-attention, MLP or MoE, residuals) -> final LayerNorm -> LM head tied to the
-token embedding. Shapes in comments: B batch, T tokens, C d_model, nh heads, hs head size.
+Reads top to bottom like the architecture: token (+ learned position) embeddings -> N pre-norm
+blocks (causal self-attention, MLP or MoE, residuals) -> final norm -> LM head, tied to the
+token embedding or not. One class covers two families by configuration (as litgpt does): the
+GPT-style presets (LayerNorm, learned positions, GELU MLP, biases) and the Llama family that
+pretrained bases use (RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention, no
+biases). Shapes in comments: B batch, T tokens, C d_model, nh heads, nkv key/value heads, hs
+head size.
 """
 
 from __future__ import annotations
@@ -24,31 +28,73 @@ _VOCAB_SLICE = 2048  # vocabulary rows per head matmul when scoring
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, preallocated to block_size."""
 
-    keys: list[torch.Tensor]  # per layer (B, nh, block_size, hs)
+    keys: list[torch.Tensor]  # per layer (B, nkv, block_size, hs)
     values: list[torch.Tensor]
     length: int = 0
 
     @classmethod
     def empty(cls, config: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype):
-        shape = (batch, config.n_head, config.block_size, config.head_dim)
+        shape = (batch, config.kv_heads, config.block_size, config.head_dim)
         make = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         return cls(keys=make, values=[torch.empty_like(k) for k in make])
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in fp32 (as Llama's reference does)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.d_model, config.norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.norm_eps)
+
+
+def rope_tables(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (block_size, hs) of rotary positions, in the rotate-half layout."""
+    half = config.head_dim // 2
+    inv_freq = 1.0 / config.rope_base ** (torch.arange(half, dtype=torch.float64) / half)
+    angles = torch.outer(torch.arange(config.block_size, dtype=torch.float64), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, h, T, hs) by its positions' angles (cos, sin: (T, hs))."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.n_head = config.n_head
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.n_head, self.n_kv = config.n_head, config.kv_heads
+        self.hs = config.head_dim
+        kv = self.n_kv * self.hs
+        self.qkv = nn.Linear(config.d_model, config.d_model + 2 * kv, bias=config.bias)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None, layer: int,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        q, k, v = self.qkv(x).split([C, self.n_kv * self.hs, self.n_kv * self.hs], dim=2)
+        q = q.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_kv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, self.n_kv, self.hs).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         mask = None
         causal = T > 1
         if cache is not None:
@@ -64,19 +110,32 @@ class CausalSelfAttention(nn.Module):
                 causal = False
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=dropout,
+            is_causal=causal,
+            enable_gqa=self.n_kv != self.n_head,
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.proj(y)
 
 
 class MLP(nn.Module):
+    """GELU: proj(gelu(fc(x))); SwiGLU: fc holds gate and up, proj(silu(gate) * up)."""
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.d_model, config.d_ff)
-        self.proj = nn.Linear(config.d_ff, config.d_model)
+        self.swiglu = config.mlp == "swiglu"
+        width = 2 * config.d_ff if self.swiglu else config.d_ff
+        self.fc = nn.Linear(config.d_model, width, bias=config.bias)
+        self.proj = nn.Linear(config.d_ff, config.d_model, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.swiglu:
+            gate, up = self.fc(x).chunk(2, dim=-1)
+            return self.proj(F.silu(gate) * up)
         return self.proj(F.gelu(self.fc(x)))  # exact GELU: 4x faster than tanh form on CPU
 
 
@@ -121,14 +180,17 @@ class SparseMoE(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.ln_2 = make_norm(config)
         self.mlp = SparseMoE(config) if config.n_experts else MLP(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x), cache, layer))
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None, layer: int,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        x = x + self.drop(self.attn(self.ln_1(x), cache, layer, rope))
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
@@ -137,10 +199,22 @@ class SLM(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
-        self.wpe = nn.Embedding(config.block_size, config.d_model)
+        self.wpe = (
+            nn.Embedding(config.block_size, config.d_model)
+            if config.positions == "learned"
+            else None
+        )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.d_model)
+        self.ln_f = make_norm(config)
+        # An untied head is its own matrix; tied, the head reads the token embedding.
+        self.out_head = (
+            None if config.tied_head else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        )
+        if config.positions == "rope":
+            cos, sin = rope_tables(config)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         # Set only by slm.serving: the tied head in a faster layout or quantised, for CPU serving,
         # and a fused one-token decode step (slm.fused) for fp32 CPU serving.
         self.lm_head: nn.Module | None = None
@@ -171,10 +245,15 @@ class SLM(nn.Module):
             raise ValueError(
                 f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}"
             )
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        x = self.wte(idx)  # (B, T, C)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))
+        else:
+            rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
+        x = self.drop(x)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer)
+            x = block(x, cache, layer, rope)
         if cache is not None:
             cache.length += T
         return self.ln_f(x)
@@ -184,10 +263,10 @@ class SLM(nn.Module):
 
         The vocabulary is streamed in slices with an online log-sum-exp, so the (T, vocab)
         logits never exist whole: on a CPU that runs the head about 1.5x faster than
-        materialising them (docs/architecture.md). Uses the fp32 tied weight in every serving
+        materialising them (docs/architecture.md). Uses the fp32 head weight in every serving
         form, so int8 models score with the full-precision head.
         """
-        weight = self.wte.weight
+        weight = self.head_weight()
         slices = [
             torch.logsumexp(F.linear(hidden, weight[v : v + _VOCAB_SLICE]).float(), dim=-1)
             for v in range(0, weight.shape[0], _VOCAB_SLICE)
@@ -195,10 +274,14 @@ class SLM(nn.Module):
         target = (hidden * weight[targets]).sum(dim=-1).float()
         return target - torch.logsumexp(torch.stack(slices, dim=-1), dim=-1)
 
+    def head_weight(self) -> torch.Tensor:
+        """The fp32 (vocab, C) head matrix: the token embedding when tied."""
+        return self.wte.weight if self.out_head is None else self.out_head.weight
+
     def head(self, x: torch.Tensor) -> torch.Tensor:
         if self.lm_head is not None:
             return self.lm_head(x)
-        return F.linear(x, self.wte.weight)
+        return F.linear(x, self.head_weight())
 
     def aux_loss(self) -> torch.Tensor:
         """Sum of the MoE load-balancing losses of the last forward pass (0 for a dense model)."""

@@ -1,8 +1,11 @@
 """A trained model is one folder; this module writes it and loads it back, checking every file.
 
-config.json        model shape, domain, training summary (written last: marks completion)
-model.safetensors  weights (the tied head is stored once, as the token embedding)
+config.json        model shape, domain, training summary (written last: marks completion);
+                   for an adapted model, its base (by name and sha256) and adapter shape
+model.safetensors  weights (the tied head is stored once, as the token embedding); for an
+                   adapted model, only the adapter: the base comes from slm.pretrained
 tokenizer.json     byte-level BPE
+chat_template.jinja  the instruct base's chat template, if it has one
 calibration.json   validation bits-per-byte quantiles, for confidence
 profile.npy        domain profile vector (slm.profile)
 metrics.jsonl      one line per validation run
@@ -25,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from slm import lora, pretrained
 from slm.atomic import atomic_write_bytes, atomic_write_text
 from slm.config import ModelConfig, model_config_from_dict, model_config_to_dict
 from slm.errors import ConfigError, ModelFolderError
@@ -32,7 +36,7 @@ from slm.model import SLM
 from slm.profile import PROFILE_DIM
 from slm.scoring import QUANTILE_LEVELS
 from slm.serving import Precision, for_serving
-from slm.tokenizer import SLMTokenizer
+from slm.tokenizer import CHAT_TEMPLATE, SLMTokenizer
 
 FORMAT = "swarmllm-model/1"
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
@@ -54,7 +58,11 @@ class LoadedModel:
 
 
 def weights_bytes(model: SLM) -> bytes:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    """The weights a folder owns: the whole model, or an adapted model's adapter alone."""
+    if lora.has_adapters(model):
+        state = lora.adapter_state(model)
+    else:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return save_safetensors(state, metadata={"format": FORMAT})
 
 
@@ -64,6 +72,8 @@ def save_weights(folder: Path, model: SLM) -> None:
 
 def save_tokenizer(folder: Path, tokenizer: SLMTokenizer) -> None:
     atomic_write_text(Path(folder) / TOKENIZER, tokenizer.to_json())
+    if tokenizer.chat_template:
+        atomic_write_text(Path(folder) / CHAT_TEMPLATE, tokenizer.chat_template)
 
 
 def calibration_bytes(quantiles: np.ndarray) -> bytes:
@@ -71,9 +81,16 @@ def calibration_bytes(quantiles: np.ndarray) -> bytes:
     return json.dumps(calibration, indent=1).encode()
 
 
-def config_bytes(config: ModelConfig, domain: str, training: dict[str, Any]) -> bytes:
+def config_bytes(
+    config: ModelConfig, domain: str, training: dict[str, Any],
+    base: dict[str, Any] | None = None,
+) -> bytes:  # fmt: skip
+    """`base`: {"name", "sha256", "source", "adapter"} of an adapted model (or of a base
+    imported whole, without "adapter")."""
     meta = {"format": FORMAT, "domain": domain, "model": model_config_to_dict(config),
             "training": training}  # fmt: skip
+    if base is not None:
+        meta["base"] = base
     return json.dumps(meta, indent=2).encode()
 
 
@@ -84,6 +101,7 @@ def finish_folder(
     quantiles: np.ndarray,
     profile: np.ndarray,
     training: dict[str, Any],
+    base: dict[str, Any] | None = None,
 ) -> None:
     """Write calibration, profile and, last, config.json, which makes the folder loadable."""
     folder = Path(folder)
@@ -91,7 +109,7 @@ def finish_folder(
     buf = io.BytesIO()
     np.save(buf, profile.astype(np.float32))
     atomic_write_bytes(folder / PROFILE, buf.getvalue())
-    atomic_write_bytes(folder / CONFIG, config_bytes(config, domain, training))
+    atomic_write_bytes(folder / CONFIG, config_bytes(config, domain, training, base))
 
 
 STAGED = ".next"  # suffix of a file staged by replace_files
@@ -171,10 +189,22 @@ def load_model_folder(
         state = load_safetensors(raw)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise ModelFolderError(f"{folder / WEIGHTS} is truncated or corrupted: {exc}") from None
+    base = meta.get("base")
     model = SLM(config)
+    digest = hashlib.sha256(raw).hexdigest()
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+        if isinstance(base, dict) and "adapter" in base:
+            digest = hashlib.sha256(
+                (base_state(folder, base, config) + digest).encode()
+            ).hexdigest()
+            model.load_state_dict(pretrained.load(_base_source(base)).state, strict=True)
+            lora.add_adapters(model, lora.AdapterConfig.from_dict(base["adapter"]))
+            lora.load_adapter(model, state)
+            if serving is not None:
+                lora.merge(model)
+        else:
+            model.load_state_dict(state, strict=True)
+    except (RuntimeError, ConfigError) as exc:
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise ModelFolderError(f"{folder / WEIGHTS} does not match config.json: {first}") from None
     tokenizer = SLMTokenizer.load(folder / TOKENIZER)
@@ -199,10 +229,32 @@ def load_model_folder(
         domain=str(meta.get("domain", "")),
         quantiles=quantiles,
         profile=profile,
-        version=hashlib.sha256(raw).hexdigest()[:16],
+        version=digest[:16],
         training=meta.get("training", {}),
         path=folder,
     )
+
+
+def _base_source(base: dict[str, Any]) -> str:
+    name = str(base.get("name", ""))
+    return name if name in pretrained.EMBEDDED else str(base.get("source", ""))
+
+
+def base_state(folder: Path, base: dict[str, Any], config: ModelConfig) -> str:
+    """Check that the base an adapted folder names is here and is the one it was trained on;
+    its sha256."""
+    try:
+        found = pretrained.load(_base_source(base))
+    except ModelFolderError as exc:
+        raise ModelFolderError(f"{folder / CONFIG}: its base is not available: {exc}") from None
+    if found.sha256 != base.get("sha256"):
+        raise ModelFolderError(
+            f"{folder / CONFIG}: base {base.get('name')!r} here has sha256 "
+            f"{found.sha256[:12]}…, but the adapter was trained on {str(base.get('sha256'))[:12]}…"
+        )
+    if found.config != config:
+        raise ModelFolderError(f"{folder / CONFIG}: model shape differs from its base's")
+    return found.sha256
 
 
 def _read_calibration(path: Path) -> np.ndarray:

@@ -44,7 +44,9 @@ class DecodeLinear(nn.Module):
 
 def _tied_head(model: SLM) -> nn.Linear:
     head = nn.Linear(model.config.d_model, model.config.vocab_size, bias=False)
-    head.weight = model.wte.weight  # shared: quantisation makes its own int8 copy
+    head.weight = nn.Parameter(
+        model.head_weight(), requires_grad=False
+    )  # shared: quantisation makes its own int8 copy
     return head
 
 
@@ -55,7 +57,7 @@ def to_decode_layout(model: SLM) -> SLM:
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(module, name, DecodeLinear(child.weight, child.bias))
-    model.lm_head = DecodeLinear(model.wte.weight, None)
+    model.lm_head = DecodeLinear(model.head_weight(), None)
     return model
 
 

@@ -1,27 +1,72 @@
-"""Byte-level BPE trained on the node's own corpus with Hugging Face `tokenizers`.
+"""Byte-level BPE with Hugging Face `tokenizers`: trained on the node's own corpus, or a
+pretrained base's (slm.pretrained), with its chat template.
 
 Byte-level means every UTF-8 string is encodable: no unknown tokens, so a prompt from any
-domain gets a log-likelihood. One special token, BOS, starts every scored or generated text.
+domain gets a log-likelihood. One special token, BOS, starts every scored text (a pretrained
+base's document separator plays that part). With a chat template, generation wraps the prompt
+in it; the prompt's own text is encoded with special tokens read as plain text, so a prompt
+that contains "<|im_end|>" cannot close its turn and speak as the system.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from jinja2 import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from slm.errors import ModelFolderError
 
 BOS = "<|bos|>"
+# What starts a scored text: our own BOS, else a pretrained vocabulary's document separator.
+_BOS_TOKENS = (BOS, "<|endoftext|>", "<s>", "<|begin_of_text|>")
+# Tokens that end a generated answer besides BOS: the end of a chat turn.
+_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "</s>", "<|endoftext|>")
+CHAT_TEMPLATE = "chat_template.jinja"  # beside tokenizer.json in a model folder
+_SLOT = "\x00PROMPT\x00"  # where the user's text goes in the rendered template
 
 
 class SLMTokenizer:
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, chat_template: str | None = None) -> None:
         self._tok = tokenizer
-        bos = tokenizer.token_to_id(BOS)
+        self._plain = Tokenizer.from_str(tokenizer.to_str())  # special tokens as text
+        self._plain.encode_special_tokens = True
+        bos = next((i for t in _BOS_TOKENS if (i := tokenizer.token_to_id(t)) is not None), None)
         if bos is None:
             raise ModelFolderError(f"tokenizer has no {BOS} token")
         self.bos_id: int = bos
+        ends = {tokenizer.token_to_id(t) for t in _END_TOKENS} - {None}
+        self.end_ids: frozenset[int] = frozenset({bos, *ends})
+        self.chat_template = chat_template
+        self._chat: tuple[list[int], list[int]] | None = None
+        if chat_template:
+            self._chat = self._render(chat_template)
+
+    def _render(self, template: str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the user's text in a one-turn chat, from the template
+        (rendered sandboxed: a model file's template is code from a stranger)."""
+        try:
+            text = (
+                ImmutableSandboxedEnvironment()
+                .from_string(template)
+                .render(messages=[{"role": "user", "content": _SLOT}], add_generation_prompt=True)
+            )
+        except TemplateError as exc:
+            raise ModelFolderError(f"chat template does not render: {exc}") from None
+        if text.count(_SLOT) != 1:
+            raise ModelFolderError("chat template must place the user's message exactly once")
+        before, after = text.split(_SLOT)
+        return self._tok.encode(before, add_special_tokens=False).ids, self._tok.encode(
+            after, add_special_tokens=False
+        ).ids
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """What generation starts from: the chat-wrapped prompt, or BOS and the prompt."""
+        if self._chat is None:
+            return [self.bos_id, *self.encode(prompt)]
+        before, after = self._chat
+        return [*before, *self.encode(prompt), *after]
 
     @classmethod
     def train(cls, texts: list[str], vocab_size: int) -> SLMTokenizer:
@@ -40,10 +85,15 @@ class SLMTokenizer:
 
     @classmethod
     def load(cls, path: Path) -> SLMTokenizer:
+        """tokenizer.json, and the chat template beside it if there is one."""
+        path = Path(path)
         try:
-            return cls(Tokenizer.from_file(str(path)))
+            tok = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
             raise ModelFolderError(f"{path} is not a valid tokenizer: {exc}") from None
+        template_path = path.parent / CHAT_TEMPLATE
+        template = template_path.read_text(encoding="utf-8") if template_path.is_file() else None
+        return cls(tok, chat_template=template)
 
     def to_json(self) -> str:
         return self._tok.to_str()
@@ -53,10 +103,11 @@ class SLMTokenizer:
         return self._tok.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+        """Token ids of text, special tokens' spellings included as plain text."""
+        return self._plain.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+        return [e.ids for e in self._plain.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)

@@ -11,7 +11,6 @@ never stopped would have seen.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import time
@@ -23,24 +22,23 @@ from typing import Any
 import torch
 from safetensors.torch import load as load_safetensors
 
-from slm.atomic import atomic_write_bytes
-from slm.config import ModelConfig, TrainConfig, model_config_to_dict
+from slm import lora
+from slm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from slm.config import ModelConfig, TrainConfig
 from slm.errors import ConfigError, DataError
 from slm.model import SLM
 from slm.model_folder import (
-    CONFIG,
     METRICS,
-    STAGED,
     WEIGHTS,
     finish_folder,
     save_tokenizer,
     save_weights,
 )
+from slm.pretrained import Pretrained
 from slm.profile import corpus_profile
 from slm.scoring import calibrate, calibration_passages
 from slm.tokenizer import SLMTokenizer
 
-CHECKPOINT = "checkpoint.pt"
 _SPLIT_CHARS = 2000  # the corpus is cut into chunks of this size; every k-th goes to validation
 
 
@@ -113,9 +111,11 @@ def total_steps(cfg: TrainConfig, n_train_tokens: int) -> int:
 
 
 def make_optimizer(model: SLM, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, norms)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW over the trainable parameters (an adapted model's adapter alone), with weight
+    decay on matrices only (not biases, norms)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -158,7 +158,9 @@ def train_step(
     loss = model.loss(x, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    torch.nn.utils.clip_grad_norm_(
+        [p for p in model.parameters() if p.requires_grad], cfg.grad_clip
+    )
     optimizer.step()
     return loss.item()
 
@@ -211,6 +213,7 @@ class _Run:
     digest: str  # of the corpus, so a resume on other data is refused
     device: torch.device
     started: float = 0.0  # perf_counter at which the run, resumes included, began
+    base: dict[str, Any] | None = None  # an adapted model's base and adapter (config.json)
 
 
 def train(
@@ -219,20 +222,33 @@ def train(
     on_step: Callable[[int, int, float], None] | None = None,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[int], bool] | None = None,
+    base: Pretrained | None = None, adapter: lora.AdapterConfig | None = None,
 ) -> TrainResult:  # fmt: skip
     """Train into model folder `out`; callbacks report progress, `should_stop(step)` interrupts.
 
-    On resume the checkpoint's model config and corpus digest must match: resuming on other data
-    would silently mix two runs.
+    With `base`, the model is that pretrained base (its shape, tokenizer and chat template),
+    frozen, with a low-rank `adapter` trained on top; `model_cfg` is ignored and the folder
+    stores only the adapter. On resume the checkpoint's model config, base and corpus digest
+    must match: resuming on other data would silently mix two runs.
     """
     out = Path(out)
     device = device or default_device()
+    base_meta = None
+    if base is not None:
+        model_cfg, adapter = base.config, adapter or lora.AdapterConfig()
+        base_meta = {"name": base.name, "sha256": base.sha256, "source": str(base.source),
+                     "adapter": adapter.to_dict()}  # fmt: skip
     _check_run(domain, model_cfg, train_cfg)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     train_text, val_text = split_corpus(text, train_cfg.val_fraction)
     out.mkdir(parents=True, exist_ok=True)
-    state = _load_checkpoint(out / CHECKPOINT, model_cfg, digest) if resume else None
-    if resume:
+    state = load_checkpoint(out / CHECKPOINT, model_cfg, digest, base_meta) if resume else None
+    if base is not None:
+        tokenizer = base.tokenizer
+        if not resume:
+            save_tokenizer(out, tokenizer)
+            (out / METRICS).unlink(missing_ok=True)
+    elif resume:
         tokenizer = SLMTokenizer.load(out / "tokenizer.json")
     else:
         tokenizer = SLMTokenizer.train([train_text], model_cfg.vocab_size)
@@ -242,16 +258,20 @@ def train(
     val_ids = _token_ids(tokenizer, val_text, "validation", train_cfg)
 
     torch.manual_seed(train_cfg.seed)
-    model = SLM(model_cfg).to(device)
+    model = SLM(model_cfg)
+    if base is not None:
+        model.load_state_dict(base.state, strict=True)
+        lora.add_adapters(model, adapter)
+    model.to(device)
     optimizer = make_optimizer(model, train_cfg)
     progress = _Progress()
     if state is not None:
-        model.load_state_dict(state["model"])
+        _load_trainable(model, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         progress = _Progress(state["step"], state["best_val_loss"], state["bad_evals"],
                              state["tokens_seen"], state["elapsed_s"])  # fmt: skip
     run = _Run(out, model, optimizer, tokenizer, train_ids, val_ids, model_cfg, train_cfg, digest,
-               device, time.perf_counter() - progress.elapsed)  # fmt: skip
+               device, time.perf_counter() - progress.elapsed, base_meta)  # fmt: skip
     reason = _loop(run, progress, on_step, on_eval, should_stop)
     result = TrainResult(progress.step, progress.best, reason, progress.tokens_seen,
                          time.perf_counter() - run.started)  # fmt: skip
@@ -343,8 +363,8 @@ def _validate(
         "elapsed_s": round(progress.elapsed, 2),
     }  # fmt: skip
     _append_metrics(run.out / METRICS, record)
-    _save_checkpoint(run.out / CHECKPOINT, run.model, run.optimizer, run.model_cfg, run.digest,
-                     progress)  # fmt: skip
+    save_checkpoint(run.out / CHECKPOINT, _trainable_state(run.model), run.optimizer,
+                    run.model_cfg, run.digest, progress, run.base)  # fmt: skip
     return {**record, "improved": improved}
 
 
@@ -353,7 +373,7 @@ def _finish(run: _Run, result: TrainResult, text: str, val_text: str, domain: st
     out, model = run.out, run.model
     if not (out / WEIGHTS).exists():  # no validation ran (resumed at the end): keep current
         save_weights(out, model)
-    model.load_state_dict(load_safetensors((out / WEIGHTS).read_bytes()))
+    _load_trainable(model, load_safetensors((out / WEIGHTS).read_bytes()))
     model.eval()
     quantiles = calibrate(model, run.tokenizer, calibration_passages(val_text))
     training = {
@@ -368,79 +388,20 @@ def _finish(run: _Run, result: TrainResult, text: str, val_text: str, domain: st
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     _append_metrics(out / METRICS, {"event": "done", **asdict(result)})
-    finish_folder(out, run.model_cfg, domain, quantiles, corpus_profile(text), training)
+    finish_folder(out, run.model_cfg, domain, quantiles, corpus_profile(text), training, run.base)
 
 
-def prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
-    """Refuse to overwrite a trained model or an unfinished run unless told what to do."""
-    out = Path(out)
-    has_model = (out / CONFIG).exists()
-    has_ckpt = (out / CHECKPOINT).exists()
-    if resume:
-        if not has_ckpt:
-            raise ConfigError(f"nothing to resume: {out / CHECKPOINT} does not exist")
-        # The weights are about to change: the folder is no longer a finished model until the
-        # run completes and writes a matching calibration, profile and config.json.
-        (out / CONFIG).unlink(missing_ok=True)
-        return
-    if force:
-        for name in (CONFIG, CHECKPOINT, WEIGHTS, METRICS):
-            (out / name).unlink(missing_ok=True)
-        for staged in out.glob("*" + STAGED):  # an adoption's leftovers must not land later
-            staged.unlink()
-        return
-    if has_model:
-        raise ConfigError(
-            f"{out} already holds a trained model; pass --force to replace it, "
-            "--resume to train it further, or --out for another folder"
-        )
-    if has_ckpt:
-        raise ConfigError(
-            f"{out} holds an unfinished training run; pass --resume to continue it "
-            "or --force to start over"
-        )
+def _trainable_state(model: SLM) -> dict[str, torch.Tensor]:
+    return lora.adapter_state(model) if lora.has_adapters(model) else model.state_dict()
+
+
+def _load_trainable(model: SLM, state: dict[str, torch.Tensor]) -> None:
+    if lora.has_adapters(model):
+        lora.load_adapter(model, state)
+    else:
+        model.load_state_dict(state)
 
 
 def _append_metrics(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
-
-
-def _save_checkpoint(
-    path: Path, model: SLM, optimizer: torch.optim.Optimizer, model_cfg: ModelConfig,
-    digest: str, progress: _Progress,
-) -> None:  # fmt: skip
-    buf = io.BytesIO()
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "model_config": model_config_to_dict(model_cfg),
-            "corpus_sha256": digest,
-            "step": progress.step,
-            "best_val_loss": progress.best,
-            "bad_evals": progress.bad_evals,
-            "tokens_seen": progress.tokens_seen,
-            "elapsed_s": progress.elapsed,
-        },
-        buf,
-    )
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _load_checkpoint(path: Path, model_cfg: ModelConfig, digest: str) -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError(f"nothing to resume: {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for damaged archives
-        raise ConfigError(
-            f"{path} is corrupted ({type(exc).__name__}); start over with --force"
-        ) from None
-    if state.get("model_config") != model_config_to_dict(model_cfg):
-        raise ConfigError(
-            f"{path} was trained with another model shape; use the same --preset/--config"
-        )
-    if state.get("corpus_sha256") != digest:
-        raise DataError(f"{path} was trained on other data; resume with the same --data")
-    return state

@@ -6,9 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from slm.checkpoint import CHECKPOINT
 from slm.config import get_preset
 from slm.errors import DataError
-from slm.train import CHECKPOINT, read_corpus, split_corpus, train
+from slm.train import read_corpus, split_corpus, train
 from tests.conftest import CORPORA
 
 TINY = get_preset("slm-tiny")
@@ -107,9 +108,9 @@ def test_every_training_window_starts_with_bos() -> None:
 
 
 def test_resuming_a_finished_model_unmarks_it_until_the_run_completes(tmp_path: Path) -> None:
+    from slm.checkpoint import prepare_out_dir
     from slm.errors import ModelFolderError
     from slm.model_folder import load_model_folder
-    from slm.train import prepare_out_dir
 
     cfg = replace(TINY.train, max_steps=20, eval_interval=10)
     train(TEXT, "law", tmp_path, TINY.model, cfg)
