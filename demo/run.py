@@ -1,7 +1,8 @@
 """`make demo`: a hub and four domain nodes as separate processes on this machine.
 
-Trains three slm-demo models on the shipped corpora once (about a minute each on 2 cores, kept
-in demo-home/), starts `slm-hub serve` and four `slm-node join` processes exactly as a user
+Trains three domain adapters on the embedded pretrained base (SmolLM2-135M-Instruct) from the
+shipped corpora once (about a minute each on 2 cores, kept in demo-home/), starts `slm-hub
+serve` and four `slm-node join` processes exactly as a user
 would (medicine, religion, and two law nodes that start from one law model and each hold half
 of the law corpus), asks one prompt per domain through `slm-hub ask` (which streams the answer
 and shows where it went and why), runs one federated round of the two law nodes with
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -27,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 from harness import HarnessError, Hub, Node, cli, wait_trainable  # noqa: E402
 from harness.processes import stop_all  # noqa: E402
 from hub.config import ServeOptions  # noqa: E402
-from slm.config import get_preset  # noqa: E402
+from slm import pretrained  # noqa: E402
+from slm.config import ADAPTER_TRAIN, DEFAULT_BASE, AdapterConfig  # noqa: E402
 from slm.errors import SLMError  # noqa: E402
 from slm.model_folder import load_model_folder  # noqa: E402
 from slm.train import read_corpus, train  # noqa: E402
@@ -35,10 +38,16 @@ from slm.train import read_corpus, train  # noqa: E402
 HOME = ROOT / "demo-home"
 DOMAINS = ("medicine", "law", "religion")
 PROMPTS = {
-    "medicine": "Acute and subacute allergic otitis media, recurrent, left ear",
-    "law": "The licensor grants you a worldwide, royalty-free, non-exclusive license",
-    "religion": "And the LORD spake unto Moses, saying, Speak unto the children of Israel",
+    "medicine": "Explain this diagnosis: acute and subacute allergic otitis media, recurrent, "
+    "left ear",
+    "law": "What does it mean that the licensor grants you a worldwide, royalty-free, "
+    "non-exclusive license?",
+    "religion": "Who was Moses, to whom the LORD spake, saying, Speak unto the children of Israel?",
 }
+# A short adapter run per node: a first `make demo` must stay under 10 minutes with the install;
+# `slm-node train --base` without overrides trains about 3 epochs (docs/benchmarks.md).
+DEMO_TRAIN = replace(ADAPTER_TRAIN, max_epochs=None, max_steps=16, seq_len=128, eval_interval=8)
+DEMO_ADAPTER = AdapterConfig(rank=8)
 console = Console()
 
 
@@ -49,11 +58,13 @@ def ensure_model(domain: str) -> Path:
         return folder
     except SLMError:
         pass
-    preset = get_preset("slm-demo")
-    console.print(f"[bold]training[/] the {domain} node ({preset.summary})")
+    base = pretrained.load(DEFAULT_BASE)
+    size = f"{base.config.num_parameters() / 1e6:.0f}M parameters"
+    console.print(f"[bold]training[/] the {domain} node: a rank-{DEMO_ADAPTER.rank} adapter on "
+                  f"{base.name} ({size})")  # fmt: skip
     train(
         read_corpus(ROOT / "data" / "corpora" / f"{domain}.txt"), domain, folder,
-        preset.model, preset.train,
+        base.config, DEMO_TRAIN, base=base, adapter=DEMO_ADAPTER,
         on_eval=lambda r: console.print(
             f"  step {r['step']}/{r['total_steps']}  validation loss {r['val_loss']:.3f}"
         ),
@@ -89,7 +100,7 @@ def demo_key(hub: Hub) -> Path:
 
 def openai_call(hub: Hub, key: Path) -> None:
     """One chat completion through the OpenAI-compatible endpoint, as `curl` sends it."""
-    body = {"model": "swarm/auto", "max_tokens": 30, "temperature": 0.7,
+    body = {"model": "swarm/auto", "max_tokens": 40, "temperature": 0.3,
             "messages": [{"role": "user", "content": PROMPTS["law"]}]}  # fmt: skip
     command = [
         "curl", "-sS", "--cacert", str(hub.ca), f"{hub.base_url}/chat/completions",
@@ -153,13 +164,13 @@ def main() -> None:
         asking = ("--hub", hub.address, *home, "--key-file", str(key))
         for prompt in PROMPTS.values():
             console.rule(f"[bold]slm-hub ask[/] {prompt!r}")
-            sampling = ("--max-tokens", "40", "--temperature", "0.7", "--top-k", "40")
+            sampling = ("--max-tokens", "60", "--temperature", "0.3", "--top-k", "40")
             show("slm-hub", "ask", prompt, *asking, *sampling)
         console.rule("[bold]the OpenAI-compatible API[/], with curl")
         openai_call(hub, key)
         console.rule("[bold]slm-hub train[/]: the two law nodes train together")
         wait_trainable(hub, "law", 2)
-        show("slm-hub", "train", *home, "--domain", "law", "--rounds", "1", "--local-steps", "10",
+        show("slm-hub", "train", *home, "--domain", "law", "--rounds", "1", "--local-steps", "4",
              "--timeout", "300")  # fmt: skip
         time.sleep(2)  # the nodes swap the new model in and heartbeat its version
         show("slm-hub", "nodes", "--hub", hub.address, *home)

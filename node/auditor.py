@@ -31,7 +31,7 @@ def main() -> None:
         try:
             folder = str(request["folder"])
             if folder not in loaded:
-                loaded[folder] = load_model_folder(Path(folder), serving="fp32")
+                loaded[folder] = load_model_folder(Path(folder), serving="fp32", base_paths=False)
                 if len(loaded) > KEEP_MODELS:
                     loaded.popitem(last=False)
             loaded.move_to_end(folder)

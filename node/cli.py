@@ -303,7 +303,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     else:
         loaded = load_model_folder(args.model or NodeConfig.load(args.home).model_dir)
         cfg = loaded.config
-        counted = loaded.model.num_parameters()
+        named = list(loaded.model.named_parameters())
+        adapter = sum(p.numel() for n, p in named if n.endswith((".lora_a", ".lora_b")))
+        counted = sum(p.numel() for _, p in named) - adapter
         if counted != cfg.num_parameters():
             raise SLMError(
                 f"model has {counted} parameters, config predicts {cfg.num_parameters()}"
@@ -315,17 +317,35 @@ def cmd_info(args: argparse.Namespace) -> None:
             "tokenizer_vocab": loaded.tokenizer.vocab_size,
             "training": loaded.training,
         }
+        if loaded.base is not None:
+            info["base"] = (
+                f"{loaded.base.get('name')} (sha256 {str(loaded.base.get('sha256'))[:12]}…)"
+            )
+        if adapter:
+            info["adapter"] = f"{adapter:,} parameters, rank {loaded.base['adapter']['rank']}"
     info = {"parameters": cfg.num_parameters(), **info, "shape": vars(cfg)}
     if args.json:
         print(json.dumps(info, indent=2))
         return
     print(f"parameters  {info['parameters']:,}")
-    for key in ("preset", "summary", "model", "domain", "version", "tokenizer_vocab"):
+    for key in (
+        "preset",
+        "summary",
+        "model",
+        "domain",
+        "version",
+        "base",
+        "adapter",
+        "tokenizer_vocab",
+    ):
         if key in info:
             print(f"{key.replace('_', ' '):<11} {info[key]}")
     print("shape       " + ", ".join(f"{k}={v}" for k, v in info["shape"].items()))
-    training = info.get("training")
-    if training:
+    training = info.get("training") or {}
+    if "imported_from" in training:
+        print(f"training    none: imported from {training['imported_from']}, calibrated on "
+              f"{training['corpus_bytes']:,} bytes, {training['finished']}")  # fmt: skip
+    elif training:
         print(
             f"training    {training['steps']} steps, best validation loss "
             f"{training['best_val_loss']:.4f}, stopped by {training['stop_reason']}, "

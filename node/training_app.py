@@ -31,7 +31,7 @@ from flwr.clientapp import ClientApp
 
 from protos import flower_keys as keys
 from slm.errors import SLMError
-from slm.federated import adopt, local_train
+from slm.federated import adopt, local_train, weights_of
 from slm.model_folder import load_model_folder
 
 app = ClientApp()
@@ -77,7 +77,7 @@ def query(message: Message, context: Context) -> Message:
         loaded = load_model_folder(_folder(context))
     except Exception as exc:
         return _refuse(message, exc)
-    weights = {k: v.detach().numpy() for k, v in loaded.model.state_dict().items()}
+    weights = weights_of(loaded.model)  # an adapted model's adapter alone
     return message.create_reply(RecordDict({keys.WEIGHTS: _record(weights)}))
 
 

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 
 from slm.atomic import atomic_write_bytes
-from slm.config import ModelConfig, model_config_to_dict
+from slm.config import ModelConfig, model_config_from_dict, model_config_to_dict
 from slm.errors import ConfigError, DataError
 from slm.model_folder import CONFIG, METRICS, STAGED, WEIGHTS
+from slm.tokenizer import CHAT_TEMPLATE
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -31,7 +32,7 @@ def prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
         (out / CONFIG).unlink(missing_ok=True)
         return
     if force:
-        for name in (CONFIG, CHECKPOINT, WEIGHTS, METRICS):
+        for name in (CONFIG, CHECKPOINT, WEIGHTS, METRICS, CHAT_TEMPLATE):
             (out / name).unlink(missing_ok=True)
         for staged in out.glob("*" + STAGED):  # an adoption's leftovers must not land later
             staged.unlink()
@@ -82,12 +83,22 @@ def load_checkpoint(
         raise ConfigError(
             f"{path} is corrupted ({type(exc).__name__}); start over with --force"
         ) from None
-    if state.get("model_config") != model_config_to_dict(model_cfg):
+    try:
+        same_shape = model_config_from_dict(state.get("model_config") or {}) == model_cfg
+    except ConfigError:
+        same_shape = False
+    if not same_shape:
         raise ConfigError(
             f"{path} was trained with another model shape; use the same --preset/--config"
         )
     if state.get("corpus_sha256") != digest:
         raise DataError(f"{path} was trained on other data; resume with the same --data")
-    if state.get("base") != base:
+    if _identity(state.get("base")) != _identity(base):
         raise ConfigError(f"{path} was trained on another base or adapter; use the same --base")
     return state
+
+
+def _identity(base: dict[str, Any] | None) -> tuple[Any, Any] | None:
+    """What makes two runs' bases the same: the base's sha256 and the adapter's shape (not the
+    path it was read from: a reinstalled environment moves it)."""
+    return None if base is None else (base.get("sha256"), base.get("adapter"))

@@ -223,7 +223,10 @@ class AdapterConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
         try:
-            return cls(int(data["rank"]), float(data["alpha"]), tuple(data["targets"]))
+            rank, alpha, targets = data["rank"], float(data["alpha"]), data["targets"]
+            if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+                raise TypeError("targets must be a list of layer names")
+            return cls(rank, alpha, tuple(targets))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"invalid adapter config: {exc}") from None
 

@@ -10,6 +10,7 @@ ArrayRecord and safetensors carry.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from slm import lora
 from slm.config import TrainConfig
 from slm.errors import ConfigError, DataError
 from slm.model import SLM
@@ -42,6 +44,7 @@ from slm.train import (
     split_corpus,
     train_step,
 )
+from slm.version import model_version
 
 LOCAL_LR_FACTOR = 0.5  # rounds fine-tune a trained model: half its peak rate, held constant
 
@@ -80,13 +83,18 @@ def examples_in(data: LocalData, cfg: TrainConfig) -> int:
     return max(1, len(data.train) // cfg.seq_len)
 
 
+def _own_state(model: SLM) -> dict[str, torch.Tensor]:
+    """What a round trains and averages: the whole model, or an adapted model's adapter."""
+    return lora.adapter_state(model) if lora.has_adapters(model) else model.state_dict()
+
+
 def weights_of(model: SLM) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().numpy().copy() for k, v in _own_state(model).items()}
 
 
 def apply_weights(model: SLM, weights: dict[str, np.ndarray]) -> None:
     """Load global weights; any missing, extra or misshapen tensor is a ConfigError."""
-    own = model.state_dict()
+    own = _own_state(model)
     if set(weights) != set(own):
         missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
         raise ConfigError(f"global weights do not fit this model: missing {missing}, extra {extra}")
@@ -97,7 +105,8 @@ def apply_weights(model: SLM, weights: dict[str, np.ndarray]) -> None:
                 f"the model {tuple(tensor.shape)}"
             )
     model.load_state_dict(
-        {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in weights.items()}
+        {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in weights.items()},
+        strict=not lora.has_adapters(model),
     )
 
 
@@ -187,8 +196,8 @@ def adopt(
         quantiles = loaded.quantiles
     weights = weights_bytes(loaded.model)
     training = {**loaded.training, "federated": provenance}
+    config = config_bytes(loaded.config, loaded.domain, training, loaded.base)
     replace_files(folder, {
-        WEIGHTS: weights, CALIBRATION: calibration_bytes(quantiles),
-        CONFIG: config_bytes(loaded.config, loaded.domain, training),
+        WEIGHTS: weights, CALIBRATION: calibration_bytes(quantiles), CONFIG: config,
     })  # fmt: skip
-    return hashlib.sha256(weights).hexdigest()[:16], val_loss
+    return model_version(hashlib.sha256(weights).hexdigest(), json.loads(config)), val_loss

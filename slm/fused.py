@@ -51,13 +51,24 @@ def available() -> bool:
     return _extension() is not None
 
 
-def supports(model: SLM) -> bool:
-    """Dense fp32 GPT-style models on the CPU (MoE blocks and quantised layers take the
-    PyTorch path)."""
+_GPT = ("layernorm", "learned", "gelu", True, True)
+_LLAMA = ("rmsnorm", "rope", "swiglu", False)
+
+
+def _family(model: SLM) -> str | None:
     c = model.config
+    if (c.norm, c.positions, c.mlp, c.bias, c.tied_head) == _GPT:
+        return "gpt"
+    if (c.norm, c.positions, c.mlp, c.bias) == _LLAMA:
+        return "llama"
+    return None
+
+
+def supports(model: SLM) -> bool:
+    """Dense fp32 models of either family on the CPU (MoE blocks, quantised layers and mixed
+    shapes take the PyTorch path)."""
     return (
-        (c.norm, c.positions, c.mlp, c.bias, c.tied_head)
-        == ("layernorm", "learned", "gelu", True, True)
+        _family(model) is not None
         and model.wte.weight.dtype == torch.float32
         and model.wte.weight.device.type == "cpu"
         and all(isinstance(b.mlp, MLP) for b in model.blocks)
@@ -82,39 +93,55 @@ class FusedDecoder:
         extension = _extension()
         if extension is None or not supports(model):
             raise ValueError("the fused decode step needs a dense fp32 CPU model and a compiler")
-        self._step = extension.decode_step
         self._model = model
+        self._llama = _family(model) == "llama"
+        self._step = extension.decode_step_llama if self._llama else extension.decode_step
         empty = torch.empty(0)
         self._layers: list[torch.Tensor] = []
         self._scales: list[torch.Tensor] = []
         for b in model.blocks:
-            params = (
-                b.ln_1.weight, b.ln_1.bias, b.attn.qkv.weight, b.attn.qkv.bias,
-                b.attn.proj.weight, b.attn.proj.bias, b.ln_2.weight, b.ln_2.bias,
-                b.mlp.fc.weight, b.mlp.fc.bias, b.mlp.proj.weight, b.mlp.proj.bias,
-            )  # fmt: skip
+            if self._llama:
+                params = (b.ln_1.weight, b.attn.qkv.weight, b.attn.proj.weight, b.ln_2.weight,
+                          b.mlp.fc.weight, b.mlp.proj.weight)  # fmt: skip
+                matrices = (1, 2, 4, 5)
+            else:
+                params = (
+                    b.ln_1.weight, b.ln_1.bias, b.attn.qkv.weight, b.attn.qkv.bias,
+                    b.attn.proj.weight, b.attn.proj.bias, b.ln_2.weight, b.ln_2.bias,
+                    b.mlp.fc.weight, b.mlp.fc.bias, b.mlp.proj.weight, b.mlp.proj.bias,
+                )  # fmt: skip
+                matrices = (2, 4, 8, 10)
             for i, t in enumerate(params):
-                if i in (2, 4, 8, 10):  # the four matrices
+                if i in matrices:
                     q, scale = quantize_rows(t.detach()) if int8 else (t.detach(), empty)
-                    self._layers.append(q)
+                    self._layers.append(q.contiguous())
                     self._scales.append(scale)
                 else:
                     self._layers.append(t.detach())
-        self._head, self._head_scale = (
-            quantize_rows(model.wte.weight.detach()) if int8 else (model.wte.weight.detach(), empty)
-        )
-        self._wte, self._wpe = model.wte.weight.detach(), model.wpe.weight.detach()
-        self._ln_f = (model.ln_f.weight.detach(), model.ln_f.bias.detach(), model.ln_f.eps)
+        head = model.head_weight().detach()
+        self._head, self._head_scale = quantize_rows(head) if int8 else (head, empty)
+        self._wte = model.wte.weight.detach()
+        self._wpe = None if model.wpe is None else model.wpe.weight.detach()
+        self._ln_f = (model.ln_f.weight.detach(), getattr(model.ln_f, "bias", None),
+                      model.ln_f.eps)  # fmt: skip
         assert all(t.is_contiguous() for t in self._layers)
 
     def __call__(self, token: int, cache: KVCache) -> torch.Tensor:
         """Logits (vocab,) for `token` at position cache.length; advances the cache by one."""
         ln_w, ln_b, eps = self._ln_f
-        logits = self._step(
-            token, cache.length, self._wte, self._wpe, self._layers, self._scales, ln_w, ln_b,
-            self._head, self._head_scale, [k[0] for k in cache.keys], [v[0] for v in cache.values],
-            self._model.config.n_head, eps,
-        )  # fmt: skip
+        keys, values = [k[0] for k in cache.keys], [v[0] for v in cache.values]
+        c = self._model.config
+        if self._llama:
+            logits = self._step(
+                token, cache.length, self._wte, self._layers, self._scales, ln_w, self._head,
+                self._head_scale, keys, values, self._model.rope_cos, self._model.rope_sin,
+                c.n_head, c.kv_heads, eps,
+            )  # fmt: skip
+        else:
+            logits = self._step(
+                token, cache.length, self._wte, self._wpe, self._layers, self._scales, ln_w,
+                ln_b, self._head, self._head_scale, keys, values, c.n_head, eps,
+            )  # fmt: skip
         cache.length += 1
         return logits
 

@@ -25,15 +25,18 @@ class LoRALinear(nn.Linear):
     adapted model is exactly the base."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
-        super().__init__(base.in_features, base.out_features, bias=base.bias is not None)
+        # Built on the meta device: the base's own tensors replace its weight and bias at once.
+        super().__init__(base.in_features, base.out_features, bias=base.bias is not None,
+                         device="meta")  # fmt: skip
         self.weight = base.weight
         self.bias = base.bias
         self.weight.requires_grad_(False)
         if self.bias is not None:
             self.bias.requires_grad_(False)
         self.scale = alpha / rank
-        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
+        like = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, **like))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, **like))
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,7 +45,8 @@ class LoRALinear(nn.Linear):
         )
 
     def merged(self) -> nn.Linear:
-        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                        device=self.weight.device, dtype=self.weight.dtype)  # fmt: skip
         with torch.no_grad():
             out.weight.copy_(self.weight + self.scale * (self.lora_b @ self.lora_a))
             if self.bias is not None:
@@ -55,7 +59,9 @@ def _targets(model: nn.Module, cfg: AdapterConfig) -> list[tuple[nn.Module, str,
     for name, module in model.named_modules():
         for child_name, child in module.named_children():
             full = f"{name}.{child_name}" if name else child_name
-            if isinstance(child, nn.Linear) and any(full.endswith(t) for t in cfg.targets):
+            if isinstance(child, nn.Linear) and any(
+                full == t or full.endswith("." + t) for t in cfg.targets
+            ):
                 found.append((module, child_name, child))
     return found
 

@@ -37,6 +37,7 @@ from slm.profile import PROFILE_DIM
 from slm.scoring import QUANTILE_LEVELS
 from slm.serving import Precision, for_serving
 from slm.tokenizer import CHAT_TEMPLATE, SLMTokenizer
+from slm.version import model_version
 
 FORMAT = "swarmllm-model/1"
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
@@ -52,9 +53,10 @@ class LoadedModel:
     domain: str
     quantiles: np.ndarray
     profile: np.ndarray
-    version: str  # first 16 hex digits of sha256(model.safetensors)
+    version: str  # slm.version.model_version: what the node signs
     training: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    base: dict[str, Any] | None = None  # config.json's "base": what an adapter sits on
 
 
 def weights_bytes(model: SLM) -> bytes:
@@ -74,6 +76,8 @@ def save_tokenizer(folder: Path, tokenizer: SLMTokenizer) -> None:
     atomic_write_text(Path(folder) / TOKENIZER, tokenizer.to_json())
     if tokenizer.chat_template:
         atomic_write_text(Path(folder) / CHAT_TEMPLATE, tokenizer.chat_template)
+    else:  # a template left by an earlier model must not wrap this one's prompts
+        (Path(folder) / CHAT_TEMPLATE).unlink(missing_ok=True)
 
 
 def calibration_bytes(quantiles: np.ndarray) -> bytes:
@@ -171,12 +175,14 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 
 def load_model_folder(
-    folder: Path, device: str | torch.device = "cpu", serving: Precision | None = None
-) -> LoadedModel:
+    folder: Path, device: str | torch.device = "cpu", serving: Precision | None = None,
+    base_paths: bool = True,
+) -> LoadedModel:  # fmt: skip
     """Load and check a model folder; every defect is a ModelFolderError naming the file.
 
     With `serving`, the model comes in its inference-only serving form (slm.serving); without,
-    as the trainable module.
+    as the trainable module. `base_paths=False` (a folder from someone else: the hub's auditor)
+    accepts embedded bases only, never a path the folder names.
     """
     folder = Path(folder)
     meta = read_meta(folder)
@@ -191,13 +197,11 @@ def load_model_folder(
         raise ModelFolderError(f"{folder / WEIGHTS} is truncated or corrupted: {exc}") from None
     base = meta.get("base")
     model = SLM(config)
-    digest = hashlib.sha256(raw).hexdigest()
     try:
         if isinstance(base, dict) and "adapter" in base:
-            digest = hashlib.sha256(
-                (base_state(folder, base, config) + digest).encode()
-            ).hexdigest()
-            model.load_state_dict(pretrained.load(_base_source(base)).state, strict=True)
+            source = _base_source(folder, base, base_paths)
+            check_base(folder, base, config, source)
+            model.load_state_dict(pretrained.load(source).state, strict=True, assign=True)
             lora.add_adapters(model, lora.AdapterConfig.from_dict(base["adapter"]))
             lora.load_adapter(model, state)
             if serving is not None:
@@ -229,22 +233,26 @@ def load_model_folder(
         domain=str(meta.get("domain", "")),
         quantiles=quantiles,
         profile=profile,
-        version=digest[:16],
+        version=model_version(hashlib.sha256(raw).hexdigest(), meta),
         training=meta.get("training", {}),
         path=folder,
+        base=base if isinstance(base, dict) else None,
     )
 
 
-def _base_source(base: dict[str, Any]) -> str:
+def _base_source(folder: Path, base: dict[str, Any], paths: bool) -> str:
     name = str(base.get("name", ""))
-    return name if name in pretrained.EMBEDDED else str(base.get("source", ""))
+    if name in pretrained.EMBEDDED:
+        return name
+    if not paths:
+        raise ModelFolderError(f"{folder / CONFIG}: base {name!r} is not an embedded base")
+    return str(base.get("source", ""))
 
 
-def base_state(folder: Path, base: dict[str, Any], config: ModelConfig) -> str:
-    """Check that the base an adapted folder names is here and is the one it was trained on;
-    its sha256."""
+def check_base(folder: Path, base: dict[str, Any], config: ModelConfig, source: str) -> None:
+    """Check that the base an adapted folder names is here and is the one it was trained on."""
     try:
-        found = pretrained.load(_base_source(base))
+        found = pretrained.load(source)
     except ModelFolderError as exc:
         raise ModelFolderError(f"{folder / CONFIG}: its base is not available: {exc}") from None
     if found.sha256 != base.get("sha256"):
@@ -254,7 +262,6 @@ def base_state(folder: Path, base: dict[str, Any], config: ModelConfig) -> str:
         )
     if found.config != config:
         raise ModelFolderError(f"{folder / CONFIG}: model shape differs from its base's")
-    return found.sha256
 
 
 def _read_calibration(path: Path) -> np.ndarray:

@@ -22,6 +22,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from slm.config import EMBEDDED_BASES, ModelConfig
 from slm.errors import ModelFolderError
+from slm.model import SLM
 from slm.tokenizer import SLMTokenizer
 
 EMBEDDED = EMBEDDED_BASES
@@ -130,11 +131,13 @@ def _load_gguf(path: Path, name: str) -> Pretrained:
     except (ValueError, OSError) as exc:
         raise ModelFolderError(f"{path} is not a readable GGUF file: {exc}") from None
 
-    def field(key: str, default: object = None) -> object:
+    def field(key: str, default: object = ...) -> object:
         f = reader.fields.get(key)
+        if f is None and default is ...:
+            raise ModelFolderError(f"{path} lacks metadata {key}")
         return default if f is None else f.contents()
 
-    arch = field("general.architecture")
+    arch = field("general.architecture", None)
     if arch != "llama":
         raise ModelFolderError(f"{path}: architecture {arch!r} is not supported (only llama)")
     tensors = {t.name: t for t in reader.tensors}
@@ -157,6 +160,13 @@ def _load_gguf(path: Path, name: str) -> Pretrained:
         t = tensors[key]
         return np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
 
+    def check(state: dict[str, np.ndarray]) -> None:
+        with torch.device("meta"):  # shapes only
+            expected = {k: tuple(v.shape) for k, v in SLM(config).state_dict().items()}
+        wrong = [k for k, v in state.items() if tuple(v.shape) != expected.get(k)]
+        if wrong:
+            raise ModelFolderError(f"{path}: tensor {wrong[0]} does not fit the model it describes")
+
     state = {"wte.weight": get("token_embd.weight"), "ln_f.weight": get("output_norm.weight")}
     if not config.tied_head:
         state["out_head.weight"] = get("output.weight")
@@ -171,6 +181,7 @@ def _load_gguf(path: Path, name: str) -> Pretrained:
             [get(b + "ffn_gate.weight"), get(b + "ffn_up.weight")]
         )
         state[p + "mlp.proj.weight"] = get(b + "ffn_down.weight")
+    check(state)
     tokenizer = _gguf_tokenizer(path, field)
     return Pretrained(
         name=name, sha256=file_digest([path]), source=path, config=config,
@@ -189,7 +200,7 @@ def _gguf_tokenizer(path: Path, field) -> SLMTokenizer:
     merges = [tuple(m.split(" ", 1)) for m in field("tokenizer.ggml.merges")]
     tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
     pre = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
-    if field("tokenizer.ggml.pre") == "smollm":  # llama.cpp's "smollm": digits one by one
+    if field("tokenizer.ggml.pre", None) == "smollm":  # llama.cpp's "smollm": digits one by one
         pre.insert(0, pre_tokenizers.Digits(individual_digits=True))
     tok.pre_tokenizer = pre_tokenizers.Sequence(pre)
     tok.decoder = decoders.ByteLevel()
@@ -197,7 +208,7 @@ def _gguf_tokenizer(path: Path, field) -> SLMTokenizer:
     from tokenizers import AddedToken
 
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
-    template = field("tokenizer.chat_template")
+    template = field("tokenizer.chat_template", None)
     return SLMTokenizer(tok, chat_template=str(template) if template else None)
 
 
@@ -215,9 +226,15 @@ def _load_hf(folder: Path, name: str) -> Pretrained:
         cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelFolderError(f"{folder}: no readable config.json ({exc})") from None
-    if cfg.get("model_type") not in ("llama", "mistral", "qwen2") or cfg.get("attention_bias"):
+    unsupported = [k for k in ("attention_bias", "mlp_bias", "rope_scaling") if cfg.get(k)]
+    heads = int(cfg.get("num_attention_heads", 1))
+    if cfg.get("head_dim") not in (None, int(cfg.get("hidden_size", 0)) // heads):
+        unsupported.append("head_dim")
+    if cfg.get("model_type") not in ("llama", "mistral") or unsupported:
         raise ModelFolderError(
-            f"{folder}: model_type {cfg.get('model_type')!r} with these options is not supported"
+            f"{folder}: model_type {cfg.get('model_type')!r} "
+            f"{'with ' + ', '.join(unsupported) + ' ' if unsupported else ''}is not supported "
+            "(Llama-family without biases, rope scaling or a separate head size)"
         )
     files = sorted(folder.glob("*.safetensors"))
     if not files or not (folder / "tokenizer.json").is_file():

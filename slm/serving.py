@@ -55,7 +55,7 @@ def to_decode_layout(model: SLM) -> SLM:
     model.eval()
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear):
+            if isinstance(child, nn.Linear) and child is not model.out_head:
                 setattr(module, name, DecodeLinear(child.weight, child.bias))
     model.lm_head = DecodeLinear(model.head_weight(), None)
     return model
@@ -79,7 +79,11 @@ def quantize_int8(model: SLM) -> SLM:
         warnings.simplefilter("ignore")
         from torch.ao.quantization import quantize_dynamic
 
+        # An untied head stays fp32 (scoring reads it through head_weight()); lm_head is the
+        # int8 copy that decoding uses.
+        untied, model.out_head = model.out_head, None
         model = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        model.out_head = untied
     model.decode_one = decoder
     return model
 

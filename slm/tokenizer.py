@@ -52,7 +52,7 @@ class SLMTokenizer:
                 .from_string(template)
                 .render(messages=[{"role": "user", "content": _SLOT}], add_generation_prompt=True)
             )
-        except TemplateError as exc:
+        except (TemplateError, TypeError, ValueError, OverflowError, MemoryError) as exc:
             raise ModelFolderError(f"chat template does not render: {exc}") from None
         if text.count(_SLOT) != 1:
             raise ModelFolderError("chat template must place the user's message exactly once")

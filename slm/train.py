@@ -260,7 +260,7 @@ def train(
     torch.manual_seed(train_cfg.seed)
     model = SLM(model_cfg)
     if base is not None:
-        model.load_state_dict(base.state, strict=True)
+        model.load_state_dict(base.state, strict=True, assign=True)  # frozen: shared, not copied
         lora.add_adapters(model, adapter)
     model.to(device)
     optimizer = make_optimizer(model, train_cfg)

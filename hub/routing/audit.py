@@ -36,6 +36,7 @@ from typing import Protocol
 from protos import swarm_pb2 as pb
 from protos.signing import score_bytes, verify
 from protos.wire import Score
+from slm.version import model_version
 
 log = logging.getLogger("slm-hub")
 
@@ -123,7 +124,7 @@ class ModelStore:
         try:
             async with asyncio.timeout(FETCH_TIMEOUT_S):
                 await self._receive(source.fetch_model(uuid.uuid4().hex, version), part)
-            if await asyncio.to_thread(_version_of, part / MODEL_FILES[1]) != version:
+            if await asyncio.to_thread(_version_of, part) != version:
                 raise AuditError(f"the weights sent are not model {version}")
             target = self.root / version
             if not target.exists():
@@ -155,13 +156,17 @@ def _append(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _version_of(weights: Path) -> str:
-    """What a node signs as its model version: the first 16 hex digits of the weights' sha256."""
+def _version_of(folder: Path) -> str:
+    """What a node signs as its model version (slm.version), from the folder it sent."""
     digest = hashlib.sha256()
-    with open(weights, "rb") as f:
+    with open(folder / MODEL_FILES[1], "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-    return digest.hexdigest()[:16]
+    try:
+        meta = json.loads((folder / MODEL_FILES[0]).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AuditError(f"the node sent a config.json that is not JSON: {exc}") from None
+    return model_version(digest.hexdigest(), meta)
 
 
 class Worker:

@@ -1,7 +1,9 @@
 """The fused C++ decode step computes what SLM.forward computes, and serving uses it."""
 
 import copy
+from dataclasses import replace
 
+import pytest
 import torch
 
 from protos.wire import SamplingParams
@@ -16,8 +18,16 @@ def test_the_extension_builds_on_this_machine() -> None:
     assert fused.available(), "slm/csrc/decode_step.cpp did not build: fp32 decoding is slow"
 
 
-def test_fused_steps_match_the_pytorch_forward_and_fill_the_same_cache() -> None:
-    cfg = get_preset("slm-tiny").model
+# A small Llama-family shape: RMSNorm, rotary positions, SwiGLU, 4 query heads over 2 key/value
+# heads, no biases, an untied head: every branch of the Llama step.
+LLAMA_TINY = replace(
+    get_preset("slm-tiny").model, norm="rmsnorm", positions="rope", mlp="swiglu", n_kv_head=2,
+    bias=False, tied_head=False, n_head=4, d_ff=96,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("cfg", [get_preset("slm-tiny").model, LLAMA_TINY], ids=["gpt", "llama"])
+def test_fused_steps_match_the_pytorch_forward_and_fill_the_same_cache(cfg) -> None:
     torch.manual_seed(0)
     model = SLM(cfg).eval()
     step = fused.FusedDecoder(model)
@@ -67,3 +77,15 @@ def test_int8_serving_decodes_through_its_own_int8_step(trained) -> None:
     assert (reference.exp() * (reference - quantised)).sum(-1).mean() < 0.05  # KL(fp32 || int8)
     params = SamplingParams(max_tokens=200, temperature=0.8, seed=3)
     assert len(list(generate_ids(served, [loaded.tokenizer.bos_id, 5, 6], params))) == 200
+
+
+def test_llama_int8_steps_stay_close_to_fp32() -> None:
+    torch.manual_seed(1)
+    model = SLM(LLAMA_TINY).eval()
+    fp32, int8 = fused.FusedDecoder(model), fused.FusedDecoder(model, int8=True)
+    ids = torch.randint(0, LLAMA_TINY.vocab_size, (40,)).tolist()
+    caches = [KVCache.empty(LLAMA_TINY, 1, torch.device("cpu"), torch.float32) for _ in range(2)]
+    with torch.inference_mode():
+        a = torch.stack([fp32(t, caches[0]) for t in ids]).log_softmax(-1)
+        b = torch.stack([int8(t, caches[1]) for t in ids]).log_softmax(-1)
+    assert (a.exp() * (a - b)).sum(-1).mean() < 0.01  # KL(fp32 || int8)

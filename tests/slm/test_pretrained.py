@@ -134,6 +134,10 @@ def test_an_adapter_round_trips_through_its_folder(tmp_path, base) -> None:
     again = load_model_folder(folder, serving="fp32")
     assert lora.has_adapters(trainable.model) and not lora.has_adapters(served.model)
     assert served.version == again.version
+    # The hub's auditor computes the version the node signs from the folder it fetches.
+    from hub.routing.audit import _version_of
+
+    assert _version_of(folder) == served.version
     prompt = "Acute serous otitis media, recurrent, right ear"
     scores = [score(m.model, m.tokenizer, m.quantiles, prompt) for m in (trainable, served, again)]
     assert abs(scores[0].loglik - scores[1].loglik) < 1e-3
@@ -142,6 +146,9 @@ def test_an_adapter_round_trips_through_its_folder(tmp_path, base) -> None:
     plain.load_state_dict(base.state)
     alone = score(plain.eval(), base.tokenizer, served.quantiles, prompt)
     assert abs(alone.loglik - scores[1].loglik) > 1e-3  # the adapter changed the model
+    info = cli("slm-node", "info", "--model", str(folder))
+    assert info.returncode == 0, info.stderr
+    assert "rank 4" in info.stdout and base.sha256[:12] in info.stdout
 
 
 def test_an_adapter_refuses_another_base(tmp_path, base) -> None:
@@ -149,6 +156,12 @@ def test_an_adapter_refuses_another_base(tmp_path, base) -> None:
     train(_slice("law"), "law", folder, base.config, FEW_STEPS, base=base,
           adapter=AdapterConfig(rank=2))  # fmt: skip
     meta = json.loads((folder / "config.json").read_text())
+    # A folder from a stranger (the hub's auditor) may not name a file on this machine as base.
+    hostile = json.loads(json.dumps(meta))
+    hostile["base"].update(name="mine", source="/etc/shadow")
+    (folder / "config.json").write_text(json.dumps(hostile))
+    with pytest.raises(ModelFolderError, match="not an embedded base"):
+        load_model_folder(folder, base_paths=False)
     meta["base"]["sha256"] = "0" * 64
     (folder / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFolderError, match="sha256"):
@@ -173,6 +186,9 @@ def test_import_and_generate_answer_in_english(tmp_path) -> None:
     assert "ear" in answer.stdout.lower(), answer.stdout
     again = cli("slm-node", "import", "--data", str(data), "--out", str(out))
     assert again.returncode == 1 and "already holds a trained model" in again.stderr
+    info = cli("slm-node", "info", "--model", str(out))
+    assert info.returncode == 0, info.stderr
+    assert "134,515,008" in info.stdout and "imported from" in info.stdout
 
 
 @pytest.mark.parametrize(
