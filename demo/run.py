@@ -37,11 +37,10 @@ from slm.train import read_corpus, train  # noqa: E402
 
 HOME = ROOT / "demo-home"
 DOMAINS = ("medicine", "law", "religion")
-PROMPTS = {
-    "medicine": "Explain this diagnosis: acute and subacute allergic otitis media, recurrent, "
-    "left ear",
-    "law": "What does it mean that the licensor grants you a worldwide, royalty-free, "
-    "non-exclusive license?",
+PROMPTS = {  # questions a user asks; each domain's words route it
+    "medicine": "What is acute allergic otitis media of the left ear, and how is it treated?",
+    "law": "What does a worldwide, royalty-free, non-exclusive license let me do with the "
+    "software?",
     "religion": "Who was Moses, to whom the LORD spake, saying, Speak unto the children of Israel?",
 }
 # A short adapter run per node: a first `make demo` must stay under 10 minutes with the install;

@@ -33,6 +33,25 @@ class SamplingParams(Protocol):
     def seed(self) -> int | None: ...
 
 
+# Every answer's tokens are discouraged from repeating within a window (llama.cpp's default
+# penalty and window): without it a small model at low temperature loops on a phrase
+# ("royalty-free, royalty-free, ..."). Only generated tokens count, so the answer may use the
+# prompt's own words.
+REPEAT_PENALTY, REPEAT_WINDOW = 1.1, 64
+
+
+def penalize_repeats(logits: torch.Tensor, recent: list[int]) -> torch.Tensor:
+    """Logits with those of `recent` tokens pushed down: positive ones divided by the penalty,
+    negative ones multiplied."""
+    if not recent:
+        return logits
+    ids = torch.tensor(sorted(set(recent)), device=logits.device)
+    picked = logits[ids]
+    out = logits.clone()
+    out[ids] = torch.where(picked > 0, picked / REPEAT_PENALTY, picked * REPEAT_PENALTY)
+    return out
+
+
 def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
     """One token id from the last position's logits (vocab,)."""
     if params.temperature == 0:
@@ -75,6 +94,7 @@ def generate_ids(
     context = [bos, *prompt_ids[1:][-(block - 2) :]]  # leave room for at least one new token
     cache: KVCache | None = None
     pending = context
+    generated: list[int] = []
     for _ in range(params.max_tokens):
         if not use_cache:
             window = context if len(context) <= block else [bos, *context[-(block - 1) :]]
@@ -90,7 +110,8 @@ def generate_ids(
                 logits = model(torch.tensor([pending], device=device), cache)[0, -1]
         if vocab is not None and vocab < logits.shape[-1]:
             logits = logits[:vocab]
-        token = sample(logits, params, gen)
+        token = sample(penalize_repeats(logits, generated[-REPEAT_WINDOW:]), params, gen)
+        generated.append(token)
         context.append(token)
         pending = [token]
         yield token
