@@ -74,10 +74,10 @@ def _audio_seconds(path: Path) -> float:
         return path.stat().st_size / COMPRESSED_AUDIO_BYTES_PER_S
 
 
-def count(path: Path, encode) -> dict[str, Row]:
-    """Rows by modality for every file under `path`; text tokens by `encode`."""
+def count(files: list[Path], encode) -> dict[str, Row]:
+    """Rows by modality for these files; text tokens by `encode`."""
     rows = {m: Row(m) for m in ("text", "image", "audio", "video", "other")}
-    for f in _files(Path(path)):
+    for f in files:
         size, suffix = f.stat().st_size, f.suffix.lower()
         if suffix in IMAGE:
             row, tokens, seconds = rows["image"], IMAGE_TOKENS, 0.0
@@ -124,15 +124,13 @@ def plan(path: Path, base: str | None = None, preset: str | None = None) -> Plan
     from slm import lora, pretrained
     from slm.model import SLM
 
-    _files(Path(path))
+    files = _files(Path(path))
     if preset is not None:
         from slm.tokenizer import SLMTokenizer
         from slm.train import read_corpus
 
         p = get_preset(preset)
-        text_files = [
-            f for f in _files(Path(path)) if f.suffix.lower() not in IMAGE | AUDIO | VIDEO
-        ]
+        text_files = [f for f in files if f.suffix.lower() not in IMAGE | AUDIO | VIDEO]
         sample = read_corpus(text_files[0])[:200_000] if text_files else "plan"
         tokenizer = SLMTokenizer.train([sample], p.model.vocab_size)
         model, cfg, name = SLM(p.model), p.train, preset
@@ -142,7 +140,7 @@ def plan(path: Path, base: str | None = None, preset: str | None = None) -> Plan
         model = SLM(b.config)
         model.load_state_dict(b.state)
         lora.add_adapters(model, lora.AdapterConfig())
-    rows = count(Path(path), tokenizer.encode)
+    rows = count(files, tokenizer.encode)
     text_tokens = rows["text"].tokens
     if not text_tokens:
         raise DataError(f"{path} holds no UTF-8 text to train on")

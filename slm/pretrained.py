@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from slm.config import EMBEDDED_BASES, ModelConfig
 from slm.errors import ModelFolderError
@@ -205,8 +205,6 @@ def _gguf_tokenizer(path: Path, field) -> SLMTokenizer:
     tok.pre_tokenizer = pre_tokenizers.Sequence(pre)
     tok.decoder = decoders.ByteLevel()
     control = [t for t, kind in zip(tokens, types, strict=True) if kind == 3]  # CONTROL
-    from tokenizers import AddedToken
-
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
     template = field("tokenizer.chat_template", None)
     return SLMTokenizer(tok, chat_template=str(template) if template else None)

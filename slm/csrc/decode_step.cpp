@@ -160,24 +160,8 @@ torch::Tensor decode_step(int64_t token, int64_t pos, torch::Tensor wte, torch::
         krow[d] = qkv[C + hd * hs + d];
         vrow[d] = qkv[2 * C + hd * hs + d];
       }
-      const float* q = qkv.data() + hd * hs;
-      float top = -INFINITY;
-      for (int64_t t = 0; t <= pos; ++t) {
-        const float* kt = K + (hd * block + t) * hs;
-        float s = 0;
-        for (int64_t d = 0; d < hs; ++d) s += q[d] * kt[d];
-        scores[t] = s * scale;
-        top = std::max(top, scores[t]);
-      }
-      float total = 0;
-      for (int64_t t = 0; t <= pos; ++t) total += (scores[t] = std::exp(scores[t] - top));
-      float* out = att.data() + hd * hs;
-      for (int64_t d = 0; d < hs; ++d) out[d] = 0;
-      for (int64_t t = 0; t <= pos; ++t) {
-        const float* vt = Vc + (hd * block + t) * hs;
-        const float w = scores[t] / total;
-        for (int64_t d = 0; d < hs; ++d) out[d] += w * vt[d];
-      }
+      attend(qkv.data() + hd * hs, K + hd * block * hs, Vc + hd * block * hs,
+             att.data() + hd * hs, pos, hs, scale, scores.data());
     }
     linear(p[4], sc[1], ptr(p[5]), att.data(), tmp.data());
     for (int64_t i = 0; i < C; ++i) x[i] += tmp[i];
