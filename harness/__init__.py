@@ -8,10 +8,10 @@ of the tests, the benchmarks, `make demo` and `make eval`. Not installed with th
 """
 
 from harness.machine import machine
-from harness.network import Hub, Node, ask, wait_trainable
+from harness.network import Hub, Node, ask, refine, wait_trainable
 from harness.processes import BIN, ENV, HarnessError, Process, cli, free_port
 
 __all__ = [
     "BIN", "ENV", "HarnessError", "Hub", "Node", "Process", "ask", "cli", "free_port", "machine",
-    "wait_trainable",
+    "refine", "wait_trainable",
 ]  # fmt: skip

@@ -128,25 +128,40 @@ def ask(
     hub: Hub, prompt: str, key: str = "", domain: str = "", idempotency_key: str = "",
     **sampling: Any,
 ) -> tuple[str, list[pb.Switched], pb.AskResult]:  # fmt: skip
-    """One Ask with `key` (default: the hub's admin key): (the answer, its fail-over notes, its
-    result). Greedy unless told otherwise, so an answer is repeatable."""
+    """One Ask with `key` (default: the hub's admin key), in the hub's default mode: (the
+    answer, its fail-over notes, its result). Greedy unless told otherwise, so an answer is
+    repeatable."""
+    text, switches, _, result = refine(hub, prompt, key, domain, idempotency_key, **sampling)
+    return text, switches, result
+
+
+def refine(
+    hub: Hub, prompt: str, key: str = "", domain: str = "", idempotency_key: str = "",
+    mode: str = "", draft: str = "", timeout: float = 120.0, **sampling: Any,
+) -> tuple[str, list[pb.Switched], pb.Drafted | None, pb.AskResult]:  # fmt: skip
+    """One Ask as `ask` does, with a mode ("direct", "refine", "": the hub's) and the caller's
+    own draft: (the answer, its fail-over notes, the draft refined if any, its result)."""
     params = SamplingParams(**{"temperature": 0.0, **sampling})
-    request = pb.AskRequest(prompt=prompt, sampling=params.to_proto(), domain=domain)
+    modes = {"": pb.MODE_DEFAULT, "direct": pb.MODE_DIRECT, "refine": pb.MODE_REFINE}
+    request = pb.AskRequest(prompt=prompt, sampling=params.to_proto(), domain=domain,
+                            mode=modes[mode], draft=draft)  # fmt: skip
     metadata = [("authorization", f"Bearer {key or hub.key}")]
     if idempotency_key:
         metadata.append(("idempotency-key", idempotency_key))
-    text, switches, result = [], [], None
-    for reply in hub.swarm().Ask(request, timeout=120, metadata=metadata):
+    text, switches, drafted, result = [], [], None, None
+    for reply in hub.swarm().Ask(request, timeout=timeout, metadata=metadata):
         kind = reply.WhichOneof("body")
         if kind == "text":
             text.append(reply.text)
         elif kind == "switched":
             switches.append(reply.switched)
+        elif kind == "drafted":
+            drafted = reply.drafted
         else:
             result = reply.result
     if result is None:
         raise HarnessError("the hub ended the answer without a result")
-    return "".join(text), switches, result
+    return "".join(text), switches, drafted, result
 
 
 def wait_trainable(hub: Hub, domain: str, count: int, timeout: float = 120.0) -> None:

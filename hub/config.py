@@ -89,9 +89,24 @@ class ServeOptions:
     heartbeat_s: float = option(5.0, "seconds between a node's heartbeats; 3 missed: dropped")
     flower_port: int = option(7444, "the training plane's port (Flower's SuperLink); 0: any free")
     http_port: int = option(7445, "the OpenAI-compatible HTTP API's port (same TLS); 0: any free")
+    generalist_url: str = option(
+        "", "an OpenAI-compatible API (https://HOST/v1) whose model drafts the answers domain "
+        "nodes refine; its key, if it needs one, in $SLM_HUB_GENERALIST_KEY (default: "
+        "generalist nodes draft)", metavar="URL",
+    )  # fmt: skip
+    generalist_model: str = option("", "the model --generalist-url drafts with", metavar="NAME")
+    generalist_ca: Path | None = option(
+        None, "a CA certificate to trust for --generalist-url (a self-signed server)",
+        metavar="PEM",
+    )  # fmt: skip
     router: RouterConfig = field(default_factory=RouterConfig)
 
     def __post_init__(self) -> None:
+        if bool(self.generalist_url) != bool(self.generalist_model):
+            raise SLMError("--generalist-url and --generalist-model go together: the endpoint "
+                           "and the model it drafts with")  # fmt: skip
+        if self.generalist_ca is not None and not self.generalist_ca.is_file():
+            raise SLMError(f"--generalist-ca {self.generalist_ca} is not a file")
         if self.insecure and not is_loopback(self.host):
             raise SLMError(
                 f"--insecure serves plaintext, so it is refused on {self.host}; it is for "

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -30,12 +31,13 @@ from hub.api.metrics import Metrics
 from hub.api.views import Views
 from hub.config import HubConfig, ServeOptions
 from hub.errors import StatusError
-from hub.ledger.entries import LedgerError, node_account
+from hub.ledger.entries import TREASURY, LedgerError, node_account
 from hub.ledger.keys import load_public_key, load_signing_key
 from hub.ledger.ledger import Ledger
 from hub.ledger.rewards import InferenceRecord
 from hub.ledger.writer import LedgerWriter
 from hub.routing import audit
+from hub.routing.endpoint import ENDPOINT, EndpointConfig, EndpointDrafter
 from hub.routing.network import Network
 from hub.routing.router import Result
 from hub.routing.server import NodeLinkServicer, start_server
@@ -47,6 +49,7 @@ from protos.signing import sha256_text
 
 log = logging.getLogger("slm-hub")
 
+GENERALIST_KEY_ENV = "SLM_HUB_GENERALIST_KEY"  # --generalist-url's key: never on a command line
 DRAIN_S = 5.0  # how long a stopping hub lets answers in flight finish
 REVOCATION_POLL_S = 0.5  # a revoked node's stream ends within a second
 REVOCATION_OVERLAP_S = 10.0  # each poll reads back this far: a late commit is not missed
@@ -75,6 +78,11 @@ class Hub:
             audit.Worker(cfg.home / "logs" / "auditor.log"), self.network.connections, self.punish,
         )  # fmt: skip
         self.network.router.observe = self.auditor.observe  # rate 0 still judges impossible claims
+        if options.generalist_url:
+            self.network.router.drafter = EndpointDrafter(EndpointConfig(
+                options.generalist_url, options.generalist_model,
+                os.environ.get(GENERALIST_KEY_ENV, ""), options.generalist_ca,
+            ))  # fmt: skip
         self.gate = Gate(KeyCache(KeyStore(engine)), Limiter(options.router.max_asks),
                          self.ledger.balance, self.ledger.recorded)  # fmt: skip
         self.metrics = Metrics(lambda: self.network.connections)
@@ -191,7 +199,10 @@ class Hub:
             request_id=result.request_id,
             prompt_sha256=sha256_text(prompt),
             outcome="partial" if result.partial else "success" if result.verified else "unverified",
-            segments=result.segments,
+            segments=[
+                (TREASURY if node.startswith(ENDPOINT) else node, tokens)
+                for node, tokens in result.segments
+            ],  # the operator's endpoint: its own
             candidates=[
                 {
                     "node": c.node_id,
@@ -206,6 +217,7 @@ class Hub:
             latency_ms=result.latency_ms,
             prompt=prompt if self.cfg.keep_prompts else None,
             payer=payer,
+            draft_segments=result.draft_segments,
         )
         done = await asyncio.shield(asyncio.wrap_future(self.writer.submit(record)))
         return done.charged
@@ -258,6 +270,8 @@ class Hub:
             await revocations
             await audits
             self._registrar.shutdown(wait=False, cancel_futures=True)
+            if isinstance(network.router.drafter, EndpointDrafter):
+                await network.router.drafter.close()
             await asyncio.to_thread(self.writer.close)
 
 

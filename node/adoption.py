@@ -77,7 +77,11 @@ class ModelWatcher:
                 f"keeping model {old.version}"
             )
             return
-        self.service.swap(new)  # the same version too: its calibration may be the new part
+        try:  # the same version too: its calibration may be the new part
+            await asyncio.to_thread(self.service.swap, new)
+        except Exception as exc:
+            self.log(f"could not measure the new model's offsets ({exc}); keeping {old.version}")
+            return
         if new.version == old.version:
             self.log(f"reloaded model {new.version}")
         else:

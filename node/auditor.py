@@ -2,10 +2,11 @@
 
 `slm-hub serve` starts it (the hub itself never imports torch and keeps its small memory) and
 asks it, one JSON line per claim on stdin, to score a prompt with a model folder the hub
-fetched from the node that signed the claim; it answers one JSON line per claim on stdout:
-{"id": ..., "loglik": ...} or {"id": ..., "error": ...}. It scores in fp32, the reference
-every serving precision is judged against, with one torch thread, and keeps the last few
-models loaded.
+fetched from the node that signed the claim, and the centroid the node's Hello committed to;
+it answers one JSON line per claim on stdout: {"id", "loglik", "similarity", "offset_loglik",
+"offset_similarity"} or {"id", "error"}. It scores in fp32, the reference every serving
+precision is judged against, with one torch thread, and keeps the last few models loaded with
+their offsets (slm/offsets.py: seconds each, once per model and centroid).
 """
 
 from __future__ import annotations
@@ -19,25 +20,38 @@ KEEP_MODELS = 4  # model folders kept loaded: audits come in runs of one node's 
 
 
 def main() -> None:
+    import numpy as np
     import torch
 
+    from slm.encoder import shared_encoder
     from slm.model_folder import LoadedModel, load_model_folder
+    from slm.offsets import Offsets, offsets, pool_vectors
     from slm.scoring import score
 
     torch.set_num_threads(1)
-    loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+    loaded: OrderedDict[tuple[str, bytes], tuple[LoadedModel, Offsets]] = OrderedDict()
     for line in sys.stdin:
         request = json.loads(line)
         try:
-            folder = str(request["folder"])
-            if folder not in loaded:
-                loaded[folder] = load_model_folder(Path(folder), serving="fp32", base_paths=False)
+            folder, prompt = str(request["folder"]), str(request["prompt"])
+            centroid = np.asarray(request.get("centroid") or [], dtype=np.float32)
+            key = (folder, centroid.tobytes())
+            if key not in loaded:
+                model = load_model_folder(Path(folder), serving="fp32", base_paths=False)
+                vectors = pool_vectors() if len(centroid) else None
+                found = offsets(model.model, model.tokenizer, centroid if len(centroid) else None,
+                                vectors)  # fmt: skip
+                loaded[key] = (model, found)
                 if len(loaded) > KEEP_MODELS:
                     loaded.popitem(last=False)
-            loaded.move_to_end(folder)
-            model = loaded[folder]
-            s = score(model.model, model.tokenizer, model.quantiles, str(request["prompt"]))
-            reply = {"id": request["id"], "loglik": s.loglik}
+            loaded.move_to_end(key)
+            model, found = loaded[key]
+            s = score(model.model, model.tokenizer, model.quantiles, prompt)
+            similarity = (float(shared_encoder().embed([prompt])[0] @ centroid)
+                          if len(centroid) else 0.0)  # fmt: skip
+            reply = {"id": request["id"], "loglik": s.loglik, "similarity": similarity,
+                     "offset_loglik": found.loglik_per_byte,
+                     "offset_similarity": found.similarity}  # fmt: skip
         except Exception as exc:  # a broken folder or prompt: the hub decides what it means
             reply = {"id": request.get("id"), "error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(reply) + "\n")

@@ -158,11 +158,18 @@ def _add_join(
         epilog="example:\n  slm-node join --hub hub.example.org:7443 --token slmj_... --ca ca.pem",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_flags(p, JoinOptions, only=("hub", "token", "ca", "insecure", "capacity", "min_confidence"))
+    add_flags(p, JoinOptions, only=("hub", "token", "ca", "insecure", "capacity", "min_confidence",
+                                    "role"))  # fmt: skip
     p.add_argument(
         "--data", type=Path,
         help="this node's training data (file or folder), for the hub's federated rounds; it "
         "never leaves the node (default: none, so the node serves but does not train)",
+    )  # fmt: skip
+    p.add_argument(
+        "--reference", type=Path, metavar="PATH",
+        help="text this node may quote (file or folder) when it refines a generalist's draft; "
+        "quotes reach the clients, so give only what may be published, often the same text as "
+        "--data (default: none, so the node answers directly but refines no draft)",
     )  # fmt: skip
     p.add_argument("--threads", type=int, help="CPU threads for torch, serving and federated "
                    "training alike (default: all cores)")  # fmt: skip
@@ -371,9 +378,26 @@ def cmd_join(args: argparse.Namespace) -> None:
     node = NodeConfig.load(args.home)
     key = load_key(node.key_path)
     before_load = stamp(args.model or node.model_dir)
-    service = NodeService(_load(args), key, options.min_confidence)
-    if args.data is not None and not args.data.exists():
-        raise ConfigError(f"--data {args.data} does not exist")
+    loaded = _load(args)
+    for flag, path in (("--data", args.data), ("--reference", args.reference)):
+        if path is not None and not path.exists():
+            raise ConfigError(f"{flag} {path} does not exist")
+    if args.reference is not None and options.role == "generalist":
+        raise ConfigError("a generalist drafts, it refines nothing: drop --reference, or join "
+                          "with --role domain")  # fmt: skip
+    refiner = None
+    if args.reference is not None:
+        from slm.refine import load_refiner
+
+        refiner = load_refiner(loaded, args.reference, "int8" if args.int8 else "fp32")
+    centroid = None
+    text = args.reference or args.data  # a folder trained elsewhere may lack its centroid
+    if loaded.centroid is None and text is not None:
+        from slm.encoder import text_centroid
+        from slm.train import read_corpus
+
+        centroid = text_centroid(read_corpus(text))
+    service = NodeService(loaded, key, options.min_confidence, refiner, centroid)
     training = {
         keys.NODE_MODEL: str(service.loaded.path.resolve()),
         keys.NODE_DOMAIN: service.loaded.domain,

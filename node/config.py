@@ -58,6 +58,11 @@ class JoinOptions:
     insecure: bool = option(False, "plaintext, for a hub serving on loopback only")
     capacity: int = option(2, "requests served at once")
     min_confidence: float = option(0.0, "decline prompts the model is less confident of, 0..1")
+    role: str = option(
+        "domain", "domain: answer the prompts the hub routes here by confidence; generalist: "
+        "draft answers for domain nodes to refine (serve an imported base: `slm-node import`)",
+        choices=("domain", "generalist"),
+    )  # fmt: skip
     drain_s: float = 30.0  # how long a shutdown waits for requests in progress
     backoff_s: tuple[float, float] = (0.5, 30.0)  # first and longest wait between dials
 

@@ -111,7 +111,9 @@ class Dispatcher:
         tokens = 0
         try:
             params = SamplingParams.from_proto(request.sampling)
-            for piece in self.service.generate(rid, request.prompt, params):
+            pieces = self.service.generate(rid, request.prompt, params, request.draft,
+                                           request.answer_so_far)  # fmt: skip
+            for piece in pieces:
                 if self._take_cancel(rid):
                     self.log(f"generate {rid[:8]}  cancelled by the hub after {tokens} tokens")
                     return

@@ -29,6 +29,7 @@ from protos.channel import aio_channel
 from protos.signing import challenge_bytes, sign
 from slm.config import PRESETS, ModelConfig
 from slm.errors import SLMError
+from slm.federated import base_of
 
 FATAL = (
     grpc.StatusCode.UNAUTHENTICATED,
@@ -136,6 +137,9 @@ class NodeAgent:
             public_key=svc.public_key, join_token=self.options.token, domain=loaded.domain,
             profile=loaded.profile.tolist(), model_version=loaded.version,
             capacity=self.options.capacity, preset=preset_name(loaded.config),
+            role=self.options.role, base=base_of(loaded),
+            refines=svc.refiner is not None,
+            centroid=[] if svc.centroid is None else svc.centroid.tolist(),
         ))  # fmt: skip
 
     async def _session(self) -> bool:

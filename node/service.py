@@ -9,15 +9,27 @@ the hub verifies.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from node.identity import public_openssh
-from protos.signing import completion_bytes, node_id, score_bytes, sign
+from protos.signing import (
+    centroid_sha256,
+    completion_bytes,
+    generation_input,
+    node_id,
+    score_bytes,
+    sign,
+)
 from protos.wire import Piece, SamplingParams, Score
+from slm.encoder import installed_encoder
 from slm.errors import SLMError
 from slm.generate import stream_counted
 from slm.model_folder import REQUIRED, LoadedModel
+from slm.offsets import Offsets, offsets, pool_vectors
+from slm.refine import Refiner
 from slm.scoring import score
 
 PART_BYTES = 1 << 20  # a model file crosses the stream in pieces of at most 1 MiB
@@ -25,32 +37,58 @@ PART_BYTES = 1 << 20  # a model file crosses the stream in pieces of at most 1 M
 
 class NodeService:
     def __init__(
-        self, loaded: LoadedModel, key: ec.EllipticCurvePrivateKey, min_confidence: float = 0.0
-    ) -> None:
+        self, loaded: LoadedModel, key: ec.EllipticCurvePrivateKey, min_confidence: float = 0.0,
+        refiner: Refiner | None = None, centroid: np.ndarray | None = None,
+    ) -> None:  # fmt: skip
         if not 0.0 <= min_confidence <= 1.0:
             raise SLMError(f"--min-confidence must be in [0, 1], got {min_confidence}")
-        self.loaded = loaded
         self.key = key
         self.public_key = public_openssh(key).decode()
         self.node_id = node_id(self.public_key)
         self.min_confidence = min_confidence
+        self.refiner = refiner  # set: it refines drafts (swarm.proto GenerateRequest.draft)
+        # what the node knows, as a sentence vector: the folder's, else the one given (its text's)
+        centroid = loaded.centroid if loaded.centroid is not None else centroid
+        self.encoder = installed_encoder() if centroid is not None else None
+        self.centroid = centroid if self.encoder is not None else None
+        self.centroid_sha256 = centroid_sha256([] if self.centroid is None else self.centroid)
+        self.swap(loaded)
 
     def swap(self, loaded: LoadedModel) -> None:
-        """Serve another model from the next request on; requests under way keep theirs."""
-        self.loaded = loaded
+        """Serve another model from the next request on; requests under way keep theirs. Its
+        offsets are measured first (seconds: run it off the event loop)."""
+        vectors = pool_vectors() if self.centroid is not None else None
+        self._serving = (loaded, offsets(loaded.model, loaded.tokenizer, self.centroid, vectors))
+
+    @property
+    def loaded(self) -> LoadedModel:
+        return self._serving[0]
+
+    @property
+    def offsets(self) -> Offsets:
+        return self._serving[1]
+
+    def similarity(self, prompt: str) -> float:
+        """Cosine of the prompt to the node's centroid; 0 without one."""
+        if self.encoder is None or self.centroid is None:
+            return 0.0
+        return float(np.clip(self.encoder.embed([prompt])[0] @ self.centroid, -1.0, 1.0))
 
     def score(self, request_id: str, prompt: str) -> Score:
-        loaded = self.loaded  # one model for the whole request, even if a swap lands meanwhile
+        # one model and its offsets for the whole request, even if a swap lands meanwhile
+        loaded, offsets = self._serving
         s = score(loaded.model, loaded.tokenizer, loaded.quantiles, prompt)
         declined = s.confidence < self.min_confidence
+        claim = Score(
+            request_id, s.loglik, s.bits_per_byte, s.confidence, declined, b"", loaded.version,
+            similarity=self.similarity(prompt), offset_loglik=offsets.loglik_per_byte,
+            offset_similarity=offsets.similarity,
+        )  # fmt: skip
         statement = score_bytes(
             self.node_id, request_id, prompt, s.loglik, s.bits_per_byte, s.confidence, declined,
-            loaded.version,
+            loaded.version, claim.centred(self.centroid_sha256),
         )  # fmt: skip
-        return Score(
-            request_id, s.loglik, s.bits_per_byte, s.confidence, declined,
-            sign(self.key, statement), loaded.version,
-        )  # fmt: skip
+        return replace(claim, signature=sign(self.key, statement))
 
     def model_files(self, version: str) -> Iterator[tuple[str, bytes, bool]]:
         """The model folder that signs as `version`, for the hub's auditor: (file name, next
@@ -65,20 +103,32 @@ class NodeService:
                 final = i == len(REQUIRED) - 1 and at + PART_BYTES >= len(data)
                 yield name, data[at : at + PART_BYTES], final
 
-    def generate(self, request_id: str, prompt: str, params: SamplingParams) -> Iterator[Piece]:
-        """Text pieces as they are produced, then a final, signed one."""
+    def generate(
+        self, request_id: str, prompt: str, params: SamplingParams, draft: str = "",
+        answer_so_far: str = "",
+    ) -> Iterator[Piece]:  # fmt: skip
+        """Text pieces as they are produced, then a final, signed one. With a `draft`, the
+        answer refines it (the node's reference text and its writer); `answer_so_far` is
+        another node's beginning, continued."""
         if not prompt:
             raise SLMError("cannot continue an empty prompt")
         pieces: list[str] = []
         tokens = 0
         loaded = self.loaded
-        for piece, tokens in stream_counted(loaded.model, loaded.tokenizer, prompt, params):
+        if not draft:
+            stream = stream_counted(loaded.model, loaded.tokenizer, prompt, params, answer_so_far)
+        elif self.refiner is None:
+            raise SLMError("this node does not refine drafts (it joined without --reference)")
+        else:
+            stream = self.refiner.stream(prompt, draft, params, answer_so_far)
+        for piece, tokens in stream:
             if piece:
                 pieces.append(piece)
                 yield Piece(request_id, piece, tokens, done=False)
         completion = "".join(pieces)
         statement = completion_bytes(
-            self.node_id, request_id, prompt, completion, tokens, loaded.version
-        )
+            self.node_id, request_id, generation_input(prompt, draft, answer_so_far), completion,
+            tokens, loaded.version,
+        )  # fmt: skip
         yield Piece(request_id, "", tokens, done=True, signature=sign(self.key, statement),
                     model_version=loaded.version)  # fmt: skip

@@ -1,7 +1,9 @@
 """The ClientApp of the training plane: Flower's transport over slm/federated.py.
 
 The node's SuperNode starts it (`flwr-clientapp`) for each message of a run; the node's
-`--node-config` says where its model folder and data are. Three messages:
+`--node-config` says where its model folder and data are, and the run config (the hub's plan)
+which base the run's models adapt: a node whose model is another kind refuses every message of
+the run (slm.federated.check_round_base). Three messages:
 
   query     send the current weights (the hub starts a domain's first run from them)
   train     apply the global weights, train the round's local steps on local data, send the
@@ -12,6 +14,7 @@ The node's SuperNode starts it (`flwr-clientapp`) for each message of a run; the
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -30,8 +33,9 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from protos import flower_keys as keys
+from protos import training_app
 from slm.errors import SLMError
-from slm.federated import adopt, local_train, weights_of
+from slm.federated import adopt, check_round_base, local_train, weights_of
 from slm.model_folder import load_model_folder
 
 app = ClientApp()
@@ -65,6 +69,18 @@ def _data(context: Context) -> Path:
     return Path(str(data))
 
 
+def expected_base(context: Context) -> str:
+    """The base the hub's plan says this run's models adapt ("": whole models)."""
+    try:
+        plan = json.loads(str(context.run_config[training_app.PLAN]))
+        return str(plan[keys.PLAN_BASE])
+    except (KeyError, TypeError, ValueError):
+        raise SLMError(
+            "this run's config names no base for its models; the hub's SwarmLLM differs from "
+            "this node's"
+        ) from None
+
+
 def _refuse(message: Message, exc: Exception) -> Message:
     reason = str(exc) if isinstance(exc, SLMError) else f"{type(exc).__name__}: {exc}"
     return message.create_error_reply(Error(NODE_ERROR, reason))
@@ -75,6 +91,7 @@ def query(message: Message, context: Context) -> Message:
     _use_threads(context)
     try:
         loaded = load_model_folder(_folder(context))
+        check_round_base(loaded, expected_base(context))
     except Exception as exc:
         return _refuse(message, exc)
     weights = weights_of(loaded.model)  # an adapted model's adapter alone
@@ -93,6 +110,7 @@ def train(message: Message, context: Context) -> Message:
             _weights(message),
             int(config[keys.LOCAL_STEPS]),
             round_seed=int(config[keys.ROUND]),
+            expected_base=expected_base(context),
         )
     except Exception as exc:  # any failure goes back as this node's reason, not a crash
         return _refuse(message, exc)
@@ -124,8 +142,9 @@ def evaluate(message: Message, context: Context) -> Message:
     }
     try:
         version, val_loss = adopt(
-            _folder(context), Path(str(data)) if data else None, _weights(message), provenance
-        )
+            _folder(context), Path(str(data)) if data else None, _weights(message), provenance,
+            expected_base=expected_base(context),
+        )  # fmt: skip
     except Exception as exc:  # any failure goes back as this node's reason, not a crash
         return _refuse(message, exc)
     content = RecordDict({keys.RESULT: ConfigRecord({keys.VERSION: version})})

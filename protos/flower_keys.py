@@ -38,3 +38,7 @@ NODE_MODEL = "model"  # the model folder
 NODE_DOMAIN = "domain"
 NODE_DATA = "data"  # the node's training data; absent: it serves but does not train
 NODE_THREADS = "threads"  # torch threads for local training
+
+# The run config holds the hub's TrainingPlan as JSON (protos.training_app.PLAN); the ClientApp
+# reads this one of its fields (the plan's field of the same name).
+PLAN_BASE = "base"  # sha256 of the base whose adapters the run averages; "": whole models

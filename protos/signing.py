@@ -12,6 +12,9 @@ import base64
 import functools
 import hashlib
 import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -19,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 CHALLENGE_TAG = b"swarmllm/join-challenge/1\n"
-SCORE_TAG = b"swarmllm/score/1\n"
+SCORE_TAG = b"swarmllm/score/2\n"  # 2: the similarity is signed too
 COMPLETION_TAG = b"swarmllm/completion/1\n"
 
 
@@ -47,9 +50,27 @@ def challenge_bytes(nonce: bytes, public_key_openssh: str) -> bytes:
     return _statement(CHALLENGE_TAG, {"nonce": nonce.hex(), "node_id": node_id(public_key_openssh)})
 
 
+@dataclass(frozen=True)
+class Centred:
+    """What a score says beside its loglik, signed with it: the prompt's similarity to the
+    node's centroid (by its digest, `centroid_sha256`), and the node's offsets."""
+
+    similarity: float = 0.0
+    offset_loglik: float = 0.0  # nats per byte on the calibration pool
+    offset_similarity: float = 0.0
+    centroid_sha256: str = ""  # of the centroid the node sent in its Hello ("" if none)
+
+
+def centroid_sha256(centroid: Sequence[float]) -> str:
+    """The digest of a centroid as the wire carries it (float32, little-endian); "" if none."""
+    if not len(centroid):
+        return ""
+    return hashlib.sha256(struct.pack(f"<{len(centroid)}f", *centroid)).hexdigest()
+
+
 def score_bytes(
     node: str, request_id: str, prompt: str, loglik: float, bits_per_byte: float,
-    confidence: float, declined: bool, model_version: str,
+    confidence: float, declined: bool, model_version: str, centred: Centred = Centred(),
 ) -> bytes:  # fmt: skip
     """What a node signs when it scores a prompt (the prompt enters as its sha256)."""
     return _statement(
@@ -58,15 +79,29 @@ def score_bytes(
             "node_id": node, "request_id": request_id, "prompt_sha256": sha256_text(prompt),
             "loglik": float(loglik), "bits_per_byte": float(bits_per_byte),
             "confidence": float(confidence), "declined": bool(declined),
-            "model_version": model_version,
+            "model_version": model_version, "similarity": float(centred.similarity),
+            "offset_loglik": float(centred.offset_loglik),
+            "offset_similarity": float(centred.offset_similarity),
+            "centroid_sha256": centred.centroid_sha256,
         },
     )  # fmt: skip
+
+
+def generation_input(prompt: str, draft: str = "", answer_so_far: str = "") -> str:
+    """What a completion is signed as the answer to: the prompt and the answer so far (as
+    before refinement existed), or for a refinement the prompt, its draft and the answer so
+    far, as canonical JSON (no concatenation can make one input pass for another)."""
+    if not draft:
+        return prompt + answer_so_far
+    return json.dumps({"prompt": prompt, "draft": draft, "answer_so_far": answer_so_far},
+                      sort_keys=True, separators=(",", ":"))  # fmt: skip
 
 
 def completion_bytes(
     node: str, request_id: str, prompt: str, completion: str, tokens: int, model_version: str
 ) -> bytes:
-    """What a node signs when it finishes a completion: prompt and text enter as sha256."""
+    """What a node signs when it finishes a completion: prompt (its `generation_input`) and
+    text enter as sha256."""
     return _statement(
         COMPLETION_TAG,
         {

@@ -1,10 +1,20 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_DEFAULT: _ClassVar[Mode]
+    MODE_DIRECT: _ClassVar[Mode]
+    MODE_REFINE: _ClassVar[Mode]
+MODE_DEFAULT: Mode
+MODE_DIRECT: Mode
+MODE_REFINE: Mode
 
 class NodeMessage(_message.Message):
     __slots__ = ("hello", "proof", "heartbeat", "score", "chunk", "failed", "model_part")
@@ -41,7 +51,7 @@ class HubMessage(_message.Message):
     def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., score: _Optional[_Union[ScoreRequest, _Mapping]] = ..., generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., fetch: _Optional[_Union[FetchModel, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("public_key", "join_token", "domain", "profile", "model_version", "capacity", "preset")
+    __slots__ = ("public_key", "join_token", "domain", "profile", "model_version", "capacity", "preset", "role", "base", "refines", "centroid")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +59,10 @@ class Hello(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    REFINES_FIELD_NUMBER: _ClassVar[int]
+    CENTROID_FIELD_NUMBER: _ClassVar[int]
     public_key: str
     join_token: str
     domain: str
@@ -56,7 +70,11 @@ class Hello(_message.Message):
     model_version: str
     capacity: int
     preset: str
-    def __init__(self, public_key: _Optional[str] = ..., join_token: _Optional[str] = ..., domain: _Optional[str] = ..., profile: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ..., capacity: _Optional[int] = ..., preset: _Optional[str] = ...) -> None: ...
+    role: str
+    base: str
+    refines: bool
+    centroid: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, public_key: _Optional[str] = ..., join_token: _Optional[str] = ..., domain: _Optional[str] = ..., profile: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ..., capacity: _Optional[int] = ..., preset: _Optional[str] = ..., role: _Optional[str] = ..., base: _Optional[str] = ..., refines: bool = ..., centroid: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Challenge(_message.Message):
     __slots__ = ("nonce",)
@@ -99,7 +117,7 @@ class ScoreRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., prompt: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class ScoreReply(_message.Message):
-    __slots__ = ("request_id", "loglik", "bits_per_byte", "confidence", "declined", "signature", "node_ms", "model_version")
+    __slots__ = ("request_id", "loglik", "bits_per_byte", "confidence", "declined", "signature", "node_ms", "model_version", "similarity", "offset_loglik", "offset_similarity")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOGLIK_FIELD_NUMBER: _ClassVar[int]
     BITS_PER_BYTE_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +126,9 @@ class ScoreReply(_message.Message):
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     NODE_MS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_LOGLIK_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     loglik: float
     bits_per_byte: float
@@ -116,17 +137,24 @@ class ScoreReply(_message.Message):
     signature: bytes
     node_ms: float
     model_version: str
-    def __init__(self, request_id: _Optional[str] = ..., loglik: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., confidence: _Optional[float] = ..., declined: bool = ..., signature: _Optional[bytes] = ..., node_ms: _Optional[float] = ..., model_version: _Optional[str] = ...) -> None: ...
+    similarity: float
+    offset_loglik: float
+    offset_similarity: float
+    def __init__(self, request_id: _Optional[str] = ..., loglik: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., confidence: _Optional[float] = ..., declined: bool = ..., signature: _Optional[bytes] = ..., node_ms: _Optional[float] = ..., model_version: _Optional[str] = ..., similarity: _Optional[float] = ..., offset_loglik: _Optional[float] = ..., offset_similarity: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "prompt", "sampling")
+    __slots__ = ("request_id", "prompt", "sampling", "draft", "answer_so_far")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_SO_FAR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     prompt: str
     sampling: SamplingParams
-    def __init__(self, request_id: _Optional[str] = ..., prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ...) -> None: ...
+    draft: str
+    answer_so_far: str
+    def __init__(self, request_id: _Optional[str] = ..., prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., draft: _Optional[str] = ..., answer_so_far: _Optional[str] = ...) -> None: ...
 
 class SamplingParams(_message.Message):
     __slots__ = ("max_tokens", "temperature", "top_k", "top_p", "stop", "seed")
@@ -197,24 +225,40 @@ class ModelPart(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., data: _Optional[bytes] = ..., last: bool = ...) -> None: ...
 
 class AskRequest(_message.Message):
-    __slots__ = ("prompt", "sampling", "domain")
+    __slots__ = ("prompt", "sampling", "domain", "mode", "draft")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     sampling: SamplingParams
     domain: str
-    def __init__(self, prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., domain: _Optional[str] = ...) -> None: ...
+    mode: Mode
+    draft: str
+    def __init__(self, prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., domain: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., draft: _Optional[str] = ...) -> None: ...
 
 class AskReply(_message.Message):
-    __slots__ = ("text", "switched", "result")
+    __slots__ = ("text", "switched", "result", "drafted")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SWITCHED_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    DRAFTED_FIELD_NUMBER: _ClassVar[int]
     text: str
     switched: Switched
     result: AskResult
-    def __init__(self, text: _Optional[str] = ..., switched: _Optional[_Union[Switched, _Mapping]] = ..., result: _Optional[_Union[AskResult, _Mapping]] = ...) -> None: ...
+    drafted: Drafted
+    def __init__(self, text: _Optional[str] = ..., switched: _Optional[_Union[Switched, _Mapping]] = ..., result: _Optional[_Union[AskResult, _Mapping]] = ..., drafted: _Optional[_Union[Drafted, _Mapping]] = ...) -> None: ...
+
+class Drafted(_message.Message):
+    __slots__ = ("by", "text", "tokens")
+    BY_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    by: str
+    text: str
+    tokens: int
+    def __init__(self, by: _Optional[str] = ..., text: _Optional[str] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class Switched(_message.Message):
     __slots__ = ("from_node", "to_node", "reason")
@@ -227,23 +271,27 @@ class Switched(_message.Message):
     def __init__(self, from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("node_id", "domain", "profile_similarity", "loglik", "posterior", "declined")
+    __slots__ = ("node_id", "domain", "profile_similarity", "loglik", "posterior", "declined", "similarity", "evidence")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     PROFILE_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     LOGLIK_FIELD_NUMBER: _ClassVar[int]
     POSTERIOR_FIELD_NUMBER: _ClassVar[int]
     DECLINED_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     domain: str
     profile_similarity: float
     loglik: float
     posterior: float
     declined: bool
-    def __init__(self, node_id: _Optional[str] = ..., domain: _Optional[str] = ..., profile_similarity: _Optional[float] = ..., loglik: _Optional[float] = ..., posterior: _Optional[float] = ..., declined: bool = ...) -> None: ...
+    similarity: float
+    evidence: float
+    def __init__(self, node_id: _Optional[str] = ..., domain: _Optional[str] = ..., profile_similarity: _Optional[float] = ..., loglik: _Optional[float] = ..., posterior: _Optional[float] = ..., declined: bool = ..., similarity: _Optional[float] = ..., evidence: _Optional[float] = ...) -> None: ...
 
 class AskResult(_message.Message):
-    __slots__ = ("request_id", "node_id", "domain", "confidence", "candidates", "tokens", "latency_ms", "hub_overhead_ms", "charged_micro_credits")
+    __slots__ = ("request_id", "node_id", "domain", "confidence", "candidates", "tokens", "latency_ms", "hub_overhead_ms", "charged_micro_credits", "mode", "drafted_by", "draft_tokens")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +301,9 @@ class AskResult(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     HUB_OVERHEAD_MS_FIELD_NUMBER: _ClassVar[int]
     CHARGED_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    DRAFTED_BY_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     node_id: str
     domain: str
@@ -262,14 +313,17 @@ class AskResult(_message.Message):
     latency_ms: float
     hub_overhead_ms: float
     charged_micro_credits: int
-    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ..., domain: _Optional[str] = ..., confidence: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., hub_overhead_ms: _Optional[float] = ..., charged_micro_credits: _Optional[int] = ...) -> None: ...
+    mode: Mode
+    drafted_by: str
+    draft_tokens: int
+    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ..., domain: _Optional[str] = ..., confidence: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., hub_overhead_ms: _Optional[float] = ..., charged_micro_credits: _Optional[int] = ..., mode: _Optional[_Union[Mode, str]] = ..., drafted_by: _Optional[str] = ..., draft_tokens: _Optional[int] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "domain", "model_version", "connected", "last_seen", "capacity", "in_flight", "reputation", "flower_node_id")
+    __slots__ = ("node_id", "domain", "model_version", "connected", "last_seen", "capacity", "in_flight", "reputation", "flower_node_id", "role", "refines")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +333,8 @@ class NodeInfo(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     REPUTATION_FIELD_NUMBER: _ClassVar[int]
     FLOWER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    REFINES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     domain: str
     model_version: str
@@ -288,7 +344,9 @@ class NodeInfo(_message.Message):
     in_flight: int
     reputation: float
     flower_node_id: int
-    def __init__(self, node_id: _Optional[str] = ..., domain: _Optional[str] = ..., model_version: _Optional[str] = ..., connected: bool = ..., last_seen: _Optional[str] = ..., capacity: _Optional[int] = ..., in_flight: _Optional[int] = ..., reputation: _Optional[float] = ..., flower_node_id: _Optional[int] = ...) -> None: ...
+    role: str
+    refines: bool
+    def __init__(self, node_id: _Optional[str] = ..., domain: _Optional[str] = ..., model_version: _Optional[str] = ..., connected: bool = ..., last_seen: _Optional[str] = ..., capacity: _Optional[int] = ..., in_flight: _Optional[int] = ..., reputation: _Optional[float] = ..., flower_node_id: _Optional[int] = ..., role: _Optional[str] = ..., refines: bool = ...) -> None: ...
 
 class ListNodesReply(_message.Message):
     __slots__ = ("nodes",)

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 
 from protos import swarm_pb2 as pb
 from protos.errors import WireError
+from protos.signing import Centred
 
 MAX_TOKENS = 4096  # per answer, whatever a client asks
 MAX_TEMPERATURE = 5.0
 MAX_VERSION_CHARS = 64  # a model version a node reports; longer is cut, never trusted whole
 MAX_PRESET_CHARS = 64  # a preset name is shown, never trusted: longer is cut
+CENTROID_DIM = 384  # a node's centroid (slm.encoder.DIM, which protos cannot import)
 # Stop strings as OpenAI allows them (at most 4), each a short marker: a node checks every one
 # against the text's tail at every token, so their count and size are its cost per token.
 MAX_STOPS = 4
@@ -100,19 +102,29 @@ class Score:
     signature: bytes  # over protos.signing.score_bytes(...)
     model_version: str  # the model that scored, which the signature covers
     node_ms: float = 0.0  # the node's own time on it, receipt to reply (0: unknown)
+    similarity: float = 0.0  # cosine of the prompt to the node's centroid, signed; 0: none
+    offset_loglik: float = 0.0  # nats per byte: its model's mean on the calibration pool
+    offset_similarity: float = 0.0  # its centroid's mean similarity to the pool
+
+    def centred(self, centroid_sha256: str) -> Centred:
+        """The signed statement's part beside the loglik (protos.signing.score_bytes)."""
+        return Centred(self.similarity, self.offset_loglik, self.offset_similarity,
+                       centroid_sha256)  # fmt: skip
 
     def to_proto(self) -> pb.ScoreReply:
         return pb.ScoreReply(
             request_id=self.request_id, loglik=self.loglik, bits_per_byte=self.bits_per_byte,
             confidence=self.confidence, declined=self.declined, signature=self.signature,
-            node_ms=self.node_ms, model_version=self.model_version,
+            node_ms=self.node_ms, model_version=self.model_version, similarity=self.similarity,
+            offset_loglik=self.offset_loglik, offset_similarity=self.offset_similarity,
         )  # fmt: skip
 
     @classmethod
     def from_proto(cls, m: pb.ScoreReply) -> Score:
         return cls(
             m.request_id, m.loglik, m.bits_per_byte, m.confidence, m.declined, m.signature,
-            m.model_version[:MAX_VERSION_CHARS], _finite_ms(m.node_ms),
+            m.model_version[:MAX_VERSION_CHARS], _finite_ms(m.node_ms), m.similarity,
+            m.offset_loglik, m.offset_similarity,
         )  # fmt: skip
 
 

@@ -83,6 +83,30 @@ def examples_in(data: LocalData, cfg: TrainConfig) -> int:
     return max(1, len(data.train) // cfg.seq_len)
 
 
+def base_of(loaded: LoadedModel) -> str:
+    """The sha256 of the pretrained base the model adapts; "" for a whole model (trained from
+    scratch, or an imported base). What a round's plan names and the node's Hello reports."""
+    base = loaded.base or {}
+    return str(base.get("sha256", "")) if "adapter" in base else ""
+
+
+def check_round_base(loaded: LoadedModel, expected: str | None) -> None:
+    """Refuse a round whose plan expects another kind of model than this one (None: no check).
+
+    The hub picks a round's members by the base their Hello reported; with this, a node whose
+    model is not what it reported takes no part: adapters of another base have the same names
+    and shapes, and would average without an error into weights that mean nothing on either."""
+    own = base_of(loaded)
+    if expected is None or own == expected:
+        return
+    is_ = f"adapts base {own[:12]}…" if own else "is a whole model"
+    wants = f"adapters of base {expected[:12]}…" if expected else "whole models"
+    raise ConfigError(
+        f"this node's model {is_}, but this round averages {wants}; it takes no part (a round "
+        "averages one kind of weights)"
+    )
+
+
 def _own_state(model: SLM) -> dict[str, torch.Tensor]:
     """What a round trains and averages: the whole model, or an adapted model's adapter."""
     return lora.adapter_state(model) if lora.has_adapters(model) else model.state_dict()
@@ -127,13 +151,16 @@ def local_train(
     global_weights: dict[str, np.ndarray] | None,
     steps: int,
     round_seed: int = 0,
+    expected_base: str | None = None,
 ) -> LocalUpdate:
     """Start from the global weights (or the node's own when there are none yet), train `steps`
-    steps on the node's data at a constant rate, and return the new weights."""
+    steps on the node's data at a constant rate, and return the new weights. `expected_base`:
+    the base the round's plan names (check_round_base)."""
     if steps <= 0:
         raise ConfigError(f"local steps must be positive, got {steps}")
     began = time.perf_counter()
     loaded = load_model_folder(folder)
+    check_round_base(loaded, expected_base)
     cfg = train_config_of(loaded)
     cfg = replace(cfg, seed=cfg.seed + 7919 * round_seed)  # other batches every round
     local = read_local_data(loaded, data, cfg)
@@ -171,8 +198,9 @@ def validation_loss(folder: Path, data: Path, weights: dict[str, np.ndarray] | N
 
 
 def adopt(
-    folder: Path, data: Path | None, weights: dict[str, np.ndarray], provenance: dict[str, Any]
-) -> tuple[str, float | None]:
+    folder: Path, data: Path | None, weights: dict[str, np.ndarray], provenance: dict[str, Any],
+    expected_base: str | None = None,
+) -> tuple[str, float | None]:  # fmt: skip
     """Make `weights` the folder's model; returns (new version, validation loss on local data).
 
     Weights, calibration and config.json change as one (model_folder.replace_files): a crash
@@ -182,6 +210,7 @@ def adopt(
     """
     folder = Path(folder)
     loaded = load_model_folder(folder)
+    check_round_base(loaded, expected_base)
     apply_weights(loaded.model, weights)
     loaded.model.eval()
     val_loss: float | None = None

@@ -6,7 +6,9 @@ terminals or sockets.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -73,12 +75,13 @@ def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | 
 @torch.inference_mode()
 def generate_ids(
     model: SLM, prompt_ids: list[int], params: SamplingParams, use_cache: bool = True,
-    vocab: int | None = None,
+    vocab: int | None = None, said: list[int] | None = None,
 ) -> Iterator[int]:  # fmt: skip
     """Yield up to max_tokens new token ids after prompt_ids (which start with BOS, or with the
     chat template's first token, which cropping keeps in the same place); with
     `vocab`, only ids below it (a tokenizer trained on a small corpus learns fewer tokens than
     the model has rows; an id it never learnt decodes to nothing, yet would count as a token).
+    `said`: the answer's tokens already in the prompt (a lead), penalised as repeats too.
 
     With the cache, each step feeds one token; when the context fills the block, the cache is
     rebuilt from BOS and the last half block. Without it, each step re-reads the whole context
@@ -94,7 +97,7 @@ def generate_ids(
     context = [bos, *prompt_ids[1:][-(block - 2) :]]  # leave room for at least one new token
     cache: KVCache | None = None
     pending = context
-    generated: list[int] = []
+    generated: list[int] = list(said or [])  # the answer's tokens so far: not to be repeated
     for _ in range(params.max_tokens):
         if not use_cache:
             window = context if len(context) <= block else [bos, *context[-(block - 1) :]]
@@ -126,19 +129,40 @@ def stream_text(
             yield piece
 
 
+@dataclass(frozen=True)
+class _Budget:
+    """Sampling settings with fewer tokens to sample: what a lead leaves."""
+
+    params: SamplingParams
+    max_tokens: int
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.params, name)
+
+
 def stream_counted(
-    model: SLM, tokenizer: SLMTokenizer, prompt: str, params: SamplingParams
-) -> Iterator[tuple[str, int]]:
+    model: SLM, tokenizer: SLMTokenizer, prompt: str, params: SamplingParams,
+    answer_so_far: str = "", lead: str = "",
+) -> Iterator[tuple[str, int]]:  # fmt: skip
     """(piece, tokens generated so far), ending with ("", total): the count a node signs and
     is paid for, which re-encoding the text would not reproduce (BPE merges differ).
+
+    `answer_so_far` continues an answer another node began. `lead` is text the answer opens
+    with (a refinement's quoted fact): its tokens are the answer's first, counted and subject
+    to the stop strings like sampled ones, and the model samples only after them.
 
     Byte-level tokens can split a UTF-8 character, and a stop string can span tokens, so text is
     held back until it is whole and cannot be the start of a stop string.
     """
     ids: list[int] = []
     emitted = 0
-    prompt_ids = tokenizer.prompt_ids(prompt)  # in the chat template, if the model has one
-    for token in generate_ids(model, prompt_ids, params, vocab=tokenizer.vocab_size):
+    prompt_ids = tokenizer.prompt_ids(prompt, answer_so_far)  # in the chat template, if any
+    lead_ids = tokenizer.encode(lead)[: params.max_tokens] if lead else []
+    left = params.max_tokens - len(lead_ids)
+    sampled = (generate_ids(model, prompt_ids + lead_ids, _Budget(params, left),
+                            vocab=tokenizer.vocab_size, said=lead_ids)
+               if left > 0 else iter(()))  # fmt: skip
+    for token in itertools.chain(lead_ids, sampled):
         if token in tokenizer.end_ids:  # BOS, or the end of the answer's chat turn
             break
         ids.append(token)

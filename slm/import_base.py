@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from slm.encoder import text_centroid
 from slm.model import SLM
 from slm.model_folder import finish_folder, save_tokenizer, save_weights
 from slm.pretrained import Pretrained
@@ -32,4 +33,5 @@ def import_base(base: Pretrained, text: str, domain: str, out: Path, val_fractio
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     meta = {"name": base.name, "sha256": base.sha256, "source": str(base.source)}
-    finish_folder(out, base.config, domain, quantiles, corpus_profile(text), training, meta)
+    finish_folder(out, base.config, domain, quantiles, corpus_profile(text), training, meta,
+                  text_centroid(text))  # fmt: skip

@@ -8,6 +8,8 @@ tokenizer.json     byte-level BPE
 chat_template.jinja  the instruct base's chat template, if it has one
 calibration.json   validation bits-per-byte quantiles, for confidence
 profile.npy        domain profile vector (slm.profile)
+centroid.npy       the training text's sentence-vector centroid (slm.encoder), if the encoder
+                   was installed: what the node reports its prompts' similarity to
 metrics.jsonl      one line per validation run
 """
 
@@ -42,6 +44,7 @@ from slm.version import model_version
 FORMAT = "swarmllm-model/1"
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
 CALIBRATION, PROFILE, METRICS = "calibration.json", "profile.npy", "metrics.jsonl"
+CENTROID = "centroid.npy"  # optional
 REQUIRED = (CONFIG, WEIGHTS, TOKENIZER, CALIBRATION, PROFILE)
 
 
@@ -57,6 +60,7 @@ class LoadedModel:
     training: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     base: dict[str, Any] | None = None  # config.json's "base": what an adapter sits on
+    centroid: np.ndarray | None = None  # centroid.npy: the training text's sentence centroid
 
 
 def weights_bytes(model: SLM) -> bytes:
@@ -106,14 +110,22 @@ def finish_folder(
     profile: np.ndarray,
     training: dict[str, Any],
     base: dict[str, Any] | None = None,
+    centroid: np.ndarray | None = None,
 ) -> None:
-    """Write calibration, profile and, last, config.json, which makes the folder loadable."""
+    """Write calibration, profile, the centroid if any and, last, config.json, which makes the
+    folder loadable."""
     folder = Path(folder)
     atomic_write_bytes(folder / CALIBRATION, calibration_bytes(quantiles))
-    buf = io.BytesIO()
-    np.save(buf, profile.astype(np.float32))
-    atomic_write_bytes(folder / PROFILE, buf.getvalue())
+    atomic_write_bytes(folder / PROFILE, _npy(profile))
+    if centroid is not None:
+        atomic_write_bytes(folder / CENTROID, _npy(centroid))
     atomic_write_bytes(folder / CONFIG, config_bytes(config, domain, training, base))
+
+
+def _npy(vector: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, vector.astype(np.float32))
+    return buf.getvalue()
 
 
 STAGED = ".next"  # suffix of a file staged by replace_files
@@ -219,6 +231,7 @@ def load_model_folder(
         )
     quantiles = _read_calibration(folder / CALIBRATION)
     profile = _read_profile(folder / PROFILE)
+    centroid = _read_centroid(folder / CENTROID)
     model.eval()
     if serving == "int8":
         model = for_serving(model, "int8")  # CPU only
@@ -237,6 +250,7 @@ def load_model_folder(
         training=meta.get("training", {}),
         path=folder,
         base=base if isinstance(base, dict) else None,
+        centroid=centroid,
     )
 
 
@@ -285,3 +299,20 @@ def _read_profile(path: Path) -> np.ndarray:
     if profile.shape != (PROFILE_DIM,) or not np.all(np.isfinite(profile)):
         raise ModelFolderError(f"{path} must hold {PROFILE_DIM} finite values")
     return profile.astype(np.float32)
+
+
+def _read_centroid(path: Path) -> np.ndarray | None:
+    """centroid.npy if the folder has one: a finite unit vector."""
+    if not path.exists():
+        return None
+    try:
+        centroid = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ModelFolderError(f"{path} is not a NumPy array: {exc}") from None
+    if (
+        centroid.ndim != 1
+        or not np.all(np.isfinite(centroid))
+        or not np.isclose(float(np.linalg.norm(centroid)), 1.0, atol=1e-3)
+    ):
+        raise ModelFolderError(f"{path} must hold one finite unit vector")
+    return centroid.astype(np.float32)

@@ -24,7 +24,7 @@ import numpy as np
 PROFILE_DIM = 4096
 PASSAGE_CHARS = 1000
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
-_STOPWORDS = frozenset(
+STOPWORDS = frozenset(
     """
     a about above after again against all am an and any are as at be because been before
     being below between both but by can could did do does doing down during each few for
@@ -39,7 +39,7 @@ _STOPWORDS = frozenset(
 
 
 def _features(text: str) -> Counter[str]:
-    words = [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and len(w) > 1]
+    words = [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1]
     return Counter(words)
 
 

@@ -61,12 +61,14 @@ class SLMTokenizer:
             after, add_special_tokens=False
         ).ids
 
-    def prompt_ids(self, prompt: str) -> list[int]:
-        """What generation starts from: the chat-wrapped prompt, or BOS and the prompt."""
+    def prompt_ids(self, prompt: str, answer_so_far: str = "") -> list[int]:
+        """What generation starts from: the chat-wrapped prompt with the answer's turn begun by
+        `answer_so_far` (another node's, on fail-over), or BOS, the prompt and that answer."""
         if self._chat is None:
-            return [self.bos_id, *self.encode(prompt)]
+            return [self.bos_id, *self.encode(prompt + answer_so_far)]
         before, after = self._chat
-        return [*before, *self.encode(prompt), *after]
+        so_far = self.encode(answer_so_far) if answer_so_far else []
+        return [*before, *self.encode(prompt), *after, *so_far]
 
     @classmethod
     def train(cls, texts: list[str], vocab_size: int) -> SLMTokenizer:

@@ -25,6 +25,7 @@ from safetensors.torch import load as load_safetensors
 from slm import lora
 from slm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from slm.config import ModelConfig, TrainConfig
+from slm.encoder import text_centroid
 from slm.errors import ConfigError, DataError
 from slm.model import SLM
 from slm.model_folder import (
@@ -388,7 +389,8 @@ def _finish(run: _Run, result: TrainResult, text: str, val_text: str, domain: st
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     _append_metrics(out / METRICS, {"event": "done", **asdict(result)})
-    finish_folder(out, run.model_cfg, domain, quantiles, corpus_profile(text), training, run.base)
+    finish_folder(out, run.model_cfg, domain, quantiles, corpus_profile(text), training, run.base,
+                  text_centroid(text))  # fmt: skip
 
 
 def _trainable_state(model: SLM) -> dict[str, torch.Tensor]:

@@ -45,3 +45,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainedDomain
         train(seen, domain, folder, preset.model, replace(preset.train, max_steps=200))
         out[domain] = TrainedDomain(folder, held_out)
     return out
+
+
+@pytest.fixture(scope="session")
+def law_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A law adapter (rank 2) of the embedded base, trained 2 steps of one 32-token window on
+    the first 20,000 characters of the law corpus: a real adapted model folder in about half a
+    minute, not a useful one. Its recorded settings make a round's local steps as small."""
+    from slm import pretrained
+    from slm.config import ADAPTER_TRAIN, DEFAULT_BASE, AdapterConfig
+
+    base = pretrained.load(DEFAULT_BASE)
+    tiny = replace(ADAPTER_TRAIN, batch_size=1, seq_len=32, max_steps=2, max_epochs=None,
+                   eval_interval=2, eval_batches=1, warmup_steps=1)  # fmt: skip
+    folder = tmp_path_factory.mktemp("adapter-law")
+    text = read_corpus(CORPORA / "law.txt")[:20_000]
+    train(text, "law", folder, base.config, tiny, base=base, adapter=AdapterConfig(rank=2))
+    return folder

@@ -22,7 +22,7 @@ from hub.api.metrics import Metrics
 from hub.errors import StatusError
 from hub.ledger.rewards import Rewards
 from hub.routing.network import Network
-from hub.routing.router import Result, Routed, Switched
+from hub.routing.router import DIRECT, REFINE, Delivered, Drafted, Result, Routed, Switched
 from protos.errors import WireError
 from protos.wire import SamplingParams
 from slm.errors import SLMError
@@ -39,6 +39,8 @@ class Question:
     params: SamplingParams
     domain: str = ""  # route among this domain's nodes only
     idempotency_key: str = ""  # a retry with the same value is charged once
+    mode: str = ""  # DIRECT, REFINE, or "": the hub's default (refine only where it can)
+    draft: str | None = None  # the caller's own draft to refine
 
 
 @dataclass(frozen=True)
@@ -50,23 +52,29 @@ class Answered:
 
     @property
     def tokens(self) -> int:
-        return sum(t for _, t in self.result.segments)
+        """The answer's tokens (a draft's are paid for, but they are not the answer's)."""
+        return sum(t for _, t in self.result.segments[self.result.draft_segments :])
 
 
-Event = Routed | str | Switched | Answered
+Event = Drafted | Routed | str | Switched | Answered
 STALLED_S = 5.0  # past the deadline, a client that stopped reading is cut off
 
 
 def _partial(
-    routed: Routed | None, segments: list[tuple[str, int]], started: float
+    request_id: str, routed: Routed | None, delivered: Delivered, started: float
 ) -> Result | None:
-    """What an answer cut short delivered, as a result to record; None if it delivered no
-    token (nothing to pay for)."""
-    if routed is None or not any(tokens for _, tokens in segments):
+    """What an answer cut short delivered (a draft, perhaps some text), as a result to record;
+    None if it delivered no token (nothing to pay for)."""
+    segments = delivered.segments
+    if not any(tokens for _, tokens in segments):
         return None
     latency = (time.perf_counter() - started) * 1000
-    return Result(routed.request_id, segments[-1][0], routed.domain, routed.posterior,
-                  routed.candidates, list(segments), False, latency, 0.0, partial=True)  # fmt: skip
+    domain, posterior, candidates = (
+        (routed.domain, routed.posterior, routed.candidates) if routed else ("", 0.0, [])
+    )
+    return Result(request_id, segments[-1][0], domain, posterior, candidates, list(segments),
+                  False, latency, 0.0, partial=True, mode=REFINE if delivered.draft else DIRECT,
+                  draft_segments=delivered.draft)  # fmt: skip
 
 
 def reason_of(exc: StatusError) -> str:
@@ -94,16 +102,16 @@ class AskService:
         place is given back only once that record is durable. A client that stops reading is
         cut off: the Ask's task is cancelled a little after its deadline."""
         started = time.perf_counter()
-        request_id, release = await self._admit(key, question)
+        request_id, release, mode = await self._admit(key, question)
         deadline_s = self.network.router.config.ask_deadline_s
         task = asyncio.current_task()
         watchdog = asyncio.get_running_loop().call_later(deadline_s + STALLED_S, task.cancel)  # type: ignore[union-attr]
-        segments: list[tuple[str, int]] = []
+        delivered = Delivered()
         routed: Routed | None = None
         answered, outcome = False, "error"
         try:
             async with contextlib.aclosing(
-                self._routed(key, question, request_id, started, segments)
+                self._routed(key, question, mode, request_id, started, delivered)
             ) as events:
                 async for event in events:
                     if isinstance(event, Routed):
@@ -120,7 +128,7 @@ class AskService:
             raise
         finally:
             watchdog.cancel()
-            partial = None if answered else _partial(routed, segments, started)
+            partial = None if answered else _partial(request_id, routed, delivered, started)
             if partial is None:
                 release()
             else:  # recorded in a task of its own: a cancelled caller cannot stop it
@@ -131,15 +139,38 @@ class AskService:
             self.metrics.asks.labels(outcome).inc()
             self.metrics.duration.observe(time.perf_counter() - started)
 
-    async def _admit(self, key: KeyRecord, question: Question) -> tuple[str, Callable[[], None]]:
-        """(the request id, the function that gives the Ask's place back)."""
+    def mode(self, question: Question) -> str:
+        """The mode an Ask is answered in: a draft is refined; an Ask that names no mode takes
+        the hub's default, which falls back to direct when no generalist and refining node
+        are connected."""
+        if question.mode and question.mode not in (DIRECT, REFINE):
+            raise StatusError("INVALID_ARGUMENT", f"mode must be {DIRECT} or {REFINE}, got "
+                              f"{question.mode[:32]!r}")  # fmt: skip
+        if question.draft is not None:
+            if question.mode == DIRECT:
+                raise StatusError("INVALID_ARGUMENT", "a draft is refined: ask with mode refine "
+                                  "(or none), or leave the draft out")  # fmt: skip
+            return REFINE
+        router = self.network.router
+        if question.mode:
+            return question.mode
+        default = router.config.mode
+        return default if default == DIRECT or router.can_refine(question.domain) else DIRECT
+
+    async def _admit(
+        self, key: KeyRecord, question: Question
+    ) -> tuple[str, Callable[[], None], str]:
+        """(the request id, the function that gives the Ask's place back, the mode)."""
         try:
-            self.network.router.validate(question.prompt, question.domain)
+            mode = self.mode(question)
+            self.network.router.validate(question.prompt, question.domain, mode, question.draft)
             idempotent = bool(question.idempotency_key)
             request_id = (request_id_for(key, question.idempotency_key) if idempotent
                           else uuid.uuid4().hex)  # fmt: skip
-            cost = self.rewards.price(question.params.max_tokens)
-            return request_id, await self.gate.enter(key, request_id, cost, idempotent)
+            # a draft the hub has written is paid for too: up to max_tokens more
+            drafting = mode == REFINE and question.draft is None
+            cost = self.rewards.price(question.params.max_tokens * (2 if drafting else 1))
+            return request_id, await self.gate.enter(key, request_id, cost, idempotent), mode
         except StatusError as exc:
             self.metrics.rejected.labels(reason_of(exc)).inc()
             raise
@@ -148,8 +179,8 @@ class AskService:
             raise StatusError("INVALID_ARGUMENT", str(exc)) from None
 
     async def _routed(
-        self, key: KeyRecord, question: Question, request_id: str, started: float,
-        segments: list[tuple[str, int]],
+        self, key: KeyRecord, question: Question, mode: str, request_id: str, started: float,
+        delivered: Delivered,
     ) -> AsyncIterator[Event]:  # fmt: skip
         network = self.network
         loop = asyncio.get_running_loop()
@@ -157,7 +188,8 @@ class AskService:
             loop.time() + network.router.config.ask_deadline_s - (time.perf_counter() - started)
         )
         events = network.router.ask(question.prompt, question.params, network.priors,
-                                    request_id, question.domain, segments).__aiter__()  # fmt: skip
+                                    request_id, question.domain, delivered, mode,
+                                    question.draft).__aiter__()  # fmt: skip
         network.asks += 1
         first_text = True
         try:
@@ -196,8 +228,9 @@ class AskService:
             log.error("could not record inference %s in the ledger: %s", result.request_id, exc)
             charged = 0
         self.metrics.ledger_write.observe(time.perf_counter() - began)
-        log.info("ask %s -> %s node %s, p=%.3f, %d tokens, %.0f ms (hub %.1f ms), key %s",
+        drafted = f", drafted by {result.drafted.by[:16]}" if result.drafted else ""
+        log.info("ask %s -> %s node %s, p=%.3f, %d tokens, %.0f ms (hub %.1f ms), key %s%s",
                  result.request_id[:8], result.domain, result.node_id[:12], result.confidence,
                  sum(t for _, t in result.segments), result.latency_ms,
-                 result.hub_overhead_ms, key.name)  # fmt: skip
+                 result.hub_overhead_ms, key.name, drafted)  # fmt: skip
         return charged

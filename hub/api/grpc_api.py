@@ -21,7 +21,7 @@ from hub.api.asks import Answered, AskService, Question
 from hub.errors import StatusError
 from hub.routing.config import MAX_PROMPT_LIMIT
 from hub.routing.network import Network
-from hub.routing.router import Result, Routed, Switched
+from hub.routing.router import DIRECT, REFINE, Drafted, Result, Routed, Switched
 from hub.routing.server import abort_internal
 from protos import swarm_pb2 as pb
 from protos.errors import WireError
@@ -31,7 +31,9 @@ from slm.errors import SLMError
 log = logging.getLogger("slm-hub")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Swarm"].full_name  # swarmllm.v2.Swarm
-MAX_ASK_BYTES = MAX_PROMPT_LIMIT + 4096  # the largest prompt a hub may allow, and its settings
+# the largest prompt and draft a hub may allow, and the settings
+MAX_ASK_BYTES = 2 * MAX_PROMPT_LIMIT + 4096
+MODES = {pb.MODE_DIRECT: DIRECT, pb.MODE_REFINE: REFINE}  # MODE_DEFAULT: the hub's
 
 Balance = Callable[[KeyRecord, str], tuple[str, str, int]]  # (caller, node) -> node, account, µ
 
@@ -82,7 +84,9 @@ class SwarmServicer:
                 self.service.metrics.rejected.labels("invalid_argument").inc()
                 raise StatusError("INVALID_ARGUMENT", str(exc)) from None
             question = Question(request.prompt, params, request.domain,
-                                _metadata(context).get("idempotency-key", ""))  # fmt: skip
+                                _metadata(context).get("idempotency-key", ""),
+                                MODES.get(request.mode, ""),
+                                request.draft if request.draft else None)  # fmt: skip
             events = self.service.ask(key, question)
             async with contextlib.aclosing(events):  # a hang-up cancels the node's work now
                 async for event in events:
@@ -94,6 +98,9 @@ class SwarmServicer:
                         ))  # fmt: skip
                     elif isinstance(event, Answered):
                         yield pb.AskReply(result=_result(event.result, event.charged))
+                    elif isinstance(event, Drafted):
+                        yield pb.AskReply(drafted=pb.Drafted(
+                            by=event.by, text=event.text, tokens=event.tokens))  # fmt: skip
                     else:
                         assert isinstance(event, Routed)
         except StatusError as exc:
@@ -124,6 +131,7 @@ class SwarmServicer:
                 in_flight=conn.in_flight if conn else 0,
                 reputation=r.reputation if key.admin else 0.0,
                 flower_node_id=int(r.flower_node_id or 0) if key.admin else 0,
+                role=r.role, refines=bool(conn and conn.refines),
             ))  # fmt: skip
         return pb.ListNodesReply(nodes=nodes)
 
@@ -148,8 +156,11 @@ def _result(r: Result, charged: int) -> pb.AskResult:
                          loglik=c.loglik, posterior=c.posterior, declined=c.declined)
             for c in r.candidates
         ],
-        tokens=sum(t for _, t in r.segments), latency_ms=r.latency_ms,
+        tokens=sum(t for _, t in r.segments[r.draft_segments :]), latency_ms=r.latency_ms,
         hub_overhead_ms=r.hub_overhead_ms, charged_micro_credits=charged,
+        mode=pb.MODE_REFINE if r.mode == REFINE else pb.MODE_DIRECT,
+        drafted_by=r.drafted.by if r.drafted else "",
+        draft_tokens=sum(t for _, t in r.segments[: r.draft_segments]),
     )  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from hub.api.asks import Answered, AskService, Question
 from hub.api.metrics import CONTENT_TYPE, Metrics
 from hub.api.openai_schema import AUTO, PREFIX, ChatRequest, CompletionRequest, RequestError
 from hub.errors import StatusError
-from hub.routing.router import Routed, Switched
+from hub.routing.router import Drafted, Routed, Switched
 
 log = logging.getLogger("slm-hub")
 
@@ -72,9 +72,14 @@ def _event(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _swarm(routed: Routed, switches: list[Switched], done: Answered | None = None) -> dict:
-    """The routing decision, and on the last chunk who finished, what it cost."""
+def _swarm(
+    routed: Routed, switches: list[Switched], done: Answered | None = None,
+    drafted: Drafted | None = None,
+) -> dict:  # fmt: skip
+    """The routing decision (and in refine mode the draft), and on the last chunk who
+    finished, what it cost."""
     out: dict[str, Any] = {
+        "mode": "refine" if drafted else "direct",
         "request_id": routed.request_id, "node_id": routed.node_id, "domain": routed.domain,
         "posterior": routed.posterior,
         "candidates": [{"node_id": c.node_id, "domain": c.domain, "loglik": c.loglik,
@@ -83,6 +88,8 @@ def _swarm(routed: Routed, switches: list[Switched], done: Answered | None = Non
         "switches": [{"from_node": s.from_node, "to_node": s.to_node, "reason": s.reason}
                      for s in switches],
     }  # fmt: skip
+    if drafted is not None:
+        out["draft"] = {"by": drafted.by, "tokens": drafted.tokens, "text": drafted.text}
     if done is not None:
         r = done.result
         out |= {"node_id": r.node_id, "domain": r.domain, "posterior": r.confidence,
@@ -102,6 +109,7 @@ class _Exchange:
         self.include_usage = include_usage
         self.created = int(time.time())
         self.switches: list[Switched] = []
+        self.drafted: Drafted | None = None
 
     def ids(self, routed: Routed) -> dict[str, Any]:
         kind = "chat.completion" if self.chat else "text_completion"
@@ -126,7 +134,7 @@ class _Exchange:
             "model": PREFIX + done.result.domain,
             "choices": [choice],
             "usage": self.usage(done),
-            "swarm": _swarm(routed, self.switches, done),
+            "swarm": _swarm(routed, self.switches, done, self.drafted),
         }
 
     def chunk(self, routed: Routed, text: str | None, finish: str | None = None,
@@ -147,7 +155,7 @@ class _Exchange:
 
     async def stream(self, routed: Routed, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
         async with contextlib.aclosing(events):  # a hang-up cancels the node's work now
-            first = self.chunk(routed, "", swarm=_swarm(routed, []))
+            first = self.chunk(routed, "", swarm=_swarm(routed, [], drafted=self.drafted))
             if self.chat:
                 first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
             yield _event(first)
@@ -159,7 +167,7 @@ class _Exchange:
                         self.switches.append(event)
                     elif isinstance(event, Answered):
                         model = PREFIX + event.result.domain
-                        swarm = _swarm(routed, self.switches, event)
+                        swarm = _swarm(routed, self.switches, event, self.drafted)
                         yield _event(self.chunk(routed, None, self.finish(event), swarm, model))
                         if self.include_usage:
                             yield _event({**self.ids(routed), "object": self.ids(routed)["object"]
@@ -244,12 +252,16 @@ class _Api:
         except (RequestError, ValueError) as exc:  # ValueError: SamplingParams' WireError
             self.metrics.rejected.labels("invalid_argument").inc()
             return error(400, str(exc), "invalid_request", getattr(exc, "param", None))
-        question = Question(prompt, params, domain, request.headers.get("idempotency-key", ""))
+        question = Question(prompt, params, domain, request.headers.get("idempotency-key", ""),
+                            body.mode(), body.draft())  # fmt: skip
         usage = bool(body.stream_options and body.stream_options.include_usage)
         exchange = _Exchange(isinstance(body, ChatRequest), prompt, params.max_tokens, usage)
         events = self.service.ask(key, question).__aiter__()
         try:
             routed = await events.__anext__()  # the route is known before any text
+            if isinstance(routed, Drafted):  # refine mode: the draft comes first
+                exchange.drafted = routed
+                routed = await events.__anext__()
             if not body.stream:
                 whole = await exchange.collect(routed, events)
                 return JSONResponse(whole, headers=_headers(routed))

@@ -54,6 +54,20 @@ class StreamOptions(BaseModel):
 Stop = str | Annotated[list[str], Field(max_length=MAX_STOPS)] | None
 
 
+class SwarmOptions(BaseModel):
+    """SwarmLLM's own request fields, under `swarm` (openai's `extra_body={"swarm": {...}}`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["direct", "refine"] | None = Field(
+        None, description="direct: the most confident node answers; refine: a generalist drafts "
+        "and the most confident domain node refines; absent: the hub's default",
+    )  # fmt: skip
+    draft: str | None = Field(
+        None, min_length=1, description="your own draft answer (a larger model's, say): the "
+        "domain node that fits prompt and draft best refines it; implies refine",
+    )  # fmt: skip
+
+
 class _Common(BaseModel):
     """What both endpoints take. Unknown fields are allowed (clients send many) and ignored,
     except the ones that change the answer's meaning, which `unsupported` refuses."""
@@ -72,6 +86,13 @@ class _Common(BaseModel):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
+    swarm: SwarmOptions | None = None
+
+    def mode(self) -> str:
+        return (self.swarm.mode if self.swarm else None) or ""
+
+    def draft(self) -> str | None:
+        return self.swarm.draft if self.swarm else None
 
     def domain(self) -> str:
         """The domain a model name pins ("" for swarm/auto)."""

@@ -54,6 +54,15 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     )  # fmt: skip
     p.add_argument("prompt", help="the prompt; '-' reads it from standard input")
     p.add_argument("--domain", default="", help="route among this domain's nodes only")
+    p.add_argument(
+        "--mode", choices=("direct", "refine"),
+        help="direct: the most confident node answers; refine: a generalist drafts and the "
+        "most confident domain node refines the draft (default: the hub's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--draft-file", type=Path, metavar="FILE",
+        help="your own draft answer (a larger model's, say), to be refined: implies refine",
+    )  # fmt: skip
     add_flags(p.add_argument_group("sampling"), SamplingParams)
     p.set_defaults(run=cmd_ask)
 
@@ -122,11 +131,12 @@ def cmd_nodes(args: argparse.Namespace) -> None:
     if args.json:
         print_json([_as_dict(n, always_print_fields_with_no_presence=True) for n in reply.nodes])
         return
-    table = Table("node", "domain", "model", "state", "last seen (UTC)", "capacity", "busy",
-                  "reputation", title=f"nodes of {args.hub}")  # fmt: skip
+    table = Table("node", "domain", "role", "model", "state", "last seen (UTC)", "capacity",
+                  "busy", "reputation", title=f"nodes of {args.hub}")  # fmt: skip
     for n in reply.nodes:
+        role = n.role + (", refines" if n.refines else "")
         table.add_row(
-            n.node_id[:16], n.domain, n.model_version,
+            n.node_id[:16], n.domain, role, n.model_version,
             "[green]connected[/]" if n.connected else "offline", n.last_seen[:19].replace("T", " "),
             str(n.capacity), str(n.in_flight), f"{n.reputation:.2f}",
         )  # fmt: skip
@@ -144,16 +154,27 @@ def _prompt(text: str) -> str:
     return prompt
 
 
+def _draft(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SLMError(f"cannot read the draft {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SLMError(f"the draft {path} is not valid UTF-8") from None
+
+
 def cmd_ask(args: argparse.Namespace) -> None:
     import grpc
 
     from protos import swarm_pb2 as pb
 
     params = SamplingParams(**values(SamplingParams, args))
+    mode = {"direct": pb.MODE_DIRECT, "refine": pb.MODE_REFINE}.get(args.mode, pb.MODE_DEFAULT)
     request = pb.AskRequest(
-        prompt=_prompt(args.prompt), sampling=params.to_proto(), domain=args.domain
-    )
-    answer, switches, result = [], [], None
+        prompt=_prompt(args.prompt), sampling=params.to_proto(), domain=args.domain, mode=mode,
+        draft=_draft(args.draft_file) if args.draft_file else "",
+    )  # fmt: skip
+    answer, switches, result, drafted = [], [], None, None
     metadata = _metadata(args)
     try:
         for reply in _swarm(args).Ask(request, timeout=600, metadata=metadata):
@@ -171,6 +192,11 @@ def cmd_ask(args: argparse.Namespace) -> None:
                         f"\n[node {s.from_node[:12]} {s.reason}; node {s.to_node[:12]} continues]",
                         file=sys.stderr,
                     )
+            elif kind == "drafted":
+                drafted = reply.drafted
+                if not args.json:
+                    print(f"[draft by {drafted.by[:24]}, {drafted.tokens} tokens; refining]",
+                          file=sys.stderr, flush=True)  # fmt: skip
             elif kind == "result":
                 result = reply.result
     except grpc.RpcError as exc:
@@ -184,6 +210,7 @@ def cmd_ask(args: argparse.Namespace) -> None:
             "answer": "".join(answer),
             **_as_dict(result, always_print_fields_with_no_presence=True),
             "switches": [_as_dict(s) for s in switches],
+            **({"draft": drafted.text} if drafted is not None else {}),
         })  # fmt: skip
         return
     print()
@@ -193,8 +220,10 @@ def cmd_ask(args: argparse.Namespace) -> None:
 def _explain(result: pb.AskResult) -> None:
     """Who answered and why, on stderr (the answer alone is on stdout)."""
     err = Console(stderr=True, width=None if sys.stderr.isatty() else 132)
+    who = (f"drafted by [bold]{result.drafted_by[:24]}[/] ({result.draft_tokens} tokens), "
+           f"refined by" if result.drafted_by else "answered by")  # fmt: skip
     err.print(
-        f"answered by [bold]{result.node_id[:16]}[/] ({result.domain}), posterior "
+        f"{who} [bold]{result.node_id[:16]}[/] ({result.domain}), posterior "
         f"{result.confidence:.3f}, {result.tokens} tokens in {result.latency_ms:.0f} ms "
         f"(hub overhead {result.hub_overhead_ms:.1f} ms), charged "
         f"{result.charged_micro_credits / 1e6:.6f} credits", highlight=False,

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
         ServeOptions,
         only=("host", "port", "insecure", "flower_port", "http_port", "heartbeat_s"),
     )
+    add_flags(p.add_argument_group("three-model answers"), ServeOptions,
+              only=("generalist_url", "generalist_model", "generalist_ca"))  # fmt: skip
     add_flags(p.add_argument_group("routing"), RouterConfig, prefix="router_")
     p.set_defaults(run=cmd_serve)
 

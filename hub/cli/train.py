@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument(
         "--check", action="store_true",
         help="train nothing: say how many of the domain's nodes are ready to train now, and "
-        "exit 0 if at least --min-nodes are (1 if not)",
+        "exit 0 if at least --min-nodes are and they share a base (1 if not)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="progress (or the check) as JSON lines")
     p.set_defaults(run=cmd_train)
@@ -52,17 +52,17 @@ def _check(args: argparse.Namespace, plan: TrainingPlan) -> int:
     from hub.training.runs import readiness
 
     ready = readiness(args.home, lambda: current_engine(args), plan.domain)
-    short = ready.shortfall(plan.min_nodes)
+    refusals = [r for r in (ready.shortfall(plan.min_nodes), ready.mixed_bases()) if r]
     if args.json:
         print(json.dumps({"domain": plan.domain, "ready": sorted(ready.ready.values()),
-                          "not_ready": ready.not_ready, "min_nodes": plan.min_nodes}))  # fmt: skip
+                          "not_ready": ready.not_ready, "min_nodes": plan.min_nodes,
+                          "bases": ready.bases(), "refused": refusals}))  # fmt: skip
     else:
         print(f"{len(ready.ready)} {plan.domain} node(s) ready to train"
               + "".join(f"\n  not ready: {n}" for n in ready.not_ready))  # fmt: skip
-    if short is not None:
-        print(f"slm-hub: {short}", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
+    for refusal in refusals:
+        print(f"slm-hub: {refusal}", file=sys.stderr)
+    return EXIT_ERROR if refusals else 0
 
 
 def _run(args: argparse.Namespace, plan: TrainingPlan) -> int:

@@ -33,6 +33,12 @@ def node_account(node_id: str) -> str:
     return f"node:{node_id}"
 
 
+def payee_account(payee: str) -> str:
+    """The account one segment of an answer pays: its node's, or the treasury's (a draft from
+    the operator's own endpoint: the operator pays its bill)."""
+    return TREASURY if payee == TREASURY else node_account(payee)
+
+
 def key_account(key_id: str) -> str:
     """The account an API key's Asks are paid from."""
     return f"key:{key_id}"

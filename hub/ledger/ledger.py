@@ -28,6 +28,7 @@ from hub.ledger.entries import (
     head_bytes,
     key_account,
     node_account,
+    payee_account,
 )
 from hub.ledger.reader import LedgerReader, _entry
 from hub.ledger.rewards import (
@@ -93,7 +94,7 @@ class Ledger(LedgerReader):
             )
             accounts = self._accounts(
                 conn,
-                {node_account(n) for r in records for n, _ in r.segments}
+                {payee_account(n) for r in records for n, _ in r.segments}
                 | {r.payer for r in records},
             )
             rows, transfers = [], []
@@ -105,7 +106,7 @@ class Ledger(LedgerReader):
                 if record.payer not in accounts:
                     raise LedgerError(f"unknown account {record.payer}: it cannot pay")
                 for node, _ in record.segments:
-                    if node_account(node) not in accounts:
+                    if payee_account(node) not in accounts:
                         raise LedgerError(f"unknown node {node}: it has no ledger account")
                 rows.append(_inference_row(record))
                 paid = inference_transfers(record, self.rewards)
@@ -265,7 +266,12 @@ def _inference_row(record: InferenceRecord) -> dict[str, Any]:
         "domain": record.domain,
         "candidates": json.dumps(list(record.candidates)),
         "chosen_node": chosen,
-        "segments": json.dumps([{"node": n, "tokens": t} for n, t in record.segments]),
+        "segments": json.dumps(
+            [
+                {"node": n, "tokens": t, **({"role": "draft"} if i < record.draft_segments else {})}
+                for i, (n, t) in enumerate(record.segments)
+            ]
+        ),
         "outcome": record.outcome,
         "tokens": sum(t for _, t in record.segments),
         "latency_ms": float(record.latency_ms),

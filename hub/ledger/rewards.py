@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from hub.ledger.entries import TREASURY, LedgerError, Transfer, node_account
+from hub.ledger.entries import TREASURY, LedgerError, Transfer, payee_account
 
 MICRO = 1_000_000  # micro-credits per credit
 MAX_CREDITS = 10**9  # one transfer; keeps every sum far inside a 64-bit integer
@@ -84,6 +84,7 @@ class InferenceRecord:
     completion_signature: str = ""
     prompt: str | None = None
     payer: str = TREASURY  # the account that pays: the asking key's ("key:<id>")
+    draft_segments: int = 0  # how many of the first segments are a draft (refine mode)
 
     def __post_init__(self) -> None:
         if not self.request_id or len(self.request_id) > 100:
@@ -93,6 +94,8 @@ class InferenceRecord:
         for node, tokens in self.segments:
             if not isinstance(tokens, int) or tokens < 0:
                 raise LedgerError(f"node {node} delivered {tokens!r} tokens; need an integer >= 0")
+        if not 0 <= self.draft_segments <= len(self.segments):
+            raise LedgerError(f"{self.draft_segments} draft segments of {len(self.segments)}")
 
 
 def split(total: int, weights: Sequence[int]) -> list[int]:
@@ -113,7 +116,7 @@ def _payouts(
     node, weight, reason). A zero share is no transfer."""
     shares = split(total, [weight for _, _, weight, _ in recipients])
     return [
-        Transfer(entry_id, kind, payer, node_account(node), share, ref, domain, reason)
+        Transfer(entry_id, kind, payer, payee_account(node), share, ref, domain, reason)
         for (entry_id, node, _, reason), share in zip(recipients, shares, strict=True)
         if share > 0
     ]
@@ -123,15 +126,17 @@ def inference_transfers(record: InferenceRecord, rewards: Rewards) -> list[Trans
     """A successful (or partly delivered) inference: the payer pays the nodes base +
     per-token, split by tokens actually delivered, and the hub its fee. Anything else costs
     nothing and earns nothing."""
-    delivered = [(node, tokens) for node, tokens in record.segments if tokens > 0]
+    delivered = [(i, node, tokens) for i, (node, tokens) in enumerate(record.segments)
+                 if tokens > 0]  # fmt: skip
     if record.outcome not in ("success", "partial") or not delivered:
         return []
-    total_tokens = sum(t for _, t in delivered)
+    total_tokens = sum(t for _, _, t in delivered)
     total = rewards.earned(total_tokens)
     recipients = [
-        (f"inference:{record.request_id}:{i}", node, tokens, f"{tokens} of {total_tokens} tokens")
-        for i, (node, tokens) in enumerate(delivered)
-    ]
+        (f"inference:{record.request_id}:{n}", node, tokens,
+         f"{tokens} of {total_tokens} tokens" + (" (draft)" if i < record.draft_segments else ""))
+        for n, (i, node, tokens) in enumerate(delivered)
+    ]  # fmt: skip
     paid = _payouts("inference_reward", record.request_id, record.domain, total, recipients,
                     record.payer)  # fmt: skip
     fee = rewards.fee(total)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,11 +25,12 @@ from hub.routing.tokens import check_domain, redeem_token
 from hub.storage.registry import NodeRecord, NodeRegistry
 from protos import swarm_pb2 as pb
 from protos.signing import challenge_bytes, node_id, verify
-from protos.wire import MAX_PRESET_CHARS, MAX_VERSION_CHARS
+from protos.wire import CENTROID_DIM, MAX_PRESET_CHARS, MAX_VERSION_CHARS
 from slm.errors import SLMError
 from slm.profile import PROFILE_DIM
 
 MAX_CAPACITY = 256
+ROLES = ("domain", "generalist")  # a Hello's role; empty means "domain"
 HELLO_TIMEOUT_S = 10.0  # for each of the hello and the proof
 
 
@@ -46,6 +48,10 @@ class Applicant:
     capacity: int
     preset: str
     join_token: str
+    role: str = "domain"
+    base: str = ""  # sha256 of the base its model adapts; "": trained from scratch
+    refines: bool = False
+    centroid: tuple[float, ...] = ()  # its sentence-vector centroid; (): none
 
 
 def check_hello(hello: pb.Hello) -> Applicant:
@@ -77,9 +83,25 @@ def check_hello(hello: pb.Hello) -> Applicant:
         raise AdmissionError(
             "INVALID_ARGUMENT", f"hello.model_version must be 1-{MAX_VERSION_CHARS} characters"
         )
+    role = hello.role or "domain"
+    if role not in ROLES:
+        raise AdmissionError(
+            "INVALID_ARGUMENT", f"hello.role must be one of {', '.join(ROLES)}, got {role[:32]!r}"
+        )
+    if hello.base and not re.fullmatch(r"[0-9a-f]{64}", hello.base):
+        raise AdmissionError("INVALID_ARGUMENT", "hello.base must be 64 hex digits (a sha256)")
+    centroid = np.asarray(hello.centroid, dtype=np.float32)
+    if len(centroid) and (
+        centroid.shape != (CENTROID_DIM,)
+        or not np.all(np.isfinite(centroid))
+        or not math.isclose(float(np.linalg.norm(centroid)), 1.0, rel_tol=1e-3)
+    ):
+        raise AdmissionError("INVALID_ARGUMENT", f"hello.centroid must be empty or {CENTROID_DIM} "
+                             "finite floats of unit length")  # fmt: skip
     return Applicant(
         node_id(hello.public_key), hello.public_key, hello.domain, profile, hello.model_version,
-        hello.capacity, hello.preset[:MAX_PRESET_CHARS], hello.join_token,
+        hello.capacity, hello.preset[:MAX_PRESET_CHARS], hello.join_token, role, hello.base,
+        hello.refines and role == "domain", tuple(hello.centroid),
     )  # fmt: skip
 
 
@@ -115,7 +137,7 @@ def admit(engine: Engine, registry: NodeRegistry, applicant: Applicant, address:
         redeem_token(engine, applicant.join_token, applicant.domain, applicant.node_id)
     return registry.admit(
         applicant.node_id, applicant.public_key, applicant.domain, applicant.preset, address,
-        applicant.model_version, applicant.capacity,
+        applicant.model_version, applicant.capacity, applicant.role, applicant.base,
     )  # fmt: skip
 
 

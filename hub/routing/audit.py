@@ -34,13 +34,16 @@ from pathlib import Path
 from typing import Protocol
 
 from protos import swarm_pb2 as pb
-from protos.signing import score_bytes, verify
+from protos.signing import centroid_sha256, score_bytes, verify
 from protos.wire import Score
 from slm.version import model_version
 
 log = logging.getLogger("slm-hub")
 
 REL_TOLERANCE, ABS_TOLERANCE = 0.01, 1.0  # of the audited loglik; nats
+# The offset is a mean per byte, so the loglik's absolute nat becomes a hundredth of one; a
+# similarity is one encoder's cosine, the same in any precision to 1e-6.
+OFFSET_TOLERANCE, SIMILARITY_TOLERANCE = 0.01, 1e-3
 # What a verdict does to a node's reputation (its prior in the posterior). A proven lie sets it
 # to 0: the node is routed to no more (a smaller prior would not do: a lie of 20% on a 16 KB
 # prompt is worth about 100 nats at T = 32, more than any prior above 1e-40 takes back). A
@@ -70,10 +73,37 @@ def honest(claimed: float, audited: float) -> bool:
     return abs(claimed - audited) <= ABS_TOLERANCE + REL_TOLERANCE * abs(audited)
 
 
+def misclaims(score: Score, audited: Audited) -> list[str]:
+    """What in a score its model and centroid do not give: empty for an honest one."""
+    wrong = []
+    if not honest(score.loglik, audited.loglik):
+        wrong.append(f"loglik {score.loglik:.3f} (the model gives {audited.loglik:.3f})")
+    pairs = (("similarity", score.similarity, audited.similarity, SIMILARITY_TOLERANCE),
+             ("offset_similarity", score.offset_similarity, audited.offset_similarity,
+              SIMILARITY_TOLERANCE),
+             ("offset_loglik", score.offset_loglik, audited.offset_loglik,
+              OFFSET_TOLERANCE * (1 + abs(audited.offset_loglik))))  # fmt: skip
+    for name, claimed, truth, tolerance in pairs:
+        if abs(claimed - truth) > tolerance:
+            wrong.append(f"{name} {claimed:.4f} (the model gives {truth:.4f})")
+    return wrong
+
+
+@dataclass(frozen=True)
+class Audited:
+    """What the auditor process measured with the claim's model and the node's centroid."""
+
+    loglik: float
+    similarity: float
+    offset_loglik: float
+    offset_similarity: float
+
+
 class ModelSource(Protocol):
     """A connected node, as the auditor needs it (hub.routing.connection.NodeConnection)."""
 
     public_key: str
+    centroid: tuple[float, ...]
 
     def fetch_model(self, request_id: str, version: str) -> AsyncIterator[pb.ModelPart]: ...
 
@@ -86,11 +116,13 @@ class Claim:
     prompt: str
     score: Score
     impossible: bool = False  # no model can claim it (hub.routing.claims): judged unscored
+    centroid: tuple[float, ...] = ()  # the one the node's Hello committed to
 
     def statement(self) -> bytes:
         s = self.score
         return score_bytes(self.node_id, self.request_id, self.prompt, s.loglik, s.bits_per_byte,
-                           s.confidence, s.declined, s.model_version)  # fmt: skip
+                           s.confidence, s.declined, s.model_version,
+                           s.centred(centroid_sha256(self.centroid)))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -179,12 +211,13 @@ class Worker:
         self._lock = asyncio.Lock()
         self._ids = 0
 
-    async def score(self, folder: Path, prompt: str) -> float:
+    async def score(self, folder: Path, prompt: str, centroid: tuple[float, ...] = ()) -> Audited:
         async with self._lock:
             process = await self._started()
             assert process.stdin is not None and process.stdout is not None
             self._ids += 1
-            line = json.dumps({"id": self._ids, "folder": str(folder), "prompt": prompt}) + "\n"
+            line = json.dumps({"id": self._ids, "folder": str(folder), "prompt": prompt,
+                               "centroid": list(centroid)}) + "\n"  # fmt: skip
             try:
                 process.stdin.write(line.encode())
                 await process.stdin.drain()
@@ -195,7 +228,8 @@ class Worker:
                 raise AuditError(f"the auditor process failed: {exc!r}") from None
             if "error" in reply:
                 raise AuditError(f"the auditor could not score: {reply['error']}")
-            return float(reply["loglik"])
+            names = ("loglik", "similarity", "offset_loglik", "offset_similarity")
+            return Audited(*(float(reply[name]) for name in names))
 
     async def _started(self) -> asyncio.subprocess.Process:
         if self.process is None or self.process.returncode is not None:
@@ -237,7 +271,8 @@ class Auditor:
             lie = node_id in impossible
             if source is None or (not lie and self.rng.random() >= self.rate):
                 continue
-            claim = Claim(node_id, source.public_key, request_id, prompt, score, lie)
+            claim = Claim(node_id, source.public_key, request_id, prompt, score, lie,
+                          source.centroid)  # fmt: skip
             try:
                 self._queue.put_nowait(claim)
             except asyncio.QueueFull:
@@ -298,13 +333,15 @@ class Auditor:
         except AuditError as exc:
             return Verdict(claim, "unavailable", None, str(exc))
         try:
-            audited = await self.worker.score(folder, claim.prompt)
+            audited = await self.worker.score(folder, claim.prompt, claim.centroid)
         except AuditError as exc:  # ours, not the node's: no verdict
             log.error("audit of %s skipped: %s", claim.node_id[:12], exc)
             return None
-        kind = "honest" if honest(claim.score.loglik, audited) else "false-score"
-        detail = f"claimed loglik {claim.score.loglik:.3f}, model {version} gives {audited:.3f}"
-        return Verdict(claim, kind, audited, detail)
+        wrong = misclaims(claim.score, audited)
+        detail = (f"model {version}: claimed " + "; ".join(wrong) if wrong else
+                  f"claimed loglik {claim.score.loglik:.3f}, model {version} gives "
+                  f"{audited.loglik:.3f}")  # fmt: skip
+        return Verdict(claim, "false-score" if wrong else "honest", audited.loglik, detail)
 
     def _count(self, kind: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1

@@ -28,15 +28,27 @@ MIN_BITS_PER_BYTE = 0.01
 MAX_TOKEN_BYTES = 128
 
 
-def plausible(score: Score, prompt_bytes: int) -> bool:
+# A model's mean log-likelihood of ordinary text is far above this (an untrained byte-level
+# model gives about -5.5 nats per byte): a lower offset would buy a node evidence it has not got.
+MIN_OFFSET_LOGLIK = -8.0
+
+
+def plausible(score: Score, prompt_bytes: int, has_centroid: bool = True) -> bool:
     """False for a claim no model can make: a non-finite loglik or one near certainty (under
-    MIN_BITS_PER_BYTE), a confidence outside [0, 1], or a bits-per-byte that is not
+    MIN_BITS_PER_BYTE), a confidence outside [0, 1], a similarity outside [-1, 1] (or any from
+    a node with no centroid), an offset outside its range, or a bits-per-byte that is not
     -loglik / (bytes · ln 2)."""
     if not math.isfinite(score.loglik):
         return False
     if -score.loglik / (prompt_bytes * math.log(2)) < MIN_BITS_PER_BYTE:
         return False
     if not 0.0 <= score.confidence <= 1.0:
+        return False
+    if not (-1.0 <= score.similarity <= 1.0 and -1.0 <= score.offset_similarity <= 1.0):
+        return False  # cosines; NaN fails too
+    if not has_centroid and (score.similarity or score.offset_similarity):
+        return False  # a similarity to no centroid
+    if not MIN_OFFSET_LOGLIK <= score.offset_loglik <= 0.0:
         return False
     expected = -score.loglik / (prompt_bytes * math.log(2))
     return math.isclose(score.bits_per_byte, expected, rel_tol=REL_TOLERANCE, abs_tol=1e-12)

@@ -26,11 +26,21 @@ class RouterConfig:
     # Set by temperature scaling: the T with the lowest mean -log p(true domain | prompt) over
     # the routing evaluation's held-out prompts (docs/evaluation.md). Logliks are sums over a
     # prompt's tokens, so T = 1 is near 0/1.
-    posterior_temperature: float = option(32.0, "T in p(node|prompt) ∝ prior·exp(loglik/T)")
+    posterior_temperature: float = option(32.0, "T in p(node|prompt) ∝ prior·exp(evidence/T)")
+    # Chosen on half of the evaluation's prompts, judged on the other (docs/evaluation.md)
+    similarity_weight: float = option(
+        1.35, "nats per prompt byte per unit of a node's similarity to the prompt (its "
+        "centroid's), beside its loglik; 0: likelihood alone",
+    )  # fmt: skip
     # With the default penalty a lie's expected fine exceeds the most an Ask can pay (rewards.py)
     audit_rate: float = option(0.05, "share of signed scores the hub re-scores; 0: none")
     max_asks: int = option(64, "Asks served at once; more are refused (RESOURCE_EXHAUSTED)")
     ask_deadline_s: float = option(300.0, "seconds one Ask may take, fail-overs included")
+    mode: str = option(
+        "direct", "how an Ask that names no mode is answered: refine (a generalist drafts, the "
+        "most confident domain node refines; direct while either is missing) or direct",
+        choices=("direct", "refine"),
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.max_prompt_bytes > MAX_PROMPT_LIMIT:
@@ -43,9 +53,14 @@ class RouterConfig:
             if getattr(self, name) < 1:
                 flag = flag_of(RouterConfig, name)
                 raise ConfigError(f"{flag} must be at least 1, got {getattr(self, name)}")
+        if self.mode not in ("direct", "refine"):
+            raise ConfigError(f"--mode must be direct or refine, got {self.mode!r}")
         if not 0.0 <= self.audit_rate <= 1.0:
             flag = flag_of(RouterConfig, "audit_rate")
             raise ConfigError(f"{flag} must be between 0 and 1, got {self.audit_rate}")
+        if not 0 <= self.similarity_weight < 1000:
+            flag = flag_of(RouterConfig, "similarity_weight")
+            raise ConfigError(f"{flag} must be between 0 and 1000, got {self.similarity_weight}")
         for name in ("score_deadline_s", "stall_s", "posterior_temperature", "ask_deadline_s"):
             if not getattr(self, name) > 0:
                 flag = flag_of(RouterConfig, name)

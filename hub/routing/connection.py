@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 
 from protos import swarm_pb2 as pb
+from protos.signing import centroid_sha256
 from protos.wire import MAX_VERSION_CHARS, Piece, SamplingParams, Score
 
 
@@ -35,13 +36,18 @@ def _printable(text: str, most: int = 200) -> str:
 
 class NodeConnection:
     def __init__(
-        self, node_id: str, domain: str, public_key: str, model_version: str, capacity: int
-    ) -> None:
+        self, node_id: str, domain: str, public_key: str, model_version: str, capacity: int,
+        role: str = "domain", refines: bool = False, centroid: tuple[float, ...] = (),
+    ) -> None:  # fmt: skip
         self.node_id = node_id
         self.domain = domain
         self.public_key = public_key
         self.model_version = model_version
         self.capacity = capacity
+        self.role = role
+        self.refines = refines
+        self.centroid = centroid  # what its similarity claims are to (the auditor checks them)
+        self.centroid_sha256 = centroid_sha256(centroid)
         self.in_flight = 0  # as the node last reported it
         self.last_heard = time.monotonic()
         self.closed: str | None = None  # why, once closed
@@ -75,13 +81,15 @@ class NodeConnection:
         return Score.from_proto(reply)
 
     async def generate(
-        self, request_id: str, prompt: str, params: SamplingParams
-    ) -> AsyncIterator[Piece]:
+        self, request_id: str, prompt: str, params: SamplingParams, draft: str = "",
+        answer_so_far: str = "",
+    ) -> AsyncIterator[Piece]:  # fmt: skip
         async with self._slots:
             self._check_open()
             request = pb.GenerateRequest(  # before the stream is registered: it may raise
-                request_id=request_id, prompt=prompt, sampling=params.to_proto()
-            )
+                request_id=request_id, prompt=prompt, sampling=params.to_proto(), draft=draft,
+                answer_so_far=answer_so_far,
+            )  # fmt: skip
             chunks: asyncio.Queue[pb.GenerateChunk | Exception] = asyncio.Queue()
             self._streams[request_id] = chunks
             finished = False

@@ -58,7 +58,7 @@ class Network:
         """Route to this node from now on, replacing an older stream of the same node."""
         conn = NodeConnection(
             applicant.node_id, applicant.domain, applicant.public_key, applicant.model_version,
-            applicant.capacity,
+            applicant.capacity, applicant.role, applicant.refines, applicant.centroid,
         )  # fmt: skip
         if conn.node_id in self.revoked:  # revoked while its handshake was under way
             conn.close(self.revoked[conn.node_id], "PERMISSION_DENIED")

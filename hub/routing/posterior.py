@@ -1,8 +1,18 @@
-"""The routing posterior: p(node | prompt) ∝ prior · exp(loglik / T), as in Branch-Train-Merge.
+"""The routing posterior: p(node | prompt) ∝ prior · exp(evidence / T), as in Branch-Train-Merge
+with each node's claims centred.
 
 Nodes score the same UTF-8 bytes, so their logliks (in nats) are directly comparable; the prior
 is the node's reputation (hub.routing.audit lowers it; 0 after a proven lie). T = 1 is the
 Bayesian posterior over domain experts; a larger T flattens it.
+
+The evidence for node j on a prompt of b bytes is its loglik, less what it gives any text of
+that length (b times its offset, its mean loglik per byte on the calibration pool,
+slm/offsets.py), plus w nats per byte for each unit by which the prompt's similarity to the
+node's centroid exceeds its mean similarity on the pool. Raw logliks favour nodes whose model
+likes all text (an adapter of code or computing text raises every prompt's likelihood); raw
+similarities favour centroids near the middle of all text. Centred, only what is particular to
+this prompt counts. w is chosen on half of the evaluation's prompts and judged on the other
+half (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -28,6 +38,14 @@ def posterior(
     weights = {node: math.exp(v - top) for node, v in logits.items()}
     total = sum(weights.values())
     return {node: w / total for node, w in weights.items()}
+
+
+def evidence(
+    loglik: float, size: int, similarity: float, offset_loglik: float, offset_similarity: float,
+    weight: float,
+) -> float:  # fmt: skip
+    """Nats for a node's fit to a prompt of `size` bytes, its offsets taken out."""
+    return loglik - size * offset_loglik + weight * size * (similarity - offset_similarity)
 
 
 def ranked(probabilities: Mapping[str, float]) -> list[tuple[str, float]]:

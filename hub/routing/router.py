@@ -13,39 +13,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import dataclass, field
 
 from hub.errors import StatusError
 from hub.routing.candidates import ProfileIndex
-from hub.routing.claims import Relayed, plausible
+from hub.routing.claims import plausible
 from hub.routing.config import RouterConfig
-from hub.routing.posterior import posterior, ranked
-from protos.signing import completion_bytes, score_bytes, verify
-from protos.wire import Piece, SamplingParams, Score
+from hub.routing.drafts import CALLER, GENERALIST, Drafted, Drafter, draft
+from hub.routing.posterior import evidence, posterior, ranked
+from hub.routing.relay import Answer, NodeLink, relay
+from protos.signing import score_bytes, verify
+from protos.wire import SamplingParams, Score
 from slm.profile import embed
+
+log = logging.getLogger("slm-hub")
+
+
+DIRECT, REFINE = "direct", "refine"  # an Ask's modes (swarm.proto Mode)
 
 
 class RoutingError(StatusError):
     """A request the hub cannot route."""
 
 
-class NodeLink(Protocol):
-    """One connected node, as the router needs it."""
+@dataclass
+class Delivered:
+    """What an Ask has delivered to its client so far, the basis of what it pays: (node,
+    tokens paid for) per segment, in order, the draft's segments first."""
 
-    node_id: str
-    domain: str
-    public_key: str
-    model_version: str
+    segments: list[tuple[str, int]] = field(default_factory=list)
+    draft: int = 0  # how many of the first segments are the draft's
 
-    async def score(self, request_id: str, prompt: str, deadline_s: float) -> Score: ...
 
-    def generate(
-        self, request_id: str, prompt: str, params: SamplingParams
-    ) -> AsyncIterator[Piece]: ...
+def routing_text(prompt: str, draft: str) -> str:
+    """What refining nodes are scored on: the prompt and its draft (both tell the domain)."""
+    return f"{prompt}\n\n{draft}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class Candidate:
     posterior: float
     declined: bool
     node_ms: float = 0.0  # the node's own time on the score
+    claimed_similarity: float = 0.0  # the node's signed similarity of the prompt to its centroid
+    evidence: float = 0.0  # nats: the loglik and similarity, less the node's offsets
 
 
 @dataclass
@@ -89,6 +97,9 @@ class Result:
     latency_ms: float
     node_ms: float  # the nodes' own time on the critical path (slowest score + generation)
     partial: bool = False  # the client left (or the Ask failed) after text was delivered
+    mode: str = DIRECT
+    drafted: Drafted | None = None  # refine mode: the draft and who wrote it
+    draft_segments: int = 0  # how many of `segments` are the draft's (paid like the answer's)
 
     @property
     def hub_overhead_ms(self) -> float:
@@ -105,47 +116,86 @@ class Router:
     links: dict[str, NodeLink] = field(default_factory=dict)
     config: RouterConfig = field(default_factory=RouterConfig)
     observe: Observe | None = None  # told every prompt's plausible scores (the audit samples)
+    drafter: Drafter | None = None  # the operator's endpoint; else generalist nodes draft
 
-    def validate(self, prompt: str, domain: str = "") -> None:
-        if not prompt.strip():
-            raise RoutingError("INVALID_ARGUMENT", "the prompt is empty")
-        try:
-            size = len(prompt.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise RoutingError("INVALID_ARGUMENT", "the prompt is not valid UTF-8") from None
-        if size > self.config.max_prompt_bytes:
-            raise RoutingError(
-                "RESOURCE_EXHAUSTED",
-                f"the prompt is {size} bytes; this hub accepts at most "
-                f"{self.config.max_prompt_bytes}",
-            )
+    def validate(
+        self, prompt: str, domain: str = "", mode: str = DIRECT, draft: str | None = None
+    ) -> None:
+        for name, text in (("prompt", prompt), ("draft", draft)):
+            if text is not None:
+                self._check_text(name, text)
         if not self.links:
             raise RoutingError("UNAVAILABLE", "no node is connected to this hub; try again later")
         if domain and not any(link.domain == domain for link in self.links.values()):
             raise RoutingError("UNAVAILABLE", f"no node of domain {domain!r} is connected")
+        if mode != REFINE:
+            return
+        if not self._refiners(domain):
+            raise RoutingError("UNAVAILABLE", "no node that refines drafts is connected"
+                               + (f" for domain {domain!r}" if domain else "")
+                               + "; ask with mode direct")  # fmt: skip
+        if draft is None and not self.can_draft():
+            raise RoutingError("UNAVAILABLE", "no generalist is connected to draft the answer; "
+                               "bring your own draft, or ask with mode direct")  # fmt: skip
+
+    def _check_text(self, name: str, text: str) -> None:
+        if not text.strip():
+            raise RoutingError("INVALID_ARGUMENT", f"the {name} is empty")
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise RoutingError("INVALID_ARGUMENT", f"the {name} is not valid UTF-8") from None
+        if size > self.config.max_prompt_bytes:
+            raise RoutingError(
+                "RESOURCE_EXHAUSTED",
+                f"the {name} is {size} bytes; this hub accepts at most "
+                f"{self.config.max_prompt_bytes}",
+            )
+
+    def _refiners(self, domain: str = "") -> list[str]:
+        return [n for n, link in self.links.items() if link.refines and link.role != GENERALIST
+                and (not domain or link.domain == domain)]  # fmt: skip
+
+    def can_draft(self) -> bool:
+        return self.drafter is not None or any(
+            link.role == GENERALIST for link in self.links.values()
+        )
+
+    def can_refine(self, domain: str = "") -> bool:
+        """Whether an Ask without a draft could be answered in refine mode now."""
+        return self.can_draft() and bool(self._refiners(domain))
 
     async def rank(
-        self, request_id: str, prompt: str, priors: Mapping[str, float], domain: str = ""
-    ) -> tuple[list[Candidate], dict[str, Score]]:
-        """Score the profile candidates (of `domain` only, if given) in parallel; best
-        non-declined first, the first one's signature verified; and the scores, for verifying a
-        runner-up before it takes over."""
-        open_ = {n: link for n, link in self.links.items() if not domain or link.domain == domain}
+        self, request_id: str, prompt: str, priors: Mapping[str, float], domain: str = "",
+        refiners: bool = False,
+    ) -> tuple[list[Candidate], dict[str, Score]]:  # fmt: skip
+        """Score the profile candidates (of `domain` only, if given; only nodes that refine, if
+        `refiners`) in parallel; best non-declined first, the first one's signature verified;
+        and the scores, for verifying a runner-up before it takes over."""
+        allowed = set(self._refiners(domain)) if refiners else None
+        open_ = {
+            n: link
+            for n, link in self.links.items()
+            if (not domain or link.domain == domain) and (allowed is None or n in allowed)
+        }
         many = self.config.candidates
-        similarity = dict(self.index.top(embed(prompt), len(self.links) if domain else many))
+        filtered = bool(domain) or refiners  # the top M of those allowed, not of all nodes
+        similarity = dict(self.index.top(embed(prompt), len(self.links) if filtered else many))
         chosen = [n for n in similarity if n in open_][:many] or list(open_)[:many]
         links = {n: open_[n] for n in chosen}  # a node may leave while scoring
         scores = await asyncio.gather(*(self._score(links[n], request_id, prompt) for n in chosen))
         size = len(prompt.encode("utf-8"))
         given = {n: s for n, s in zip(chosen, scores, strict=True) if s is not None}
-        valid = {n: s for n, s in given.items() if plausible(s, size)}  # an impossible claim
+        valid = {n: s for n, s in given.items()  # an impossible claim
+                 if plausible(s, size, bool(links[n].centroid_sha256))}  # fmt: skip
         if self.observe is not None:  # is no claim, and, if signed, its own proof of a lie
             self.observe(request_id, prompt, valid, {n: given[n] for n in given.keys() - valid})
         # Lazily verified: only the winner's signature decides the route, so only the winner's
         # is checked (0.6 ms of CPU each); a winner whose signature fails is dropped and the
         # posterior taken again.
+        fit = {n: self._evidence(s, size) for n, s in valid.items()}
         while True:
-            post = posterior({n: s.loglik for n, s in valid.items() if not s.declined}, priors,
+            post = posterior({n: fit[n] for n, s in valid.items() if not s.declined}, priors,
                              self.config.posterior_temperature)  # fmt: skip
             best = next(iter(ranked(post)), None)
             if best is None or self._verified(links[best[0]], request_id, prompt, valid[best[0]]):
@@ -153,11 +203,16 @@ class Router:
             del valid[best[0]]
         out = [
             Candidate(n, links[n].domain, similarity.get(n, 0.0), valid[n].loglik,
-                      post.get(n, 0.0), valid[n].declined, valid[n].node_ms)
+                      post.get(n, 0.0), valid[n].declined, valid[n].node_ms,
+                      valid[n].similarity, fit[n])
             for n in valid
         ]  # fmt: skip
         order = {n: i for i, (n, _) in enumerate(ranked(post))}
         return sorted(out, key=lambda c: (order.get(c.node_id, len(order)), c.node_id)), valid
+
+    def _evidence(self, s: Score, size: int) -> float:
+        return evidence(s.loglik, size, s.similarity, s.offset_loglik, s.offset_similarity,
+                        self.config.similarity_weight)  # fmt: skip
 
     async def _score(self, link: NodeLink, request_id: str, prompt: str) -> Score | None:
         try:
@@ -171,22 +226,33 @@ class Router:
     def _verified(self, link: NodeLink, request_id: str, prompt: str, s: Score) -> bool:
         statement = score_bytes(
             link.node_id, request_id, prompt, s.loglik, s.bits_per_byte, s.confidence,
-            s.declined, s.model_version or link.model_version,
+            s.declined, s.model_version or link.model_version, s.centred(link.centroid_sha256),
         )  # fmt: skip
         return verify(link.public_key, s.signature, statement)
 
     async def ask(
         self, prompt: str, params: SamplingParams, priors: Mapping[str, float] | None = None,
-        request_id: str = "", domain: str = "", segments: list[tuple[str, int]] | None = None,
-    ) -> AsyncIterator[str | Routed | Switched | Result]:  # fmt: skip
-        """Yield the route (Routed), the answer's text pieces, a Switched note per fail-over,
-        then one Result. `domain`: route among that domain's nodes only. `segments`: a list the
-        answer's (node, tokens paid for) are appended to as each node's turn ends, so a caller
-        whose answer ends early knows what was delivered."""
-        self.validate(prompt, domain)
+        request_id: str = "", domain: str = "", delivered: Delivered | None = None,
+        mode: str = DIRECT, draft: str | None = None,
+    ) -> AsyncIterator[str | Drafted | Routed | Switched | Result]:  # fmt: skip
+        """Yield (refine mode) the Drafted draft, the route (Routed), the answer's text pieces,
+        a Switched note per fail-over, then one Result. `domain`: route among that domain's
+        nodes only. `delivered`: where each segment's (node, tokens paid for) is put as it
+        reaches the client, so a caller whose answer ends early knows what was delivered.
+        Refine mode: `draft` is the caller's own, else a generalist writes one; the nodes that
+        refine are scored on prompt and draft, and the best refines it."""
+        self.validate(prompt, domain, mode, draft)
         started = time.perf_counter()
         request_id = request_id or uuid.uuid4().hex
-        candidates, scores = await self.rank(request_id, prompt, priors or {}, domain)
+        delivered = delivered if delivered is not None else Delivered()
+        drafted = None
+        if mode == REFINE:
+            drafted = (Drafted(CALLER, draft, 0) if draft is not None
+                       else await self._draft(request_id, prompt, params, delivered))  # fmt: skip
+            yield drafted
+        scored = prompt if drafted is None else routing_text(prompt, drafted.text)
+        candidates, scores = await self.rank(request_id, scored, priors or {}, domain,
+                                             refiners=drafted is not None)  # fmt: skip
         ready = [c for c in candidates if c.posterior > 0]
         if not ready:
             raise RoutingError(
@@ -202,19 +268,21 @@ class Router:
             if link is None:
                 return False
             if c.node_id not in checked:
-                checked[c.node_id] = self._verified(link, request_id, prompt, scores[c.node_id])
+                checked[c.node_id] = self._verified(link, request_id, scored, scores[c.node_id])
             return checked[c.node_id]
 
         # the nodes' time on the critical path: the slowest score (they run in parallel) ...
-        answer = _Answer(request_id, prompt, max((c.node_ms for c in candidates), default=0.0))
-        if segments is not None:
-            answer.segments = segments
+        scoring_ms = max((c.node_ms for c in candidates), default=0.0)
+        answer = Answer(request_id, prompt, scoring_ms + (drafted.node_ms if drafted else 0.0),
+                        draft=drafted.text if drafted else "")  # fmt: skip
+        answer.segments = delivered.segments
         for i, candidate in enumerate(ready):
             link = self.links.get(candidate.node_id)
             if link is None or not usable(candidate):
                 continue
             try:  # closed at once if the client hangs up: the node's work is cancelled now
-                async with contextlib.aclosing(self._relay(link, answer, params)) as relayed:
+                stream = relay(link, answer, params, self.config.stall_s)
+                async with contextlib.aclosing(stream) as relayed:
                     async for text in relayed:
                         yield text
             except Exception as exc:  # a failed, stalled (TimeoutError) or vanished node
@@ -235,60 +303,16 @@ class Router:
         yield Result(
             request_id, link.node_id, link.domain, candidate.posterior, candidates,
             answer.segments, answer.verified, (time.perf_counter() - started) * 1000,
-            answer.node_ms,
+            answer.node_ms, mode=mode, drafted=drafted, draft_segments=delivered.draft,
         )  # fmt: skip
 
-    async def _relay(
-        self, link: NodeLink, answer: _Answer, params: SamplingParams
-    ) -> AsyncIterator[str]:
-        """Stream one node's continuation of the answer so far; its text joins the answer, and
-        its tokens as the hub counts them, whether it finishes (its signed count checked against
-        what was relayed) or fails (the pieces the client received, never its own count)."""
-        continued = answer.prompt + answer.text
-        produced = ""
-        left = params.max_tokens - answer.used  # the budget is per answer
-        seen = Relayed(max(1, left), max((len(s.encode("utf-8")) for s in params.stop), default=0))
-        tokens: int | None = None  # set by a signed last piece
-        wait = time.perf_counter()
-        stream = link.generate(
-            answer.request_id, continued, replace(params, max_tokens=seen.budget)
-        ).__aiter__()
-        node_ms = 0.0
-        try:
-            while True:
-                async with asyncio.timeout(self.config.stall_s):  # in this task: a cancel
-                    piece = await stream.__anext__()  # unwinds the node's stream with it
-                seen.add(piece)
-                if piece.text:  # the proto allows text on the last piece too
-                    produced += piece.text
-                    yield piece.text
-                if piece.done:
-                    statement = completion_bytes(
-                        link.node_id, answer.request_id, continued, produced, piece.tokens,
-                        piece.model_version or link.model_version,
-                    )  # fmt: skip
-                    signed = verify(link.public_key, piece.signature, statement)
-                    answer.verified = signed and seen.agrees(piece.tokens)
-                    tokens = seen.paid(piece.tokens)
-                    node_ms = piece.node_ms
-                    return
-        finally:
-            answer.node_ms += node_ms or (time.perf_counter() - wait) * 1000
-            paid = seen.paid_unsigned() if tokens is None else tokens
-            answer.segments.append((link.node_id, paid))
-            answer.used += max(paid, seen.count, seen.chunks)
-            answer.text += produced
-            await stream.aclose()  # type: ignore[attr-defined]
-
-
-@dataclass
-class _Answer:
-    """One Ask's answer as it grows across the nodes that stream it."""
-
-    request_id: str
-    prompt: str
-    node_ms: float  # the nodes' own time on the critical path
-    text: str = ""
-    segments: list[tuple[str, int]] = field(default_factory=list)  # (node, tokens paid for)
-    used: int = 0  # tokens generated so far by the nodes' own counts: the budget's measure
-    verified: bool = False
+    async def _draft(
+        self, request_id: str, prompt: str, params: SamplingParams, delivered: Delivered
+    ) -> Drafted:
+        """The generalist's draft (hub/routing/drafts.py); its segments join `delivered` once
+        it is written: it is then the client's."""
+        drafted, segments = await draft(request_id, prompt, params, list(self.links.values()),
+                                        self.drafter, self.config.stall_s)  # fmt: skip
+        delivered.segments.extend(segments)
+        delivered.draft = len(segments)
+        return drafted

@@ -32,6 +32,8 @@ class NodeRecord:
     flower_node_id: str | None  # on the training plane, once registered there
     revoked_at: str | None
     revoked_reason: str
+    role: str = "domain"  # or "generalist": it drafts, the domain nodes refine
+    base: str = ""  # sha256 of the pretrained base its model adapts; "": trained from scratch
 
 
 MAX_ADDRESS_CHARS = 100  # the column's size; a peer address is shown, never trusted
@@ -47,7 +49,7 @@ class NodeRegistry:
 
     def admit(
         self, node_id: str, public_key: str, domain: str, preset: str, address: str,
-        model_version: str, capacity: int,
+        model_version: str, capacity: int, role: str = "domain", base: str = "",
     ) -> NodeRecord:  # fmt: skip
         """Insert a node, or refresh a known one (its reputation and admission time stay)."""
         if capacity < 1:
@@ -57,6 +59,7 @@ class NodeRegistry:
             "public_key": public_key, "domain": domain, "preset": preset,
             "address": address[:MAX_ADDRESS_CHARS],
             "model_version": model_version, "capacity": capacity, "last_seen": now,
+            "role": role, "base": base,
         }  # fmt: skip
         with writing(self.engine).begin() as conn:
             if conn.dialect.name == "postgresql":

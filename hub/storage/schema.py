@@ -125,6 +125,8 @@ class Node(Base):
     revoked_reason: Mapped[str] = mapped_column(Text, default="")
     # its id on the training plane (a uint64 from Flower's SuperLink, as text), once registered
     flower_node_id: Mapped[str | None] = mapped_column(String(20), nullable=True, default=None)
+    role: Mapped[str] = mapped_column(String(16), default="domain")  # or "generalist"
+    base: Mapped[str] = mapped_column(String(64), default="")  # sha256 of the base; "": scratch
     __table_args__ = (
         Index("ix_nodes_domain", "domain"),
         Index("ix_nodes_revoked_at", "revoked_at"),  # a serving hub polls for new revocations

@@ -23,6 +23,7 @@ STRATEGIES = ("fedavg", "fedmedian", "trimmed-mean", "krum")  # hub/training/agg
 DEFAULT_STRATEGY = "trimmed-mean"
 FEDAVG_MIN_NODES = 3
 REWARD_SPLITS = ("equal", "by-examples")
+HEX = "0123456789abcdef"
 
 
 class TrainingError(SLMError):
@@ -48,6 +49,9 @@ class TrainingPlan:
         metavar="SECONDS",
     )
     reward: str = option("equal", "how a round's pay is split", choices=REWARD_SPLITS)
+    # What the round averages, from the members' registry rows: the sha256 of the base their
+    # adapters sit on, or "" for whole models. Each ClientApp checks its own model against it.
+    base: str = ""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -71,6 +75,8 @@ class TrainingPlan:
             )
         if not self.round_timeout > 0:
             raise TrainingError(f"--timeout must be positive, got {self.round_timeout}")
+        if self.base and not (len(self.base) == 64 and set(self.base) <= set(HEX)):
+            raise TrainingError(f"a plan's base is a sha256 in hex or empty, got {self.base!r}")
 
     @property
     def members(self) -> dict[int, str]:

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +74,13 @@ def _connect(home: Path):  # type: ignore[no-untyped-def]
 @dataclass(frozen=True)
 class Readiness:
     """Which of a domain's admitted nodes can train now (Flower id -> node id), and why the
-    others cannot."""
+    others cannot; and what each ready node's model is (`kinds`: node id -> (base sha256, ""
+    for a whole model; preset))."""
 
     domain: str
     ready: dict[int, str]
     not_ready: list[str]  # "<node id prefix> (<why>)"
+    kinds: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def shortfall(self, min_nodes: int) -> str | None:
         """Why a run needing `min_nodes` cannot start; None when it can."""
@@ -91,10 +93,48 @@ class Readiness:
             f"--min-nodes {min_nodes} ({known} {self.domain} node(s) joined){detail}"
         )
 
+    def bases(self) -> dict[str, list[str]]:
+        """The ready nodes by the base their model adapts ("": whole models), largest group
+        first."""
+        groups: dict[str, list[str]] = {}
+        for node in sorted(self.ready.values()):
+            groups.setdefault(self.kinds.get(node, ("", ""))[0], []).append(node)
+        return dict(sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])))
+
+    def mixed_bases(self) -> str | None:
+        """Why the ready nodes cannot train together: their models adapt different bases (or
+        some are whole models), and a round averages one kind of weights. None when they share
+        one. A majority does not outvote the others: which base a domain trains on is the
+        operator's choice, not a count of who joined."""
+        groups = self.bases()
+        if len(groups) < 2:
+            return None
+        kinds = ", ".join(self._describe(base, nodes) for base, nodes in groups.items())
+        return (
+            f"{self.domain} nodes do not share a base: {kinds}; a round averages one kind of "
+            "weights: train them on one base, or take those of other bases out of the round "
+            "(stop their `slm-node join`, or `slm-hub node revoke` them)"
+        )
+
+    def _describe(self, base: str, nodes: list[str]) -> str:
+        names = [n[:12] for n in nodes]
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        if base:
+            return f"{listed} adapt{'s' * (len(nodes) == 1)} base {base[:12]}…"
+        presets = ", ".join(sorted({self.kinds.get(n, ("", "?"))[1] for n in nodes}))
+        whole = "is a whole model" if len(nodes) == 1 else "are whole models"
+        return f"{listed} {whole} ({presets})"
+
+    @property
+    def base(self) -> str:
+        """The base every ready node's model adapts ("": whole models, or no node ready)."""
+        groups = self.bases()
+        return next(iter(groups)) if len(groups) == 1 else ""
+
 
 def cohort(engine: Engine, domain: str, online: dict[int, str]) -> Readiness:
     """The domain's registered, unrevoked nodes, split by whether their SuperNode is online."""
-    members, offline = {}, []
+    members, offline, kinds = {}, [], {}
     for record in NodeRegistry(engine).all():
         if record.domain != domain or record.revoked:
             continue
@@ -104,9 +144,10 @@ def cohort(engine: Engine, domain: str, online: dict[int, str]) -> Readiness:
         flower_id = int(record.flower_node_id)
         if online.get(flower_id) == "online":
             members[flower_id] = record.node_id
+            kinds[record.node_id] = (record.base, record.preset)
         else:
             offline.append(f"{record.node_id[:12]} ({online.get(flower_id, 'unknown')})")
-    return Readiness(domain, members, offline)
+    return Readiness(domain, members, offline, kinds)
 
 
 def readiness(home: Path, open_engine: Callable[[], Engine], domain: str) -> Readiness:
@@ -142,16 +183,17 @@ def wait_finished(client: Any, run_id: int, timeout: float) -> tuple[str, str, s
 def start(
     home: Path, open_engine: Callable[[], Engine], plan: TrainingPlan
 ) -> tuple[Any, int, TrainingPlan]:
-    """Check there are enough nodes, submit; returns (control client, run id, final plan).
+    """Check there are enough nodes and that they share a base, submit; returns (control
+    client, run id, final plan: its members and their base).
 
     The SuperLink is asked first: without a serving hub there is nothing to check or write.
     """
     client, online = _connect(home)
     try:
         ready = cohort(open_engine(), plan.domain, online)
-        short = ready.shortfall(plan.min_nodes)
-        if short is not None:
-            raise TrainingError(short)
+        for refusal in (ready.shortfall(plan.min_nodes), ready.mixed_bases()):
+            if refusal is not None:
+                raise TrainingError(refusal)
         with plane_errors():
             busy = active_run(client, plan.domain)
         if busy is not None:
@@ -160,7 +202,7 @@ def start(
                 "would write the same nodes' models)"
             )
         members = ",".join(f"{f}={n}" for f, n in sorted(ready.ready.items()))
-        plan = replace(plan, node_ids=members)
+        plan = replace(plan, node_ids=members, base=ready.base)
         with plane_errors():
             run_id = submit(client, training_app.bundle(), plan.run_config())
     except BaseException:

@@ -13,10 +13,12 @@ import pytest
 
 from hub.routing.audit import (
     MODEL_FILES,
+    Audited,
     AuditError,
     ModelStore,
     Worker,
     honest,
+    misclaims,
     reputation_after,
 )
 from hub.routing.connection import NodeFailed
@@ -108,23 +110,36 @@ def _prompts(n: int) -> list[str]:
     return out
 
 
-def _audit_all(worker: Worker, folder: Path, prompts: list[str]) -> list[float]:
-    async def run() -> list[float]:
+def _audited(
+    worker: Worker, folder: Path, prompts: list[str], centroid: tuple[float, ...] = ()
+) -> list[Audited]:
+    async def run() -> list[Audited]:
         try:
-            return [await worker.score(folder, p) for p in prompts]
+            return [await worker.score(folder, p, centroid) for p in prompts]
         finally:
             await worker.close()
 
     return asyncio.run(run())
 
 
+def _audit_all(worker: Worker, folder: Path, prompts: list[str]) -> list[float]:
+    return [a.loglik for a in _audited(worker, folder, prompts)]
+
+
 def test_the_auditor_process_reproduces_an_fp32_node_exactly(trained, tmp_path) -> None:
     folder = trained["law"].folder
     service = NodeService(load_model_folder(folder, serving="fp32"), generate_key())
+    assert service.centroid is not None  # training wrote the folder's centroid.npy
     prompts = _prompts(12)
-    audited = _audit_all(Worker(tmp_path / "auditor.log"), folder, prompts)
-    claimed = [service.score("r", p).loglik for p in prompts]
-    assert audited == pytest.approx(claimed, rel=1e-6)
+    audited = _audited(Worker(tmp_path / "auditor.log"), folder, prompts,
+                       tuple(service.centroid.tolist()))  # fmt: skip
+    claimed = [service.score("r", p) for p in prompts]
+    assert [a.loglik for a in audited] == pytest.approx([c.loglik for c in claimed], rel=1e-6)
+    assert [a.similarity for a in audited] == pytest.approx(
+        [c.similarity for c in claimed], abs=1e-5)  # fmt: skip
+    assert audited[0].offset_loglik == pytest.approx(claimed[0].offset_loglik, rel=1e-6)
+    assert audited[0].offset_similarity == pytest.approx(claimed[0].offset_similarity, abs=1e-5)
+    assert all(not misclaims(c, a) for c, a in zip(claimed, audited, strict=True))
 
 
 @pytest.mark.slow

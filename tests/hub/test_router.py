@@ -28,6 +28,14 @@ class LocalLink:
     forge: bool = False
     bad_signature: bool = False  # an honest loglik under a signature that is not the node's
     leave_while_scoring: dict | None = None  # the router's links: remove itself after scoring
+    role: str = "domain"
+    refines: bool = False
+    in_flight: int = 0
+    capacity: int = 1
+
+    @property
+    def centroid_sha256(self) -> str:
+        return self.service.centroid_sha256
 
     @property
     def node_id(self) -> str:
@@ -50,10 +58,11 @@ class LocalLink:
         return replace(s, loglik=loglik, signature=signature)
 
     async def generate(
-        self, request_id: str, prompt: str, params: SamplingParams
-    ) -> AsyncIterator[Piece]:
+        self, request_id: str, prompt: str, params: SamplingParams, draft: str = "",
+        answer_so_far: str = "",
+    ) -> AsyncIterator[Piece]:  # fmt: skip
         chunks = await asyncio.to_thread(
-            lambda: list(self.service.generate(request_id, prompt, params))
+            lambda: list(self.service.generate(request_id, prompt, params, draft, answer_so_far))
         )
         for i, piece in enumerate(chunks):
             if self.die_after is not None and i >= self.die_after:

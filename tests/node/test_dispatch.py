@@ -40,7 +40,10 @@ class Held:
         self.release.acquire()
         return Score(request_id, -1.0, 1.0, 0.5, False, b"sig", "v1")
 
-    def generate(self, request_id: str, prompt: str, params: SamplingParams) -> Iterator[Piece]:
+    def generate(
+        self, request_id: str, prompt: str, params: SamplingParams, draft: str = "",
+        answer_so_far: str = "",
+    ) -> Iterator[Piece]:  # fmt: skip
         for i in range(1, 100):
             self.release.acquire()
             yield Piece(request_id, f"w{i} ", i, False)
@@ -71,9 +74,10 @@ def test_scores_and_completions_come_back_signed_by_the_node(trained) -> None:
 
     got = asyncio.run(test())
     score = got[0].score
+    centred = Score.from_proto(score).centred(service.centroid_sha256)
     statement = score_bytes(service.node_id, "s1", "Otitis media", score.loglik,
                             score.bits_per_byte, score.confidence, score.declined,
-                            score.model_version)  # fmt: skip
+                            score.model_version, centred)  # fmt: skip
     assert verify(service.public_key, score.signature, statement) and score.node_ms > 0
     chunks = [m.chunk for m in got[1:]]
     text = "".join(c.text for c in chunks)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from node.identity import generate_key
@@ -19,17 +21,31 @@ def service(trained) -> NodeService:
 def test_scores_are_signed_over_the_canonical_statement(service: NodeService, trained) -> None:
     prompt = trained["medicine"].held_out[:200]
     s = service.score("req-1", prompt)
+    centred = s.centred(service.centroid_sha256)
     statement = score_bytes(
         service.node_id, "req-1", prompt, s.loglik, s.bits_per_byte, s.confidence, s.declined,
-        service.loaded.version,
+        service.loaded.version, centred,
     )  # fmt: skip
     assert verify(service.public_key, s.signature, statement)
     tampered = score_bytes(
         service.node_id, "req-1", prompt, s.loglik + 50, s.bits_per_byte, s.confidence,
-        s.declined, service.loaded.version,
+        s.declined, service.loaded.version, centred,
     )  # fmt: skip
     assert not verify(service.public_key, s.signature, tampered)
+    for lie in (replace(centred, similarity=0.99), replace(centred, offset_loglik=-7.0),
+                replace(centred, centroid_sha256="0" * 64)):  # fmt: skip
+        statement = score_bytes(service.node_id, "req-1", prompt, s.loglik, s.bits_per_byte,
+                                s.confidence, s.declined, service.loaded.version, lie)  # fmt: skip
+        assert not verify(service.public_key, s.signature, statement)
     assert not s.declined and s.loglik < 0
+    assert service.centroid is not None and -1 < s.similarity < 1 and s.offset_loglik < 0
+
+
+def test_a_prompt_like_the_nodes_text_is_nearer_its_centroid(service: NodeService, trained) -> None:
+    own = service.score("r", trained["medicine"].held_out[:300])
+    foreign = service.score("r", trained["law"].held_out[:300])
+    assert own.similarity > foreign.similarity
+    assert own.offset_loglik == foreign.offset_loglik  # the model's, whatever the prompt
 
 
 def test_a_node_declines_prompts_below_its_min_confidence(trained) -> None:

@@ -20,7 +20,7 @@ from node.service import NodeService
 from protos.signing import completion_bytes, verify
 from protos.wire import SamplingParams
 from slm.errors import ConfigError
-from slm.federated import adopt, apply_weights, local_train, validation_loss, weights_of
+from slm.federated import adopt, apply_weights, base_of, local_train, validation_loss, weights_of
 from slm.model_folder import load_model_folder
 from tests.conftest import held_out_split
 
@@ -73,6 +73,48 @@ def test_weights_that_do_not_fit_the_model_are_refused(law) -> None:  # type: ig
     del weights["wte.weight"]
     with pytest.raises(ConfigError, match=re.escape("missing ['wte.weight']")):
         apply_weights(model, weights)
+
+
+SMOL = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # a base's sha256
+
+
+def test_a_whole_model_takes_no_part_in_a_round_of_adapters(law) -> None:  # type: ignore[no-untyped-def]
+    folder, data = law
+    before = (folder / "model.safetensors").read_bytes()
+    assert base_of(load_model_folder(folder)) == ""
+    refused = (
+        "this node's model is a whole model, but this round averages adapters of base "
+        "b179c9523d0e…; it takes no part (a round averages one kind of weights)"
+    )
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        local_train(folder, data, None, steps=1, expected_base=SMOL)
+    weights = weights_of(load_model_folder(folder).model)
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        adopt(folder, data, weights, {"round": 1}, expected_base=SMOL)
+    assert (folder / "model.safetensors").read_bytes() == before  # nothing adopted
+    assert local_train(folder, data, None, steps=1, expected_base="").steps == 1
+
+
+@pytest.mark.slow  # the 135M-parameter embedded base under the adapter
+def test_an_adapter_takes_part_only_in_rounds_of_its_own_base(law_adapter, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from slm import pretrained
+    from slm.config import DEFAULT_BASE
+
+    data = tmp_path / "law.txt"
+    data.write_text(held_out_split("law")[0][:20_000], encoding="utf-8")
+    loaded = load_model_folder(law_adapter)
+    sha = pretrained.load(DEFAULT_BASE).sha256
+    assert base_of(loaded) == sha  # what its Hello reports
+    for expected, wants in (
+        ("", "whole models"),
+        ("7c1d0e" + "0" * 58, "adapters of base 7c1d0e000000…"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(
+            f"this node's model adapts base {sha[:12]}…, but this round averages {wants}"
+        )):  # fmt: skip
+            local_train(law_adapter, data, None, steps=1, expected_base=expected)
+    update = local_train(law_adapter, data, weights_of(loaded.model), steps=1, expected_base=sha)
+    assert update.weights and all(k.endswith((".lora_a", ".lora_b")) for k in update.weights)
 
 
 def test_the_serving_process_swaps_in_an_adopted_model_without_breaking_an_answer(law) -> None:  # type: ignore[no-untyped-def]

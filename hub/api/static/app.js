@@ -204,6 +204,7 @@
       const v = settingValue(name);
       if (v !== undefined) body[name] = v;
     }
+    if ($("mode").value) body.swarm = { mode: $("mode").value };
     asking = new AbortController();
     $("send").disabled = true;
     $("stop").disabled = false;
@@ -273,6 +274,14 @@
     $("route-domain").textContent = swarm.domain;
     $("route-node").textContent = swarm.node_id;
     $("route-posterior").textContent = num(swarm.posterior, 4);
+    $("route-mode").textContent = swarm.mode || "direct";
+    const draft = swarm.draft;
+    for (const id of ["route-drafter-label", "route-drafter", "draft-box"]) $(id).hidden = !draft;
+    if (draft) {
+      const by = /^[0-9a-f]{32}$/.test(draft.by) ? short(draft.by) : draft.by; // a node, or not
+      $("route-drafter").textContent = `${by} (${draft.tokens} tokens)`;
+      $("draft").textContent = draft.text;
+    }
     fill($("candidates").tBodies[0], (swarm.candidates || []).map((c) => el("tr",
       { class: c.node_id === swarm.node_id ? "ok" : "" },
       el("td", {}, c.domain), el("td", { class: "mono" }, short(c.node_id)),
