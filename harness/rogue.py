@@ -22,7 +22,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from node.identity import generate_key, public_openssh
 from protos import swarm_pb2 as pb
 from protos import swarm_pb2_grpc as rpc
-from protos.signing import challenge_bytes, completion_bytes, node_id, score_bytes, sign
+from protos.signing import (
+    Centred,
+    centroid_sha256,
+    challenge_bytes,
+    completion_bytes,
+    generation_input,
+    node_id,
+    score_bytes,
+    sign,
+)
 from slm.model_folder import REQUIRED
 from slm.profile import PROFILE_DIM
 
@@ -43,6 +52,10 @@ class Behaviour:
     model: Path | None = None  # a model folder it sends the hub's auditor (None: it refuses)
     version: str = VERSION  # the model version it signs with
     served: list[str] = field(default_factory=list)  # request ids it was asked to generate
+    similarity: Callable[[str], float] = lambda prompt: 0.0  # to its centroid, if it has one
+    centroid: tuple[float, ...] = ()  # the one its Hello commits to
+    offset_loglik: float = -1.0  # nats per byte it claims on the calibration pool
+    offset_similarity: float = 0.0
 
 
 class Rogue:
@@ -101,7 +114,7 @@ class Rogue:
         await call.write(pb.NodeMessage(hello=pb.Hello(
             public_key=self.public, join_token=self.token, domain=self.domain,
             profile=self.profile, model_version=self.behaviour.version, capacity=4,
-            preset="rogue",
+            preset="rogue", centroid=list(self.behaviour.centroid),
         )))  # fmt: skip
         challenge = await call.read()
         proof = sign(self.key, challenge_bytes(challenge.challenge.nonce, self.public))
@@ -165,11 +178,15 @@ class Rogue:
         bpb = b.bits_per_byte(request.prompt, loglik) if b.bits_per_byte else (
             -loglik / (size * math.log(2))
         )  # fmt: skip
+        centred = Centred(b.similarity(request.prompt), b.offset_loglik, b.offset_similarity,
+                          centroid_sha256(b.centroid))  # fmt: skip
         statement = score_bytes(self.node_id, request.request_id, request.prompt, loglik, bpb,
-                                b.confidence, False, b.version)  # fmt: skip
+                                b.confidence, False, b.version, centred)  # fmt: skip
         return pb.ScoreReply(
             request_id=request.request_id, loglik=loglik, bits_per_byte=bpb,
             confidence=b.confidence, signature=sign(self.key, statement), model_version=b.version,
+            similarity=centred.similarity, offset_loglik=centred.offset_loglik,
+            offset_similarity=centred.offset_similarity,
         )  # fmt: skip
 
     def _generate(self, request: pb.GenerateRequest) -> list[pb.NodeMessage]:
@@ -184,7 +201,8 @@ class Rogue:
             out.append(pb.NodeMessage(chunk=pb.GenerateChunk(request_id=rid, text=text,
                                                              tokens=count)))  # fmt: skip
         final = count if b.final_count is None else b.final_count
-        statement = completion_bytes(self.node_id, rid, request.prompt, "".join(b.pieces), final,
+        said = generation_input(request.prompt, request.draft, request.answer_so_far)
+        statement = completion_bytes(self.node_id, rid, said, "".join(b.pieces), final,
                                      b.version)  # fmt: skip
         done = pb.GenerateChunk(request_id=rid, tokens=final, done=True, model_version=b.version,
                                 signature=sign(self.key, statement))  # fmt: skip

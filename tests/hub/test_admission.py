@@ -9,6 +9,7 @@ from hub.routing.admission import AdmissionError, check_hello, check_proof
 from node.identity import generate_key, public_openssh
 from protos import swarm_pb2 as pb
 from protos.signing import challenge_bytes, sign
+from protos.wire import CENTROID_DIM
 from slm.profile import PROFILE_DIM
 
 KEY = generate_key()
@@ -32,6 +33,11 @@ def _hello(**changes) -> pb.Hello:  # type: ignore[no-untyped-def]
         ({"profile": [float("nan")] * PROFILE_DIM}, "finite floats"),
         ({"capacity": 0}, "capacity"),
         ({"model_version": ""}, "model_version"),
+        ({"role": "boss"}, "hello.role"),
+        ({"base": "b179c9"}, "hello.base"),
+        ({"centroid": [1.0] + [0.0] * 10}, "hello.centroid"),
+        ({"centroid": [2.0] + [0.0] * (CENTROID_DIM - 1)}, "hello.centroid"),
+        ({"centroid": [float("nan")] * CENTROID_DIM}, "hello.centroid"),
     ],
 )
 def test_a_malformed_hello_is_invalid_argument(changes, words) -> None:
@@ -53,3 +59,11 @@ def test_only_this_keys_signature_of_this_nonce_proves_the_node() -> None:
         with pytest.raises(AdmissionError) as refused:
             check_proof(applicant, nonce, signature)
         assert refused.value.status == "UNAUTHENTICATED"
+
+
+def test_a_generalist_never_refines_and_a_centroid_is_kept_as_sent() -> None:
+    centroid = [0.6, 0.8] + [0.0] * (CENTROID_DIM - 2)
+    applicant = check_hello(_hello(role="generalist", refines=True, centroid=centroid))
+    assert applicant.role == "generalist" and not applicant.refines
+    assert applicant.centroid == tuple(np.float32(x) for x in centroid)
+    assert check_hello(_hello()).role == "domain" and check_hello(_hello()).centroid == ()

@@ -14,6 +14,8 @@ import pytest
 from harness import Hub, Node, ask, cli
 from harness.rogue import Behaviour, Rogue
 from hub.ledger.rewards import Rewards
+from node.identity import generate_key
+from node.service import NodeService
 from protos.signing import verify
 from slm.model_folder import load_model_folder
 from slm.scoring import score
@@ -30,12 +32,16 @@ def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
     nodes = {d: Node(root / f"node-{d}", trained[d].folder, hub, hub.token(d)) for d in DOMAINS}
     hub.wait_connected([n.node_id for n in nodes.values()])
     law = load_model_folder(trained["law"].folder, serving="fp32")
+    honest = NodeService(law, generate_key())  # what the law model says, but for the lie
 
     def better_by_a_fifth(prompt: str) -> float:
         return 0.8 * score(law.model, law.tokenizer, law.quantiles, prompt).loglik
 
     liar = Rogue(hub.address, hub.ca.read_bytes(), hub.token("law"), "law", Behaviour(
         loglik=better_by_a_fifth, model=trained["law"].folder, version=law.version,
+        similarity=honest.similarity, centroid=tuple(honest.centroid.tolist()),
+        offset_loglik=honest.offsets.loglik_per_byte,
+        offset_similarity=honest.offsets.similarity,
     ), profile=law.profile.tolist()).start()  # fmt: skip
     yield hub, nodes, liar
     liar.stop()

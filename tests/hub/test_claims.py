@@ -14,8 +14,30 @@ from protos.wire import Piece, SamplingParams, Score
 
 
 def _score(loglik: float, size: int, **changes: float) -> Score:
-    values = {"bits_per_byte": -loglik / (size * math.log(2)), "confidence": 0.5, **changes}
-    return Score("r", loglik, values["bits_per_byte"], values["confidence"], False, b"", "v")
+    values = {
+        "bits_per_byte": -loglik / (size * math.log(2)), "confidence": 0.5, "similarity": 0.0,
+        "offset_loglik": -1.0, "offset_similarity": 0.0, **changes,
+    }  # fmt: skip
+    return Score("r", loglik, values["bits_per_byte"], values["confidence"], False, b"", "v",
+                 similarity=values["similarity"], offset_loglik=values["offset_loglik"],
+                 offset_similarity=values["offset_similarity"])  # fmt: skip
+
+
+def test_a_similarity_and_offsets_no_model_can_give_are_implausible() -> None:
+    assert plausible(_score(-300.0, 120, similarity=0.4, offset_similarity=0.2), 120)
+    lies = (
+        {"similarity": 1.01},
+        {"similarity": math.nan},
+        {"offset_similarity": -1.5},
+        {"offset_loglik": 0.5},
+        {"offset_loglik": -9.0},
+        {"offset_loglik": math.nan},
+    )
+    for lie in lies:
+        assert not plausible(_score(-300.0, 120, **lie), 120), lie
+    # a similarity from a node that committed to no centroid is a similarity to nothing
+    assert not plausible(_score(-300.0, 120, similarity=0.3), 120, has_centroid=False)
+    assert plausible(_score(-300.0, 120), 120, has_centroid=False)
 
 
 def test_impossible_scores_are_implausible_and_consistent_ones_are_not() -> None:

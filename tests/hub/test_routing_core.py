@@ -9,7 +9,7 @@ import pytest
 
 from hub.routing.admission import MAX_CAPACITY
 from hub.routing.candidates import ProfileIndex
-from hub.routing.posterior import posterior, ranked
+from hub.routing.posterior import evidence, posterior, ranked
 from hub.storage.engine import make_engine, upgrade
 from hub.storage.registry import MAX_ADDRESS_CHARS, NodeRegistry
 from protos.wire import MAX_PRESET_CHARS, MAX_VERSION_CHARS
@@ -159,3 +159,15 @@ def test_a_node_revoked_during_its_handshake_is_refused_when_it_attaches(tmp_pat
         assert network.cut_revoked() == []
 
     asyncio.run(run())
+
+
+def test_centred_evidence_prefers_the_node_a_prompt_is_particular_to() -> None:
+    """A generic node likes every prompt a little more (its loglik per byte is higher on the
+    pool too); a specific node likes its own prompts much more than its own average."""
+    size = 200
+    generic = evidence(-1.0 * size, size, 0.30, offset_loglik=-1.05, offset_similarity=0.30,
+                       weight=1.35)  # fmt: skip
+    specific = evidence(-1.1 * size, size, 0.55, offset_loglik=-1.40, offset_similarity=0.20,
+                        weight=1.35)  # fmt: skip
+    assert -1.0 * size > -1.1 * size and specific > generic  # raw loglik would pick generic
+    assert evidence(-150.0, size, 0.0, -1.0, 0.0, weight=0.0) == -150.0 + size
