@@ -25,13 +25,13 @@ class Hub(Process):
 
     def __init__(
         self, home: Path, port: int = 0, *extra: str, log: Path | None = None,
-        funds: str | None = FUNDS,
+        funds: str | None = FUNDS, env: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         for flag in ("--flower-port", "--http-port"):
             if flag not in extra:
                 extra = (flag, "0", *extra)
         args = ["slm-hub", "serve", "--home", str(home), "--port", str(port), *extra]
-        super().__init__(args, log or home.with_name(f"{home.name}.log"))
+        super().__init__(args, log or home.with_name(f"{home.name}.log"), env)
         self.home = home
         self.port = int(self.wait_for(r"hub listening on 127\.0\.0\.1:(\d+)").group(1))
         self.address = f"127.0.0.1:{self.port}"

@@ -56,6 +56,8 @@ class Behaviour:
     centroid: tuple[float, ...] = ()  # the one its Hello commits to
     offset_loglik: float = -1.0  # nats per byte it claims on the calibration pool
     offset_similarity: float = 0.0
+    role: str = "domain"  # or "generalist": it drafts
+    refines: bool = False  # it says it can refine a draft
 
 
 class Rogue:
@@ -114,7 +116,8 @@ class Rogue:
         await call.write(pb.NodeMessage(hello=pb.Hello(
             public_key=self.public, join_token=self.token, domain=self.domain,
             profile=self.profile, model_version=self.behaviour.version, capacity=4,
-            preset="rogue", centroid=list(self.behaviour.centroid),
+            preset="rogue", centroid=list(self.behaviour.centroid), role=self.behaviour.role,
+            refines=self.behaviour.refines,
         )))  # fmt: skip
         challenge = await call.read()
         proof = sign(self.key, challenge_bytes(challenge.challenge.nonce, self.public))

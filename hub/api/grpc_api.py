@@ -153,7 +153,8 @@ def _result(r: Result, charged: int) -> pb.AskResult:
         request_id=r.request_id, node_id=r.node_id, domain=r.domain, confidence=r.confidence,
         candidates=[
             pb.Candidate(node_id=c.node_id, domain=c.domain, profile_similarity=c.similarity,
-                         loglik=c.loglik, posterior=c.posterior, declined=c.declined)
+                         loglik=c.loglik, posterior=c.posterior, declined=c.declined,
+                         similarity=c.claimed_similarity, evidence=c.evidence)
             for c in r.candidates
         ],
         tokens=sum(t for _, t in r.segments[r.draft_segments :]), latency_ms=r.latency_ms,
