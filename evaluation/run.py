@@ -327,6 +327,16 @@ def evaluate(preset_name: str, source: str, work: Path, only: list[str] | None =
     }  # fmt: skip
 
 
+OTHERS = "<!-- other evaluations"  # docs/evaluation.md from here on is not this report's
+
+
+def keep_others(path: Path, text: str) -> str:
+    """`text`, followed by what the document at `path` holds from OTHERS on (the fact
+    evaluation's section and notes), so rewriting the routing report keeps them."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    return text.rstrip("\n") + "\n\n" + old[old.index(OTHERS) :] if OTHERS in old else text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--preset", choices=PRESETS, default="full",
@@ -348,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(json.dumps(result["accuracy"]))
     if not args.no_write:
-        atomic_write_text(DOCS / "evaluation.md", text)
+        atomic_write_text(DOCS / "evaluation.md", keep_others(DOCS / "evaluation.md", text))
         write_png(DOCS / "evaluation-confusion.png", np.array(result["confusion"]))
         print("wrote docs/evaluation.md and docs/evaluation-confusion.png")
     return 0

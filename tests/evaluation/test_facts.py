@@ -29,3 +29,12 @@ def test_recall_ignores_case_spacing_and_punctuation_but_not_words() -> None:
     assert recalled("It means “Exposure to environmental\ntobacco smoke.”", fact)
     assert not recalled("exposure to tobacco smoke", fact)
     assert not recalled("overexposure to environmental tobacco smokes", fact)
+
+
+def test_the_fact_section_replaces_its_old_self_and_keeps_the_rest() -> None:
+    from evaluation.three_model import BEGIN, END, with_section
+
+    first = with_section("# Routing\n\nfigures\n", f"{BEGIN}\nold\n{END}")
+    assert first == f"# Routing\n\nfigures\n\n{BEGIN}\nold\n{END}\n"
+    second = with_section(first + "\n## After\n", f"{BEGIN}\nnew\n{END}")
+    assert second == f"# Routing\n\nfigures\n\n{BEGIN}\nnew\n{END}\n\n## After\n"

@@ -40,3 +40,12 @@ def test_a_kept_model_is_reused_only_for_the_same_text_and_steps(tmp_path: Path)
     assert reusable(tmp_path, "text", 800)
     assert not reusable(tmp_path, "other text", 800)  # a corpus edit since
     assert not reusable(tmp_path, "text", 600)  # a preset edit since
+
+
+def test_rewriting_the_routing_report_keeps_the_other_evaluations(tmp_path) -> None:
+    from evaluation.run import OTHERS, keep_others
+
+    doc = tmp_path / "evaluation.md"
+    assert keep_others(doc, "# new\n") == "# new\n"
+    doc.write_text(f"# old\n\n{OTHERS} -->\n\n## Facts\n")
+    assert keep_others(doc, "# new\n") == f"# new\n\n{OTHERS} -->\n\n## Facts\n"
