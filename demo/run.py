@@ -1,11 +1,13 @@
-"""`make demo`: a hub and four domain nodes as separate processes on this machine.
+"""`make demo`: a hub, a generalist and four domain nodes as separate processes on this machine.
 
 Trains three domain adapters on the embedded pretrained base (SmolLM2-135M-Instruct) from the
-shipped corpora once (about a minute each on 2 cores, kept in demo-home/), starts `slm-hub
-serve` and four `slm-node join` processes exactly as a user
-would (medicine, religion, and two law nodes that start from one law model and each hold half
-of the law corpus), asks one prompt per domain through `slm-hub ask` (which streams the answer
-and shows where it went and why), runs one federated round of the two law nodes with
+shipped corpora once (about a minute each on 2 cores, kept in demo-home/) and imports the base
+whole as the generalist, starts `slm-hub serve` and five `slm-node join` processes exactly as a
+user would (the generalist, medicine, religion, and two law nodes that start from one law model
+and each hold half of the law corpus, each domain node with its text as `--reference`), asks
+one prompt per domain through `slm-hub ask` (the generalist drafts, the most confident domain
+node refines with what its text says; the command streams the answer and shows who drafted,
+where it went and why), runs one federated round of the two law nodes with
 `slm-hub train`, then shows the nodes' model versions and balances and verifies the ledger.
 Clients ask with an API key: the demo makes one for itself (demo-home/demo.key, 100 credits),
 asks with it, and asks once more through the OpenAI-compatible HTTP API with `curl`.
@@ -32,10 +34,12 @@ from hub.config import ServeOptions  # noqa: E402
 from slm import pretrained  # noqa: E402
 from slm.config import ADAPTER_TRAIN, DEFAULT_BASE, AdapterConfig  # noqa: E402
 from slm.errors import SLMError  # noqa: E402
+from slm.import_base import import_base  # noqa: E402
 from slm.model_folder import load_model_folder  # noqa: E402
 from slm.train import read_corpus, train  # noqa: E402
 
 HOME = ROOT / "demo-home"
+CORPORA = ROOT / "data" / "corpora"
 DOMAINS = ("medicine", "law", "religion")
 PROMPTS = {  # questions a user asks; each domain's words route it
     "medicine": "What is acute allergic otitis media of the left ear, and how is it treated?",
@@ -62,7 +66,7 @@ def ensure_model(domain: str) -> Path:
     console.print(f"[bold]training[/] the {domain} node: a rank-{DEMO_ADAPTER.rank} adapter on "
                   f"{base.name} ({size})")  # fmt: skip
     train(
-        read_corpus(ROOT / "data" / "corpora" / f"{domain}.txt"), domain, folder,
+        read_corpus(CORPORA / f"{domain}.txt"), domain, folder,
         base.config, DEMO_TRAIN, base=base, adapter=DEMO_ADAPTER,
         on_eval=lambda r: console.print(
             f"  step {r['step']}/{r['total_steps']}  validation loss {r['val_loss']:.3f}"
@@ -71,9 +75,23 @@ def ensure_model(domain: str) -> Path:
     return folder
 
 
+def ensure_generalist() -> Path:
+    """The embedded base imported whole (no adapter): the node that drafts every answer."""
+    folder = HOME / "generalist"
+    try:
+        load_model_folder(folder)
+        return folder
+    except SLMError:
+        pass
+    console.print("[bold]importing[/] the embedded base as the generalist")
+    sample = "\n".join(read_corpus(CORPORA / f"{d}.txt")[:20_000] for d in DOMAINS)
+    import_base(pretrained.load(DEFAULT_BASE), sample, "general", folder)
+    return folder
+
+
 def law_halves() -> tuple[Path, Path]:
     """Each law node's own data: half of the shipped law corpus."""
-    text = read_corpus(ROOT / "data" / "corpora" / "law.txt")
+    text = read_corpus(CORPORA / "law.txt")
     cut = text.rfind("\n", 0, len(text) // 2)
     halves = HOME / "data" / "law-a.txt", HOME / "data" / "law-b.txt"
     halves[0].parent.mkdir(parents=True, exist_ok=True)
@@ -133,14 +151,16 @@ def openai_call(hub: Hub, key: Path) -> None:
 
 def main() -> None:
     folders = {d: ensure_model(d) for d in DOMAINS}
+    generalist = ensure_generalist()
     if not (HOME / "law-2").exists():  # the second law node starts from the same model
         shutil.copytree(folders["law"], HOME / "law-2")
     halves = law_halves()
-    nodes = [  # (node home, model folder, its --data, if it trains)
-        ("medicine-node", folders["medicine"], None),
-        ("law-node", folders["law"], halves[0]),
-        ("law-2-node", HOME / "law-2", halves[1]),
-        ("religion-node", folders["religion"], None),
+    nodes = [  # (node home, model folder, its flags: what it trains on, what it may quote)
+        ("general-node", generalist, ("--role", "generalist")),
+        ("medicine-node", folders["medicine"], ("--reference", str(CORPORA / "medicine.txt"))),
+        ("law-node", folders["law"], ("--data", str(halves[0]), "--reference", str(halves[0]))),
+        ("law-2-node", HOME / "law-2", ("--data", str(halves[1]), "--reference", str(halves[1]))),
+        ("religion-node", folders["religion"], ("--reference", str(CORPORA / "religion.txt"))),
     ]
     hub_home, logs = HOME / "hub", HOME / "logs"
     processes: list = []
@@ -149,10 +169,9 @@ def main() -> None:
         processes.append(hub)
         home = ("--home", str(hub_home))
         console.print(f"[bold]hub[/] serving on {hub.address} (TLS), log {hub.log}")
-        for name, folder, data in nodes:
+        for name, folder, flags in nodes:
             token = hub.token(name.split("-")[0])
-            node = Node(HOME / name, folder, hub, token, *(("--data", str(data)) if data else ()),
-                        log=logs / f"{name}.log")  # fmt: skip
+            node = Node(HOME / name, folder, hub, token, *flags, log=logs / f"{name}.log")
             processes.append(node)
         for node in processes[1:]:
             node.wait_for("joined")
@@ -162,7 +181,7 @@ def main() -> None:
         key = demo_key(hub)
         asking = ("--hub", hub.address, *home, "--key-file", str(key))
         for prompt in PROMPTS.values():
-            console.rule(f"[bold]slm-hub ask[/] {prompt!r}")
+            console.rule(f"[bold]slm-hub ask[/] {prompt!r} (drafted, then refined)")
             sampling = ("--max-tokens", "60", "--temperature", "0.3", "--top-k", "40")
             show("slm-hub", "ask", prompt, *asking, *sampling)
         console.rule("[bold]the OpenAI-compatible API[/], with curl")

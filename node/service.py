@@ -28,7 +28,7 @@ from slm.encoder import installed_encoder
 from slm.errors import SLMError
 from slm.generate import stream_counted
 from slm.model_folder import REQUIRED, LoadedModel
-from slm.offsets import Offsets, offsets, pool_vectors
+from slm.offsets import Offsets, measured, pool_vectors
 from slm.refine import Refiner
 from slm.scoring import score
 
@@ -58,7 +58,7 @@ class NodeService:
         """Serve another model from the next request on; requests under way keep theirs. Its
         offsets are measured first (seconds: run it off the event loop)."""
         vectors = pool_vectors() if self.centroid is not None else None
-        self._serving = (loaded, offsets(loaded.model, loaded.tokenizer, self.centroid, vectors))
+        self._serving = (loaded, measured(loaded, self.centroid, vectors))
 
     @property
     def loaded(self) -> LoadedModel:

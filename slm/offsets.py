@@ -13,19 +13,24 @@ it from the model alone.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from slm.atomic import atomic_write_text
 from slm.encoder import shared_encoder
 from slm.model import SLM
+from slm.model_folder import LoadedModel
 from slm.scoring import loglik
 from slm.tokenizer import SLMTokenizer
 
 POOL = Path(__file__).with_name("calibration_pool.json")
+KEPT = "offsets.json"  # in the model folder: the loglik offset of that model, for its next start
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,7 +57,40 @@ def offsets(
     """The node's offsets on the calibration pool; `pool_vectors` are the pool's sentence
     vectors (slm.encoder), needed only with a centroid."""
     per_byte = [loglik(model, tokenizer, p)[0] / len(p.encode("utf-8")) for p in pool()]
-    similarity = 0.0
-    if centroid is not None and pool_vectors is not None:
-        similarity = float(np.mean(pool_vectors @ centroid))
-    return Offsets(float(np.mean(per_byte)), similarity)
+    return Offsets(float(np.mean(per_byte)), _similarity(centroid, pool_vectors))
+
+
+def _similarity(centroid: np.ndarray | None, pool_vectors: np.ndarray | None) -> float:
+    if centroid is None or pool_vectors is None:
+        return 0.0
+    return float(np.mean(pool_vectors @ centroid))
+
+
+def _form(model: SLM) -> str:
+    """Which serving form scored: int8 (dynamically quantised Linears) or fp32."""
+    return "int8" if any("quantized" in type(m).__module__ for m in model.modules()) else "fp32"
+
+
+def measured(loaded: LoadedModel, centroid: np.ndarray | None,
+             pool_vectors: np.ndarray | None) -> Offsets:  # fmt: skip
+    """`offsets` of a loaded model folder, its loglik part kept in the folder (`offsets.json`,
+    keyed by model version, serving form and pool) so that the next start of the same model
+    does not score the pool again: about 20 s of one core for the 135M base at every join. A
+    folder that cannot be written is measured every time."""
+    key = {"version": loaded.version, "form": _form(loaded.model),
+           "pool": hashlib.sha256(POOL.read_bytes()).hexdigest()}  # fmt: skip
+    path = loaded.path / KEPT if loaded.path is not None else None
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8")) if path else {}
+        per_byte = float(kept["loglik_per_byte"]) if kept.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        per_byte = None
+    if per_byte is None or not -100.0 < per_byte <= 0.0:
+        found = offsets(loaded.model, loaded.tokenizer, centroid, pool_vectors)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                atomic_write_text(
+                    path, json.dumps({"key": key, "loglik_per_byte": found.loglik_per_byte})
+                )
+        return found
+    return Offsets(per_byte, _similarity(centroid, pool_vectors))
