@@ -173,8 +173,10 @@ def main() -> None:
             token = hub.token(name.split("-")[0])
             node = Node(HOME / name, folder, hub, token, *flags, log=logs / f"{name}.log")
             processes.append(node)
+        console.print("nodes load the base and, the first time, score the calibration pool "
+                      "(a minute or two on 2 cores)")  # fmt: skip
         for node in processes[1:]:
-            node.wait_for("joined")
+            node.wait_for("joined", timeout=600)
         hub.wait_connected([node.node_id for node in processes[1:]])
         show("slm-hub", "nodes", "--hub", hub.address, *home)
         console.rule("[bold]slm-hub key create[/]: clients ask with a key, and it pays")
