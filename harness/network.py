@@ -3,6 +3,8 @@ client calls that talk to them."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,30 @@ class Hub(Process):
     def nodes(self) -> dict[str, pb.NodeInfo]:
         reply = self.swarm().ListNodes(pb.ListNodesRequest(), metadata=self.metadata)
         return {n.node_id: n for n in reply.nodes}
+
+    def balance(self, node_id: str) -> int:
+        """A node's balance in micro-credits, as the admin key reads it; 0 if never paid."""
+        try:
+            request = pb.BalanceRequest(node_id=node_id)
+            return self.swarm().Balance(request, metadata=self.metadata).micro_credits
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:  # NOT_FOUND: no account yet
+                raise
+            return 0
+
+    def inference(self, request_id: str) -> tuple[str, list[dict]]:
+        """An answer's ledger record: its outcome and its paid segments."""
+        with sqlite3.connect(self.home / "hub.db") as db:
+            outcome, segments = db.execute(
+                "SELECT outcome, segments FROM inferences WHERE request_id = ?", (request_id,)
+            ).fetchone()
+        return outcome, json.loads(segments)
+
+    def verify_ledger(self) -> None:
+        """`slm-hub ledger verify` on the hub's home; HarnessError unless every entry checks."""
+        verified = cli("slm-hub", "ledger", "verify", "--home", str(self.home))
+        if verified.returncode != 0:
+            raise HarnessError(f"the ledger does not verify: {verified.stderr}")
 
     def stop(self, timeout: float = 20.0) -> int:
         if self._channel is not None:

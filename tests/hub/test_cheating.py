@@ -14,7 +14,6 @@ import pytest
 from harness import Hub, ask, cli
 from harness.rogue import Behaviour, Rogue
 from hub.ledger.rewards import Rewards, split
-from protos import swarm_pb2 as pb
 
 pytestmark = pytest.mark.slow  # a real hub process
 
@@ -48,66 +47,41 @@ def join(hub):  # type: ignore[no-untyped-def]
         hub.wait_for(r"node " + rogue.node_id[:12] + r" left")
 
 
-def _balance(hub: Hub, node_id: str) -> int:
-    try:
-        return (
-            hub.swarm()
-            .Balance(pb.BalanceRequest(node_id=node_id), metadata=hub.metadata)
-            .micro_credits
-        )
-    except grpc.RpcError as exc:
-        assert exc.code() == grpc.StatusCode.NOT_FOUND  # never paid: no account yet
-        return 0
-
-
-def _inference(hub: Hub, request_id: str) -> tuple[str, list[dict]]:
-    db = sqlite3.connect(hub.home / "hub.db")
-    outcome, segments = db.execute(
-        "SELECT outcome, segments FROM inferences WHERE request_id = ?", (request_id,)
-    ).fetchone()
-    return outcome, json.loads(segments)
-
-
-def _ledger_verifies(hub: Hub) -> None:
-    verified = cli("slm-hub", "ledger", "verify", "--home", str(hub.home))
-    assert verified.returncode == 0, verified.stderr
-
-
 def test_a_signed_claim_of_four_billion_tokens_is_not_paid(hub, join) -> None:
     liar = join(Behaviour(pieces=("word ",) * 4, final_count=2**32 - 1))
     text, _, result = ask(hub, PROMPT, max_tokens=16)
     assert result.node_id == liar.node_id and text == "word " * 4
     assert result.tokens <= 16
-    outcome, segments = _inference(hub, result.request_id)
+    outcome, segments = hub.inference(result.request_id)
     assert outcome == "unverified" and segments == [{"node": liar.node_id, "tokens": 16}]
-    assert _balance(hub, liar.node_id) <= REWARDS.inference_base + 16 * REWARDS.inference_per_token
-    assert _balance(hub, liar.node_id) == 0  # recorded, unpaid
-    _ledger_verifies(hub)
+    assert hub.balance(liar.node_id) <= REWARDS.inference_base + 16 * REWARDS.inference_per_token
+    assert hub.balance(liar.node_id) == 0  # recorded, unpaid
+    hub.verify_ledger()
 
 
 def test_a_count_larger_than_the_text_relayed_is_unverified(hub, join) -> None:
     padder = join(Behaviour(pieces=("ab",) * 4, final_count=16))  # 8 bytes cannot be 16 tokens
     _, _, result = ask(hub, PROMPT, max_tokens=16)
     assert result.node_id == padder.node_id
-    assert _inference(hub, result.request_id)[0] == "unverified"
-    assert _balance(hub, padder.node_id) == 0
+    assert hub.inference(result.request_id)[0] == "unverified"
+    assert hub.balance(padder.node_id) == 0
 
 
 def test_an_honest_count_is_paid_base_plus_its_tokens(hub, join) -> None:
     honest = join(Behaviour(pieces=("one ", "two ", "three"), final_count=3))
     _, _, result = ask(hub, PROMPT, max_tokens=16)
     assert result.node_id == honest.node_id and result.tokens == 3
-    assert _inference(hub, result.request_id)[0] == "success"
+    assert hub.inference(result.request_id)[0] == "success"
     paid = REWARDS.inference_base + 3 * REWARDS.inference_per_token
-    assert _balance(hub, honest.node_id) == paid
+    assert hub.balance(honest.node_id) == paid
 
 
 def test_an_empty_answer_earns_nothing_whatever_it_signs(hub, join) -> None:
     idle = join(Behaviour(pieces=(), final_count=2))  # believable: 0 bytes may be 2 tokens
     text, _, result = ask(hub, PROMPT, max_tokens=16)
     assert result.node_id == idle.node_id and text == ""
-    assert _inference(hub, result.request_id)[1] == [{"node": idle.node_id, "tokens": 0}]
-    assert _balance(hub, idle.node_id) == 0  # not even the base
+    assert hub.inference(result.request_id)[1] == [{"node": idle.node_id, "tokens": 0}]
+    assert hub.balance(idle.node_id) == 0  # not even the base
 
 
 def test_a_node_failing_mid_answer_is_paid_for_the_pieces_the_client_got(hub, join) -> None:
@@ -119,12 +93,12 @@ def test_a_node_failing_mid_answer_is_paid_for_the_pieces_the_client_got(hub, jo
     text, switches, result = ask(hub, PROMPT, max_tokens=32)
     assert [s.from_node for s in switches] == [quitter.node_id]
     assert result.node_id == finisher.node_id and text == "a a a b c"
-    outcome, segments = _inference(hub, result.request_id)
+    outcome, segments = hub.inference(result.request_id)
     assert outcome == "success"
     assert segments == [{"node": quitter.node_id, "tokens": 3}, {"node": finisher.node_id,
                                                                  "tokens": 2}]  # fmt: skip
     total = REWARDS.inference_base + 5 * REWARDS.inference_per_token
-    assert _balance(hub, quitter.node_id) == split(total, [3, 2])[0]  # not its running 15
+    assert hub.balance(quitter.node_id) == split(total, [3, 2])[0]  # not its running 15
 
 
 def test_a_running_count_past_the_budget_ends_that_node_s_turn(hub, join) -> None:
@@ -135,7 +109,7 @@ def test_a_running_count_past_the_budget_ends_that_node_s_turn(hub, join) -> Non
     assert [s.from_node for s in switches] == [greedy.node_id]
     assert "of 16 asked" in switches[0].reason
     assert result.node_id == finisher.node_id
-    assert _inference(hub, result.request_id)[1][0] == {"node": greedy.node_id, "tokens": 2}
+    assert hub.inference(result.request_id)[1][0] == {"node": greedy.node_id, "tokens": 2}
 
 
 @pytest.mark.parametrize(
@@ -163,7 +137,7 @@ def test_an_impossible_score_never_wins_and_is_its_own_fraud_proof(hub, join, li
     assert liar.node_id not in {c.node_id for c in result.candidates}
     assert not liar.behaviour.served
     hub.wait_for(r"audit: node " + liar.node_id[:12] + r" false-score .*no model can give")
-    assert _balance(hub, liar.node_id) == -REWARDS.audit_penalty  # fined, even with no audit
+    assert hub.balance(liar.node_id) == -REWARDS.audit_penalty  # fined, even with no audit
     db = sqlite3.connect(hub.home / "hub.db")
     assert db.execute("SELECT kind FROM fraud_proofs WHERE node_id = ?",
                       (liar.node_id,)).fetchall() == [("false-score",)]  # fmt: skip

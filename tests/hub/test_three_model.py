@@ -6,18 +6,14 @@ mid-answer, and a second hub drafting through the first hub's OpenAI-compatible 
 
 from __future__ import annotations
 
-import json
 import re
-import socket
-import sqlite3
 import ssl
 from pathlib import Path
 
-import grpc
 import openai
 import pytest
 
-from harness import Hub, Node, cli, refine
+from harness import Hub, Node, refine
 from harness.rogue import Behaviour, Rogue
 from protos import swarm_pb2 as pb
 from slm import pretrained
@@ -78,32 +74,10 @@ def network(imported, law_adapter, tmp_path_factory):  # type: ignore[no-untyped
         process.stop()
 
 
-def _inference(hub: Hub, request_id: str) -> tuple[str, list[dict]]:
-    db = sqlite3.connect(hub.home / "hub.db")
-    outcome, segments = db.execute(
-        "SELECT outcome, segments FROM inferences WHERE request_id = ?", (request_id,)
-    ).fetchone()
-    return outcome, json.loads(segments)
-
-
-def _balance(hub: Hub, node_id: str) -> int:
-    try:
-        request = pb.BalanceRequest(node_id=node_id)
-        return hub.swarm().Balance(request, metadata=hub.metadata).micro_credits
-    except grpc.RpcError as exc:
-        assert exc.code() == grpc.StatusCode.NOT_FOUND  # never paid: no account yet
-        return 0
-
-
-def _ledger_verifies(hub: Hub) -> None:
-    verified = cli("slm-hub", "ledger", "verify", "--home", str(hub.home))
-    assert verified.returncode == 0, verified.stderr
-
-
 def test_the_generalist_drafts_the_domain_node_refines_and_both_are_paid(network) -> None:
     hub, nodes = network
     generalist, law = nodes["generalist"].node_id, nodes["law"].node_id
-    before = {n: _balance(hub, n) for n in (generalist, law)}
+    before = {n: hub.balance(n) for n in (generalist, law)}
     text, switches, drafted, result = refine(hub, LAW_Q, max_tokens=32)  # the hub's default
     assert not switches and drafted is not None and drafted.by == generalist
     assert drafted.text.strip() and 0 < drafted.tokens <= 32
@@ -112,12 +86,12 @@ def test_the_generalist_drafts_the_domain_node_refines_and_both_are_paid(network
     assert (result.node_id, result.domain) == (law, "law")
     assert {c.domain for c in result.candidates} == {"law", "medicine"}  # refiners only
     assert quotes(text, LAW) and text != drafted.text  # the domain's own words, from its text
-    outcome, segments = _inference(hub, result.request_id)
+    outcome, segments = hub.inference(result.request_id)
     assert outcome == "success"
     assert segments[0] == {"node": generalist, "tokens": drafted.tokens, "role": "draft"}
     assert segments[-1] == {"node": law, "tokens": result.tokens}
-    assert all(_balance(hub, n) > before[n] for n in (generalist, law))
-    _ledger_verifies(hub)
+    assert all(hub.balance(n) > before[n] for n in (generalist, law))
+    hub.verify_ledger()
 
 
 def test_the_prompt_and_draft_go_to_the_domain_that_knows_them(network) -> None:
@@ -155,7 +129,7 @@ def test_the_openai_client_streams_a_refined_answer_that_names_both(network) -> 
 def test_a_callers_own_draft_is_refined_and_not_paid_to_a_generalist(network) -> None:
     hub, nodes = network
     generalist = nodes["generalist"].node_id
-    before = _balance(hub, generalist)
+    before = hub.balance(generalist)
     client = _client(hub, hub.new_key("caller", credits="100"))
     mine = "You may distribute modified copies if you follow the licence's conditions."
     chat = client.chat.completions.create(
@@ -165,7 +139,7 @@ def test_a_callers_own_draft_is_refined_and_not_paid_to_a_generalist(network) ->
     assert chat.swarm["mode"] == "refine" and chat.swarm["draft"]["by"] == "caller"
     assert chat.swarm["node_id"] == nodes["law"].node_id
     assert [s["node_id"] for s in chat.swarm["segments"]] == [nodes["law"].node_id]
-    assert _balance(hub, generalist) == before
+    assert hub.balance(generalist) == before
     with pytest.raises(openai.BadRequestError, match="a draft is refined"):
         client.chat.completions.create(
             model="swarm/auto", messages=[{"role": "user", "content": LAW_Q}], max_tokens=4,
@@ -189,9 +163,9 @@ def test_a_refiner_that_dies_mid_answer_is_replaced_and_the_answer_completes(net
     assert [s.from_node for s in switches] == [quitter.node_id]
     assert text.startswith("lorem lorem lorem ") and len(text) > len("lorem " * 3)
     assert result.node_id == nodes["law"].node_id and result.tokens > 3
-    _, segments = _inference(hub, result.request_id)
+    _, segments = hub.inference(result.request_id)
     assert [s["node"] for s in segments] == [drafted.by, quitter.node_id, result.node_id]
-    _ledger_verifies(hub)
+    hub.verify_ledger()
 
 
 def test_a_generalist_that_dies_mid_draft_is_replaced(network) -> None:
@@ -211,15 +185,9 @@ def test_a_generalist_that_dies_mid_draft_is_replaced(network) -> None:
     assert drafted is not None and drafted.text.startswith("draft draft ")
     assert len(drafted.text) > len("draft draft ") and drafted.by == real
     assert result.node_id == nodes["law"].node_id
-    _, segments = _inference(hub, result.request_id)
+    _, segments = hub.inference(result.request_id)
     assert [s["node"] for s in segments] == [quitter.node_id, real, result.node_id]
     assert [s.get("role") for s in segments] == ["draft", "draft", None]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_hub_drafts_through_another_hubs_openai_endpoint(network, law_adapter,
@@ -236,9 +204,9 @@ def test_a_hub_drafts_through_another_hubs_openai_endpoint(network, law_adapter,
         text, _, drafted, result = refine(second, LAW_Q, mode="refine", max_tokens=24)
         assert drafted is not None and drafted.by == "endpoint:swarm/auto"
         assert drafted.text.strip() and result.node_id == law.node_id and quotes(text, LAW)
-        _, segments = _inference(second, result.request_id)
+        _, segments = second.inference(result.request_id)
         assert segments[0]["role"] == "draft" and segments[0]["tokens"] == drafted.tokens
-        _ledger_verifies(second)
+        second.verify_ledger()
         spent = first.swarm().Balance(pb.BalanceRequest(), metadata=[
             ("authorization", f"Bearer {key}")]).micro_credits  # fmt: skip
         assert spent < 100_000_000  # the first hub charged the second for the draft
