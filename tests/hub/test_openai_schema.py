@@ -69,3 +69,14 @@ def test_schema_limits_refuse_before_any_code_runs() -> None:
     params = chat(messages=[{"role": "user", "content": "x"}], max_completion_tokens=7,
                   max_tokens=9, stop="END", seed=3, temperature=0).params()  # fmt: skip
     assert (params.max_tokens, params.stop, params.seed, params.temperature) == (7, ("END",), 3, 0)
+
+
+def test_the_swarm_extension_takes_a_mode_and_a_draft_and_nothing_else() -> None:
+    user = {"messages": [{"role": "user", "content": "x"}]}
+    assert (chat(**user).mode(), chat(**user).draft()) == ("", None)
+    mine = chat(**user, swarm={"mode": "refine", "draft": "A draft."})
+    assert (mine.mode(), mine.draft()) == ("refine", "A draft.")
+    for swarm in ({"mode": "sideways"}, {"mode": 1}, {"draft": ""}, {"draft": ["a"]},
+                  {"node": "0" * 32}, "refine"):  # fmt: skip
+        with pytest.raises(ValidationError):
+            chat(**user, swarm=swarm)
