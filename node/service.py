@@ -120,7 +120,7 @@ class NodeService:
         elif self.refiner is None:
             raise SLMError("this node does not refine drafts (it joined without --reference)")
         else:
-            stream = self.refiner.stream(prompt, draft, params, answer_so_far)
+            stream = self.refiner.stream(prompt, params, answer_so_far)
         for piece, tokens in stream:
             if piece:
                 pieces.append(piece)

@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from slm import pretrained
 from slm.errors import ConfigError
 from slm.generate import SamplingParams, stream_counted
@@ -50,7 +48,7 @@ def units(passage: str) -> list[str]:
     return [u.strip() for j in joined for u in _SENTENCE_END.split(j) if u.strip()]
 
 
-def quote(reference: Reference, query: str, query_vector: np.ndarray | None = None) -> str:
+def quote(reference: Reference, query: str) -> str:
     """The words of the reference that best answer the query, as written; empty when no
     passage shares a word with it. A phrase the query quotes is looked for as a phrase and
     quoted with what follows it; otherwise the unit (sentence, or line of a list) sharing the
@@ -58,10 +56,10 @@ def quote(reference: Reference, query: str, query_vector: np.ndarray | None = No
     quoted, call = _QUOTED.search(query), _CALL.search(query)
     if quoted or call:
         phrase = (quoted or call).group(1)  # type: ignore[union-attr]
-        found = _continuation(reference, phrase, query_vector, FOLLOW if quoted else BODY)
+        found = _continuation(reference, phrase, FOLLOW if quoted else BODY)
         if found:
             return found
-    return _best_unit(reference, query, query_vector)
+    return _best_unit(reference, query)
 
 
 _QUOTED = re.compile(r"[“\"]([^”\"]{12,})[”\"]")  # a phrase in quotes
@@ -72,14 +70,12 @@ BODY = 40  # words quoted past a function's name: its body, as far as the quote'
 MIN_PHRASE = 3  # words of a quoted phrase that must be found in a row
 
 
-def _continuation(
-    reference: Reference, phrase: str, query_vector: np.ndarray | None, follow: int
-) -> str:
+def _continuation(reference: Reference, phrase: str, follow: int) -> str:
     """The sentence of the passages in which the longest run of the phrase's words begins,
     through `follow` words past the run."""
     wanted = [w.lower() for w in _WORD.findall(phrase)]
     best: tuple[int, str, int, int] = (0, "", 0, 0)  # run length, text, first, last word index
-    for i in reference.search(phrase, 3 * PASSAGES, query_vector):
+    for i in reference.search(phrase, 3 * PASSAGES):
         text = " ".join(reference.passages[i].split())
         words = [w.group(0).lower() for w in _WORD.finditer(text)]
         run = [0] * (len(wanted) + 1)
@@ -105,12 +101,12 @@ def _continuation(
     return _cut(text[start:end])
 
 
-def _best_unit(reference: Reference, query: str, query_vector: np.ndarray | None) -> str:
+def _best_unit(reference: Reference, query: str) -> str:
     wanted = set(terms(query))
     postings, size = reference.index.postings, max(len(reference.passages), 1)
     weight = {t: math.log(1 + size / len(postings[t])) for t in wanted if t in postings}
     best, best_score = "", 0.0
-    for i in reference.search(query, PASSAGES, query_vector):
+    for i in reference.search(query, PASSAGES):
         passage = reference.passages[i]
         for unit in units(passage):
             score = sum(weight[t] for t in set(terms(unit)) & weight.keys())
@@ -152,13 +148,14 @@ class Refiner:
     tokenizer: SLMTokenizer
 
     def stream(
-        self, prompt: str, draft: str, params: SamplingParams, answer_so_far: str = "",
-        query_vector: np.ndarray | None = None,
-    ) -> Iterator[tuple[str, int]]:  # fmt: skip
+        self, prompt: str, params: SamplingParams, answer_so_far: str = ""
+    ) -> Iterator[tuple[str, int]]:
         """(piece, tokens so far) of the refined answer, as slm.generate.stream_counted: the
-        quoted fact, then the writer's words. On fail-over (`answer_so_far`), the quote is
-        already in the answer: the writer goes on from it."""
-        lead = "" if answer_so_far else quote(self.reference, prompt, query_vector)
+        quoted fact, then the writer's words. The quote is chosen by the prompt alone: the
+        draft chose this node (routing) but may be wrong about the facts, which is why a node
+        refines. On fail-over (`answer_so_far`), the quote is already in the answer: the writer
+        goes on from it."""
+        lead = "" if answer_so_far else quote(self.reference, prompt)
         yield from stream_counted(self.writer, self.tokenizer, prompt, params, answer_so_far,
                                   lead)  # fmt: skip
 
