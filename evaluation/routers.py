@@ -9,7 +9,8 @@ import random
 
 import numpy as np
 
-FULL = "full router (hub, top-8 profile candidates, loglik posterior)"
+FULL = "full router (the hub: loglik and similarity, less each node's offsets)"
+SIMILARITY = "similarity only (each node's signed sentence-encoder similarity)"
 WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the profile's vote, nats per byte per cosine
 
 
@@ -64,8 +65,10 @@ def vote_verdict(rows: dict[str, list]) -> tuple[int, int, bool]:
 def other_routers(cands: list[dict], names: list[str], rng: random.Random) -> dict[str, list]:
     """What the routers the hub does not run would choose, from the scores the hub collected."""
     routed: dict[str, list[str]] = {"profile only": [], "loglik only, all nodes": [],
-                                    "profile top-3, then loglik": [], "random": []}  # fmt: skip
+                                    "profile top-3, then loglik": [], SIMILARITY: [],
+                                    "random": []}  # fmt: skip
     for cs in cands:
+        routed[SIMILARITY].append(max(cs.values(), key=lambda c: c.similarity).domain)
         by_profile = sorted(cs.values(), key=lambda c: -c.profile_similarity)
         routed["profile only"].append(by_profile[0].domain)
         routed["loglik only, all nodes"].append(max(cs.values(), key=lambda c: c.loglik).domain)

@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from flwr.app import (
-    Array,
-    ArrayRecord,
     ConfigRecord,
     Context,
     Error,
@@ -34,6 +32,7 @@ from flwr.clientapp import ClientApp
 
 from protos import flower_keys as keys
 from protos import training_app
+from protos.flower_weights import from_record, to_record
 from slm.errors import SLMError
 from slm.federated import adopt, check_round_base, local_train, weights_of
 from slm.model_folder import load_model_folder
@@ -43,12 +42,8 @@ app = ClientApp()
 NODE_ERROR = 1  # the code of every refusal this app sends; the reason says what went wrong
 
 
-def _record(weights: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in weights.items()})
-
-
 def _weights(message: Message) -> dict[str, np.ndarray]:
-    return {k: a.numpy() for k, a in message.content[keys.WEIGHTS].items()}
+    return from_record(message.content[keys.WEIGHTS])
 
 
 def _folder(context: Context) -> Path:
@@ -95,7 +90,7 @@ def query(message: Message, context: Context) -> Message:
     except Exception as exc:
         return _refuse(message, exc)
     weights = weights_of(loaded.model)  # an adapted model's adapter alone
-    return message.create_reply(RecordDict({keys.WEIGHTS: _record(weights)}))
+    return message.create_reply(RecordDict({keys.WEIGHTS: to_record(weights)}))
 
 
 @app.train()
@@ -126,7 +121,7 @@ def train(message: Message, context: Context) -> Message:
         }
     )
     return message.create_reply(
-        RecordDict({keys.WEIGHTS: _record(update.weights), keys.METRICS: metrics})
+        RecordDict({keys.WEIGHTS: to_record(update.weights), keys.METRICS: metrics})
     )
 
 

@@ -5,6 +5,10 @@ template; and the embedded base that installing the project brings (no network a
 Every domain node branches from one shared base (as Branch-Train-Merge builds its experts), so
 their likelihoods are comparable; a base is named by the sha256 of its file(s), which an adapted
 model folder records.
+
+Reading a GGUF costs about 7 s of one core (its metadata parsing and dequantisation), and every
+node start and every Flower training phase reads the base; so the converted form is kept once
+per machine, by the GGUF's sha256, in a cache folder (0.2 s to read back).
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +27,7 @@ import numpy as np
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-from slm.config import EMBEDDED_BASES, ModelConfig
+from slm.config import EMBEDDED_BASES, ModelConfig, model_config_from_dict, model_config_to_dict
 from slm.errors import ModelFolderError
 from slm.model import SLM
 from slm.tokenizer import SLMTokenizer
@@ -29,6 +36,9 @@ EMBEDDED = EMBEDDED_BASES
 # Serving preallocates the KV cache to block_size; 2,048 tokens of a longer trained context
 # keep that cache at 94 MB for SmolLM2 instead of 377 MB at its full 8,192.
 MAX_BLOCK = 2048
+CACHE_ENV = "SLM_CACHE_DIR"
+# Part of the cache key: raise it whenever _load_gguf changes what it produces.
+CONVERSION = 1
 
 
 @dataclass
@@ -91,7 +101,79 @@ def _load_cached(path_text: str, _mtime: int, _size: int, name: str) -> Pretrain
         return _load_hf(path, name)
     if path.suffix != ".gguf":
         raise ModelFolderError(f"{path}: a base is a .gguf file or a Hugging Face model folder")
-    return _load_gguf(path, name)
+    sha = file_digest([path])
+    entry = cache_root() / f"{sha}.v{CONVERSION}"
+    found = _read_converted(entry, path, name, sha)
+    if found is None:
+        shutil.rmtree(entry, ignore_errors=True)  # an unreadable entry is replaced
+        found = _load_gguf(path, name)
+        _write_converted(entry, found)
+    return found
+
+
+def cache_root() -> Path:
+    """$SLM_CACHE_DIR, else $XDG_CACHE_HOME/swarmllm, else ~/.cache/swarmllm; then bases/."""
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = str(Path(xdg) / "swarmllm")
+    return Path(root) / "bases"
+
+
+_WEIGHTS, _TOKENIZER, _META = "weights.safetensors", "tokenizer.json", "meta.json"
+
+
+def _read_converted(entry: Path, source: Path, name: str, sha: str) -> Pretrained | None:
+    """The cached conversion, or None when it is absent or unreadable (then it is rebuilt)."""
+    from safetensors.torch import load_file
+
+    if not entry.is_dir():
+        return None
+    try:
+        meta = json.loads((entry / _META).read_text(encoding="utf-8"))
+        tok = Tokenizer.from_file(str(entry / _TOKENIZER))
+        state = load_file(entry / _WEIGHTS)
+        config = model_config_from_dict(meta["config"])
+        context = int(meta["context_length"])
+        if meta.get("sha256") != sha:
+            return None
+    except Exception:  # tokenizers raises a bare Exception; any defect means "convert again"
+        return None
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in SLM(config).state_dict().items()}
+    if {k: tuple(v.shape) for k, v in state.items()} != expected:
+        return None
+    return Pretrained(
+        name=name, sha256=sha, source=source, config=config, state=state,
+        tokenizer=SLMTokenizer(tok, chat_template=meta.get("chat_template")),
+        context_length=context,
+    )  # fmt: skip
+
+
+def _write_converted(entry: Path, base: Pretrained) -> None:
+    """Write the conversion to a temporary folder and rename it into place: a crash or a
+    concurrent writer leaves a whole entry or none. A cache that cannot be written is skipped."""
+    from safetensors.torch import save_file
+
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    except OSError:
+        return
+    try:
+        save_file(base.state, str(tmp / _WEIGHTS))
+        (tmp / _TOKENIZER).write_text(base.tokenizer.to_json(), encoding="utf-8")
+        meta = {
+            "sha256": base.sha256, "config": model_config_to_dict(base.config),
+            "context_length": base.context_length,
+            "chat_template": base.tokenizer.chat_template,
+        }  # fmt: skip
+        (tmp / _META).write_text(json.dumps(meta), encoding="utf-8")
+        os.rename(tmp, entry)
+    except OSError:
+        pass  # another process renamed its entry first, or the disk is full: both are fine
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def file_digest(paths: list[Path]) -> str:

@@ -11,32 +11,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from hub.training.aggregation import Weights
 from hub.training.rounds import Reply
 from protos import flower_keys as keys
+from protos.flower_weights import from_record, to_record
 
 TTL_MARGIN_S = 30.0  # a message outlives its round's deadline by this much, then Flower drops it
-NUMPY_STYPE = "numpy.ndarray"
-
-
-def to_record(weights: Weights) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in weights.items()})
-
-
-def from_record(record: ArrayRecord) -> Weights:
-    """Arrays as numpy, refusing anything else a node could put there (an .npz, a pickle)."""
-    out = {}
-    for name, array in record.items():
-        if array.stype != NUMPY_STYPE:
-            raise ValueError(f"{name} is serialised as {array.stype!r}, not {NUMPY_STYPE!r}")
-        value = array.numpy()
-        if not isinstance(value, np.ndarray):
-            raise ValueError(f"{name} is a {type(value).__name__}, not an array")
-        out[name] = value
-    return out
 
 
 def _reply(message: Message) -> Reply:

@@ -9,8 +9,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from evaluation.report import margin_sentence
-from evaluation.run import mix, reusable
+from evaluation.report import margin_sentence, settings_section
+from evaluation.routers import FULL, SIMILARITY
+from evaluation.run import mix, reusable, unseen
+from slm.train import read_corpus
+from tests.conftest import CORPORA
 
 
 def test_each_source_gets_an_equal_share_and_a_small_one_gives_its_rest_away() -> None:
@@ -49,3 +52,27 @@ def test_rewriting_the_routing_report_keeps_the_other_evaluations(tmp_path) -> N
     assert keep_others(doc, "# new\n") == "# new\n"
     doc.write_text(f"# old\n\n{OTHERS} -->\n\n## Facts\n")
     assert keep_others(doc, "# new\n") == f"# new\n\n{OTHERS} -->\n\n## Facts\n"
+
+
+def test_a_little_data_prompt_that_repeats_a_shipped_corpus_is_not_unseen() -> None:
+    shipped = " ".join(read_corpus(CORPORA / "code.txt").split())
+    quoted = shipped[5_000:5_300]
+    assert not unseen(quoted, shipped)
+    assert not unseen("Something new and " + quoted[:60] + " then more new words.", shipped)
+    assert unseen("A sentence no corpus holds, about sailing boats on a lake at dawn.", shipped)
+
+
+def test_the_settings_table_reports_each_run_and_the_adapter_target() -> None:
+    def run(source: str, kind: str, full: float) -> dict:
+        return {
+            "source": source, "kind": kind, "prompts": 4, "train_s": 60.0, "total_s": 180.0,
+            "domains": ["law", "code"], "per_domain": {"law": 1.0, "code": full},
+            "confusion": [[2, 0], [1, 1]],
+            "accuracy": {FULL: full, "loglik only, all nodes": 0.5, SIMILARITY: 0.75,
+                         "random": 0.5},
+        }  # fmt: skip
+
+    text = settings_section([run("large", "adapter", 0.95), run("little", "adapter", 0.75)])
+    assert "| little data: the shipped ~100 KB corpora" in text and "**75.0%**" in text
+    assert "code→law 1" in text
+    assert "90% in every setting: **missed** (large data 95.0%, little data 75.0%)" in text

@@ -95,6 +95,37 @@ def test_a_hugging_face_folder_loads_to_the_same_model(tmp_path, model, referenc
     )
 
 
+def _same(a: pretrained.Pretrained, b: pretrained.Pretrained) -> None:
+    assert (a.sha256, a.config, a.context_length) == (b.sha256, b.config, b.context_length)
+    assert a.state.keys() == b.state.keys()
+    assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+    assert a.tokenizer.prompt_ids("café 123") == b.tokenizer.prompt_ids("café 123")
+
+
+def test_the_converted_base_is_cached_and_rebuilt_when_damaged(tmp_path, monkeypatch, base) -> None:
+    """A second process reads the conversion back bit for bit; a truncated entry (a crash, a
+    full disk) is converted again, never served; a cache that cannot be written is skipped."""
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "cache"))
+    pretrained._load_cached.cache_clear()
+    first = pretrained.load(DEFAULT_BASE)
+    entry = tmp_path / "cache" / "bases" / f"{base.sha256}.v{pretrained.CONVERSION}"
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "meta.json", "tokenizer.json", "weights.safetensors"]  # fmt: skip
+    assert not [p for p in entry.parent.iterdir() if p.name.startswith(".")]  # no temp left
+    _same(first, base)
+    pretrained._load_cached.cache_clear()
+    _same(pretrained.load(DEFAULT_BASE), base)
+    weights = entry / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    pretrained._load_cached.cache_clear()
+    _same(pretrained.load(DEFAULT_BASE), base)
+    assert weights.stat().st_size > 4 * 100_000_000  # rewritten whole
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(weights))  # a file: no folder can go there
+    pretrained._load_cached.cache_clear()
+    _same(pretrained.load(DEFAULT_BASE), base)
+    pretrained._load_cached.cache_clear()
+
+
 def test_cached_decoding_matches_the_full_forward(model) -> None:
     ids = [0, *range(500, 520)]
     with torch.no_grad():
