@@ -50,15 +50,27 @@ class LedgerReader:
             raise LedgerError(f"node prefix {node!r} is ambiguous: {len(matches)} nodes match")
         return matches[0]
 
-    def latest_weights(self, domain: str) -> str | None:
-        """The hash of the domain's newest recorded global model, if a round made one."""
+    def latest_weights(self, domain: str, base: str | None = None) -> str | None:
+        """The hash of the domain's newest recorded global model, if a round made one; with
+        `base`, the newest of the rounds that averaged adapters of that base ("": whole models),
+        so a domain whose nodes move to a base (or off one) never starts from the other kind.
+        A round recorded before rounds named their base matches any."""
+        query = (
+            select(TrainingRound.weights_sha256, TrainingRound.metrics)
+            .where(TrainingRound.domain == domain, TrainingRound.weights_sha256 != "")
+            .order_by(TrainingRound.created_at.desc(), TrainingRound.round.desc())
+        )
         with self.engine.connect() as conn:
-            return conn.scalar(
-                select(TrainingRound.weights_sha256)
-                .where(TrainingRound.domain == domain, TrainingRound.weights_sha256 != "")
-                .order_by(TrainingRound.created_at.desc(), TrainingRound.round.desc())
-                .limit(1)
-            )
+            for sha, metrics in conn.execute(query):
+                if base is None:
+                    return str(sha)
+                try:
+                    recorded = json.loads(metrics or "{}").get("base", base)
+                except (ValueError, AttributeError):
+                    recorded = base
+                if recorded == base:
+                    return str(sha)
+        return None
 
     def balance(self, account: str) -> int:
         """One account's balance: one row, whatever the ledger's length."""

@@ -52,7 +52,7 @@ class Cohort(Protocol):
 class RoundBook(Protocol):
     """Where a completed round is recorded and paid: the ledger (hub.ledger.ledger.Ledger)."""
 
-    def latest_weights(self, domain: str) -> str | None: ...
+    def latest_weights(self, domain: str, base: str | None = None) -> str | None: ...
 
     def record_round(
         self, round_id: str, domain: str, round_number: int,
@@ -89,7 +89,8 @@ def run_rounds(
         "started", domain=plan.domain, rounds=plan.rounds, nodes=len(plan.members),
         strategy=plan.strategy, local_steps=plan.local_steps,
     )  # fmt: skip
-    weights, source = _initial_model(plan, cohort, store, book.latest_weights(plan.domain))
+    last = book.latest_weights(plan.domain, plan.base)
+    weights, source = _initial_model(plan, cohort, store, last)
     events.emit("initial", source=source)
     run = _Run(plan, run_id, cohort, book, store, events, log)
     for number in range(1, plan.rounds + 1):
@@ -167,6 +168,7 @@ def _record(
         "nodes": {u.node: u.metrics for u in accepted},
         "strategy": run.plan.strategy,
         "run_id": run.run_id,
+        "base": run.plan.base,  # what kind of weights the round averaged: the next run's start
     }
     recorded = run.book.record_round(
         f"{run.run_id}:{number}", run.plan.domain, number,
@@ -196,10 +198,16 @@ def _updates(
     return updates, rejected
 
 
+def _adapters(weights: Weights) -> bool:
+    """Whether these are an adapter's tensors (a LoRA pair per layer) rather than a model's."""
+    return bool(weights) and all(k.endswith((".lora_a", ".lora_b")) for k in weights)
+
+
 def _initial_model(
     plan: TrainingPlan, cohort: Cohort, store: GlobalStore, last: str | None
 ) -> tuple[Weights, str]:
-    """The domain's latest global model (`last`, its hash); on its first run, the element-wise
+    """The domain's latest global model of the run's kind (`last`, its hash); on its first run
+    of that kind (a domain whose nodes moved onto a base or off one), the element-wise
     median of what its online nodes hold (among those that agree on names, shapes and dtypes,
     the largest group; fewer than three must hold the same model, since a median of two is their
     mean).
@@ -208,7 +216,9 @@ def _initial_model(
     the median keeps one node from choosing that start for everyone.
     """
     if last is not None:
-        return store.load(plan.domain, last), f"global {last[:16]}"
+        stored = store.load(plan.domain, last)
+        if _adapters(stored) == bool(plan.base):
+            return stored, f"global {last[:16]}"
     members = plan.members
     replies = cohort.fetch(sorted(cohort.online() & set(members)), plan.round_timeout)
     groups: dict[tuple, list[Weights]] = {}

@@ -137,6 +137,29 @@ def test_a_new_run_starts_from_the_domains_latest_global_model(tmp_path, ledger)
     np.testing.assert_allclose(latest["w"], START["w"] + 2.0)
 
 
+def test_a_domain_moving_onto_a_base_and_back_starts_each_kind_from_its_own_model(
+    tmp_path, ledger
+) -> None:  # type: ignore[no-untyped-def]
+    """Whole-model rounds, then the nodes become adapters of a base: the adapter run starts
+    from the nodes' adapters (never the stored whole model, which no adapter node could apply),
+    and a later whole-model run starts from the last whole model, not the adapters."""
+    run(tmp_path, ledger, FakeCohort({1: 1.0, 2: 1.0}, {1: 1, 2: 1}))
+    whole = ledger.latest_weights("law", "")
+    adapter = {"blocks.0.mlp.fc.lora_a": np.ones((2, 4), np.float32),
+               "blocks.0.mlp.fc.lora_b": np.zeros((4, 2), np.float32)}  # fmt: skip
+    cohort = FakeCohort({1: 1.0, 2: 1.0}, {1: 1, 2: 1})
+    cohort.held = {1: adapter, 2: adapter}
+    base = "ab" * 32
+    events = run(tmp_path, ledger, cohort, base=base)
+    assert events[1]["source"] == "the median of 2 node model(s)"
+    adapted = ledger.latest_weights("law", base)
+    assert adapted != whole and ledger.latest_weights("law") == adapted
+    assert set(GlobalStore(tmp_path).load("law", adapted)) == set(adapter)
+    events = run(tmp_path, ledger, FakeCohort({1: 1.0, 2: 1.0}, {1: 1, 2: 1}))
+    assert events[1]["source"] == f"global {whole[:16]}"
+    assert ledger.latest_weights("law", "cd" * 32) is None
+
+
 def test_rewards_can_follow_examples(tmp_path, ledger) -> None:  # type: ignore[no-untyped-def]
     run(tmp_path, ledger, FakeCohort({1: 1.0, 2: 1.0}, {1: 3, 2: 1}), reward="by-examples")
     assert balance(ledger, 0) == 7_500_000 and balance(ledger, 1) == 2_500_000
