@@ -77,6 +77,8 @@ PRESETS = {
 
 def source_names(domains: list[str], source: str) -> dict[str, tuple[list[str], str]]:
     """domain -> (training sources, held-out source), for the report."""
+    if source == "little":
+        return {d: ([f"data/corpora/{d}.txt"], UNSEEN[d]) for d in domains}
     if source != "large":
         return {d: (["the first 80% of data/corpora"], "the last 20%") for d in domains}
     names = {d: [s.name for s in group] for d, group in sources_by_domain().items()}
@@ -138,6 +140,14 @@ def unseen(prompt: str, shipped: str) -> bool:
     step = OVERLAP_CHARS // 2
     starts = range(0, max(1, len(prompt) - OVERLAP_CHARS + 1), step)
     return not any(prompt[i : i + OVERLAP_CHARS] in shipped for i in starts)
+
+
+def little_prompts(held: str, n: int, shipped: str, rng: random.Random) -> list[tuple[str, str]]:
+    """n prompts of the held-out source that no shipped corpus holds: three times as many cut,
+    the unseen ones kept, n of those taken evenly across the source (a source that repeats the
+    shipped text, as licence notices repeat licences, still gives n)."""
+    kept = [pair for pair in cut_prompts(held, 3 * n, rng) if unseen(pair[0], shipped)]
+    return [kept[i * len(kept) // n] for i in range(n)] if len(kept) > n else kept
 
 
 def spread(text: str, limit: int) -> str:
@@ -310,9 +320,13 @@ def evaluate(
         domains = {d: v for d, v in domains.items() if d in only}
     rng = random.Random(0)
     shipped = " ".join(" ".join(t.split()) for texts, _ in domains.values() for t in texts)
-    prompts = [(d, p, c) for d, (_, held) in domains.items()
-               for p, c in cut_prompts(held, preset.prompts, rng)
-               if source != "little" or unseen(p, shipped)]  # fmt: skip
+
+    def cut(held: str) -> list[tuple[str, str]]:
+        if source == "little":
+            return little_prompts(held, preset.prompts, shipped, rng)
+        return cut_prompts(held, preset.prompts, rng)
+
+    prompts = [(d, p, c) for d, (_, held) in domains.items() for p, c in cut(held)]
     training = {d: mix(texts, preset.max_train_bytes) for d, (texts, _) in domains.items()}
     work = work / f"{source}-{kind}"
     if kind == "adapter":

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from pathlib import Path
 
 from evaluation.report import margin_sentence, settings_section
 from evaluation.routers import FULL, SIMILARITY
-from evaluation.run import mix, reusable, unseen
+from evaluation.run import little_prompts, mix, reusable, unseen
 from slm.train import read_corpus
 from tests.conftest import CORPORA
 
@@ -76,3 +77,14 @@ def test_the_settings_table_reports_each_run_and_the_adapter_target() -> None:
     assert "| little data: the shipped ~100 KB corpora" in text and "**75.0%**" in text
     assert "code→law 1" in text
     assert "90% in every setting: **missed** (large data 95.0%, little data 75.0%)" in text
+
+
+def test_little_data_prompts_skip_shipped_text_and_still_number_n() -> None:
+    shipped_law = read_corpus(CORPORA / "law.txt")
+    shipped = " ".join(shipped_law.split())
+    new = " ".join(
+        f"Paragraph {i} tells of boats, tides and harbour fees at dawn." for i in range(3000)
+    )
+    held = shipped_law[:60_000] + "\n" + new  # the first part repeats the shipped corpus
+    prompts = little_prompts(held, 10, shipped, random.Random(0))
+    assert len(prompts) == 10 and all(unseen(p, shipped) for p, _ in prompts)
