@@ -48,10 +48,12 @@ demo: install
 corpora: install
 	$(BIN)/python -m evaluation.corpora
 
-# The routing evaluation (docs/evaluation.md): eight domain nodes and a generalist trained on
-# data/corpora-large, a real hub, prompts from held-out sources; about 35 minutes on 2 cores.
+# The routing evaluation (docs/evaluation.md): for large data (data/corpora-large) and little
+# data (the shipped corpora, asked from sources they do not draw on), eight domain nodes trained
+# from scratch and eight adapters of the base, each behind a real hub; models are kept in
+# build/eval and reused, so only the first run trains them (hours on 2 cores).
 eval: corpora
-	$(BIN)/python -m evaluation.run
+	$(BIN)/python -m evaluation.run --work build/eval
 
 # The fact evaluation (docs/evaluation.md): does a domain node add what the generalist lacks?
 # Nine adapters, a generalist node and a real hub on the shipped corpora; models are kept in

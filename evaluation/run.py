@@ -255,7 +255,9 @@ def ask_all(work: Path, folders: dict[str, Path], prompts: list[tuple[str, str, 
     nodes: list[Node] = []
     try:
         for domain, folder in folders.items():
-            nodes.append(Node(work / "nodes" / domain, folder, hub, hub.token(domain)))
+            # one torch thread each: eight nodes of two threads on two cores thrash
+            nodes.append(Node(work / "nodes" / domain, folder, hub, hub.token(domain),
+                              "--threads", "1"))  # fmt: skip
         for node in nodes:
             node.wait_for("joined", timeout=600)
         results = []
