@@ -49,6 +49,10 @@ def margin_sentence(accuracy: float, prompts: int, target: float = 0.9) -> str:
             f"{target:.0%} ({gap} prompt{'s' if gap != 1 else ''}) is {side}.")  # fmt: skip
 
 
+GENERALIST = {"scratch": "generalist (same shape, as many steps as all nodes together)",
+              "adapter": "generalist (the embedded base, no adapter)"}  # fmt: skip
+
+
 def report(r: dict, command: str) -> str:
     names = r["domains"]
     best_t = min(r["nll"], key=lambda t: r["nll"][t])
@@ -171,7 +175,7 @@ def report(r: dict, command: str) -> str:
         "|---|---:|",
         f"| routed node | {b['routed']:.4f} |",
         f"| oracle node (the prompt's domain) | {b['oracle']:.4f} |",
-        f"| generalist (same shape, as many steps as all nodes together) | {b['generalist']:.4f} |",
+        f"| {GENERALIST[r.get('kind', 'scratch')]} | {b['generalist']:.4f} |",
         "",
         f"Targets: routed within 3% of the oracle: **{'met' if within <= 0.03 else 'missed'}** "
         f"({within:+.1%}); lower than the generalist: "
