@@ -345,7 +345,8 @@ def evaluate(
     truth = [d for d, _, _ in prompts]
     atomic_write_text(work / "asks.json", json.dumps([  # for scoring other routers offline
         {"domain": d, "prompt": p, "routed": r.domain,
-         "candidates": [{"domain": c.domain, "cosine": c.profile_similarity, "loglik": c.loglik}
+         "candidates": [{"domain": c.domain, "cosine": c.profile_similarity, "loglik": c.loglik,
+                         "similarity": c.similarity, "evidence": c.evidence}
                         for c in r.candidates]}
         for (d, p, _), r in zip(prompts, results, strict=True)
     ]))  # fmt: skip

@@ -13,12 +13,17 @@ Every question is asked twice, greedily:
 
 An answer recalls a fact when it contains its span (normalised). Fluency is the answer's bits
 per byte under the base model, BOS-conditioned as a node scores a prompt: how much the
-generalist's own weights find the text unlike what they would write.
+generalist's own weights find the text unlike what they would write. A three-model answer opens
+with a quote of its domain's corpus, which the base reads far less easily than its own
+writing, so fluency is also measured on the answer's own words (its tokens outside any stretch
+it copies from the corpus) and on the corpus passages that hold the facts (what an answer
+quoting them reads like).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -33,7 +38,8 @@ from slm import pretrained
 from slm.config import ADAPTER_TRAIN, DEFAULT_BASE, AdapterConfig
 from slm.import_base import import_base
 from slm.model import SLM
-from slm.scoring import loglik
+from slm.scoring import token_logprobs
+from slm.tokenizer import SLMTokenizer
 from slm.train import read_corpus, split_corpus, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +47,10 @@ CORPORA = ROOT / "data" / "corpora"
 
 SYSTEMS = ("generalist", "domain", "three-model")
 MAX_TOKENS = 48  # an answer of a sentence or two
+SOURCE_CHARS = 120  # of corpus on each side of a fact's span: a passage about an answer's length
+COPY_CHARS = 32  # a stretch of an answer this long found in its domain's corpus is a quote
+AROUND = "three-model, own words"  # its answers' tokens outside what they copy from the corpus
+SOURCE = "corpus passages"  # each fact's span in its corpus, SOURCE_CHARS each side
 
 
 @dataclass(frozen=True)
@@ -97,19 +107,84 @@ def ask_facts(
         stop_all([*nodes, hub], timeout=60)
 
 
-def fluency(answers: list[Answered]) -> dict[str, list[float]]:
-    """Each system's answers in bits per byte under the base model (BOS-conditioned)."""
+def span_at(text: str, span: str, start: int = 0) -> tuple[int, int] | None:
+    """Where the span's words stand in `text` (from `start`), in any case, spacing or
+    punctuation between them, as `recalled` matches them; None if they do not."""
+    words = re.findall(r"[a-z0-9]+", span.lower())
+    if not words:
+        return None
+    pattern = r"(?<![a-z0-9])" + r"[^a-z0-9]+".join(words) + r"(?![a-z0-9])"
+    found = re.compile(pattern, re.IGNORECASE).search(text, start)
+    return (found.start(), found.end()) if found else None
+
+
+def copied(text: str, corpus: str) -> list[tuple[int, int]]:
+    """The character ranges of `text` that `corpus` holds word for word (spacing aside), each
+    at least COPY_CHARS long; `corpus` with every run of whitespace one space."""
+    flat, where = [], []  # text with its whitespace runs as one space; each character's index
+    for word in re.finditer(r"\S+", text):
+        if flat:
+            flat.append(" ")
+            where.append(word.start() - 1)
+        flat.extend(word.group())
+        where.extend(range(word.start(), word.end()))
+    joined = "".join(flat)
+    ranges: list[tuple[int, int]] = []
+    for i in range(len(joined) - COPY_CHARS + 1):
+        if joined[i : i + COPY_CHARS] in corpus:
+            start, end = where[i], where[i + COPY_CHARS - 1] + 1
+            if ranges and start <= ranges[-1][1]:
+                start = ranges.pop()[0]
+            ranges.append((start, end))
+    return ranges
+
+
+def bits_per_byte(
+    model: SLM, tokenizer: SLMTokenizer, text: str, skip: list[tuple[int, int]] | None = None
+) -> float | None:
+    """Bits per byte of `text`'s tokens under `model` (BOS-conditioned, every token in its
+    context), leaving out the tokens that touch the character ranges in `skip`; None if no
+    token is left."""
+    ids, offsets = tokenizer.encode_with_offsets(text)
+    if not ids:
+        return None
+    logprobs = token_logprobs(model, ids, tokenizer.bos_id)
+    kept = [i for i, (a, b) in enumerate(offsets)
+            if all(b <= start or a >= end for start, end in skip or [])]  # fmt: skip
+    size = sum(len(text[offsets[i][0] : offsets[i][1]].encode("utf-8")) for i in kept)
+    if not size:
+        return None
+    return -float(logprobs[kept].sum()) / (size * math.log(2))
+
+
+def source_passage(text: str, fact: Fact) -> str:
+    """The corpus around the fact's span: what an answer quoting the corpus reads like."""
+    where = span_at(text, fact.answer, fact.offset) or (fact.offset, fact.offset)
+    return text[max(0, where[0] - SOURCE_CHARS) : where[1] + SOURCE_CHARS]
+
+
+def fluency(answers: list[Answered], texts: dict[str, str]) -> dict[str, list[float]]:
+    """Bits per byte under the base model of each system's answers, of the three-model
+    answers' own words, and of the facts' corpus passages (`texts`: domain -> the text its
+    facts were taken from)."""
     base = pretrained.load(DEFAULT_BASE)
     model = SLM(base.config)
     model.load_state_dict(base.state, strict=True, assign=True)
     model.eval()
-    out: dict[str, list[float]] = {s: [] for s in SYSTEMS}
+    out: dict[str, list[float]] = {s: [] for s in (*SYSTEMS, AROUND, SOURCE)}
+    flat = {d: " ".join(t.split()) for d, t in texts.items()}
+
+    def add(key: str, value: float | None) -> None:
+        if value is not None:
+            out[key].append(value)
+
     for a in answers:
         for system in SYSTEMS:
-            text = a.texts[system]
-            if text.strip():
-                nats, _ = loglik(model, base.tokenizer, text)
-                out[system].append(-nats / (len(text.encode("utf-8")) * math.log(2)))
+            add(system, bits_per_byte(model, base.tokenizer, a.texts[system]))
+        three = a.texts["three-model"]
+        add(AROUND, bits_per_byte(model, base.tokenizer, three, copied(three, flat[a.fact.domain])))
+        passage = source_passage(texts[a.fact.domain], a.fact)
+        add(SOURCE, bits_per_byte(model, base.tokenizer, passage))
     return out
 
 
@@ -195,7 +270,14 @@ Fluency, bits per byte of the answers under the base model (lower reads more lik
 own writing): generalist {r["bpb"]["generalist"]:.3f}, domain node
 {r["bpb"]["domain"]:.3f}, three-model {r["bpb"]["three-model"]:.3f}
 ({(r["bpb"]["three-model"] / r["bpb"]["generalist"] - 1) * 100:+.1f}% against the generalist;
-target within 10%). The refine Ask took {r["refine_s"]:.1f} s on average, draft included;
+target within 10%). The three-model answers' own words (their tokens outside every stretch of
+{COPY_CHARS} or more characters they copy from their domain's corpus):
+{r["bpb"][AROUND]:.3f} ({(r["bpb"][AROUND] / r["bpb"]["generalist"] - 1) * 100:+.1f}%). The
+corpus passages that hold the facts (each span and {SOURCE_CHARS} characters either side) read
+at {r["bpb"][SOURCE]:.3f} under the base: an answer that quotes its fact carries text the base
+finds that unlike its own writing, so the whole answer's figure weighs recall against fluency,
+and its own words are what judge the writing. The refine Ask
+took {r["refine_s"]:.1f} s on average, draft included;
 {r["routed_right"]} of {total} three-model answers were refined by the fact's own domain.
 
 Targets: three-model recall >= domain node alone ({t["three-model"]} vs {t["domain"]}) and
@@ -241,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     references = {d: CORPORA / f"{d}.txt" for d in corpora}
     print(f"asking {sum(map(len, sets.values()))} facts ...", flush=True)
     answers = ask_facts(args.work / "run", generalist, folders, references, sets)
-    result = summary(answers, fluency(answers)) | {"per_domain": args.facts}
+    texts = {d: split_corpus(text, 0.1)[0] for d, text in corpora.items()}  # the facts' source
+    result = summary(answers, fluency(answers, texts)) | {"per_domain": args.facts}
     atomic_write_text(
         args.work / "facts.json",
         json.dumps(

@@ -108,6 +108,11 @@ class SLMTokenizer:
         """Token ids of text, special tokens' spellings included as plain text."""
         return self._plain.encode(text, add_special_tokens=False).ids
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of text and the characters of text each one covers."""
+        encoded = self._plain.encode(text, add_special_tokens=False)
+        return encoded.ids, [tuple(o) for o in encoded.offsets]
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._plain.encode_batch(texts, add_special_tokens=False)]
 

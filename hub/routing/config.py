@@ -36,8 +36,9 @@ class RouterConfig:
     audit_rate: float = option(0.05, "share of signed scores the hub re-scores; 0: none")
     max_asks: int = option(64, "Asks served at once; more are refused (RESOURCE_EXHAUSTED)")
     ask_deadline_s: float = option(300.0, "seconds one Ask may take, fail-overs included")
-    # Refine by default: on the fact evaluation it recalls what neither model alone does, at
-    # the generalist's fluency (docs/evaluation.md); it costs a draft's time and tokens
+    # Refine by default: on the fact evaluation it recalls what neither model alone does, and
+    # its own words (outside the quote) read as the generalist's (docs/evaluation.md); it
+    # costs a draft's time and tokens
     mode: str = option(
         "refine", "how an Ask that names no mode is answered: refine (a generalist drafts, the "
         "most confident domain node refines; direct while either is missing) or direct",

@@ -38,3 +38,53 @@ def test_the_fact_section_replaces_its_old_self_and_keeps_the_rest() -> None:
     assert first == f"# Routing\n\nfigures\n\n{BEGIN}\nold\n{END}\n"
     second = with_section(first + "\n## After\n", f"{BEGIN}\nnew\n{END}")
     assert second == f"# Routing\n\nfigures\n\n{BEGIN}\nnew\n{END}\n\n## After\n"
+
+
+def test_fluency_of_an_answers_own_words_leaves_out_what_it_copies_and_only_that() -> None:
+    import math
+
+    import torch
+
+    from evaluation.three_model import bits_per_byte, source_passage, span_at
+    from slm.config import ModelConfig
+    from slm.model import SLM
+    from slm.tokenizer import SLMTokenizer
+
+    answer = "It means “Exposure to environmental\ntobacco smoke.” Ask a doctor."
+    where = span_at(answer, "exposure to environmental tobacco smoke")
+    assert where is not None
+    assert answer[where[0] : where[1]] == "Exposure to environmental\ntobacco smoke"
+    assert span_at("overexposure to environmental tobacco smoke", "exposure to environmental "
+                   "tobacco smoke") is None  # fmt: skip
+    assert span_at(answer, "tobacco smoke", start=where[1]) is None
+
+    tok = SLMTokenizer.train([answer * 20, TEXTS["medicine"][:20_000]], vocab_size=400)
+    torch.manual_seed(0)
+    model = SLM(ModelConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2,
+                            d_model=32, d_ff=64)).eval()  # fmt: skip
+    whole = bits_per_byte(model, tok, answer)
+    around = bits_per_byte(model, tok, answer, [where])
+    assert whole is not None and around is not None and not math.isclose(whole, around)
+    ids, offsets = tok.encode_with_offsets(answer)
+    assert ids == tok.encode(answer) and offsets[-1][1] == len(answer)
+    assert bits_per_byte(model, tok, answer, [(0, 9), (9, len(answer))]) is None  # none left
+    assert bits_per_byte(model, tok, "") is None
+
+    text = "x" * 300 + " Exposure to environmental tobacco smoke (Z77.22) " + "y" * 300
+    fact = Fact("medicine", "icd-code", "Q?", "exposure to environmental tobacco smoke", 290)
+    passage = source_passage(text, fact)
+    assert "Exposure to environmental tobacco smoke" in passage
+    assert len(passage) == len("Exposure to environmental tobacco smoke") + 2 * 120
+
+
+def test_a_copied_stretch_is_found_across_the_corpus_line_breaks_and_nothing_shorter() -> None:
+    from evaluation.three_model import COPY_CHARS, copied
+
+    text = "Otitis media with effusion,\n  right ear, not elsewhere classified."
+    corpus = " ".join(text.split())  # as fluency() flattens a corpus
+    answer = "Here: Otitis media with effusion, right\near, not elsewhere classified. It is common."
+    (start, end), *rest = copied(answer, corpus)
+    assert not rest
+    assert answer[start:end] == "Otitis media with effusion, right\near, not elsewhere classified."
+    assert copied("Otitis media with effusion" + " is an ear disease.", corpus) == []
+    assert len("Otitis media with effusion") < COPY_CHARS
