@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.facts import Fact, facts, recalled
+from evaluation.facts import Fact, facts, normalise, recalled
 from harness import Hub, Node, refine
 from harness.processes import stop_all
 from slm import pretrained
@@ -110,7 +110,7 @@ def ask_facts(
 def span_at(text: str, span: str, start: int = 0) -> tuple[int, int] | None:
     """Where the span's words stand in `text` (from `start`), in any case, spacing or
     punctuation between them, as `recalled` matches them; None if they do not."""
-    words = re.findall(r"[a-z0-9]+", span.lower())
+    words = normalise(span).split()
     if not words:
         return None
     pattern = r"(?<![a-z0-9])" + r"[^a-z0-9]+".join(words) + r"(?![a-z0-9])"
