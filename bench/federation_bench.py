@@ -208,7 +208,9 @@ def transfer_lines(results: dict[str, Any]) -> list[str]:
         "Weights travel as one safetensors blob per message (`protos/flower_weights.py`): with "
         "an Array per tensor, the SuperLink spent about 50 s of one core per phase on a rank-2 "
         "adapter's 240 tensors, and the adapter rounds of the run before this change (2026-12-06 "
-        "15:50) took 110-168 s each.",
+        "15:50) took 110-168 s each. The ServerApp pulls replies every 0.25 s "
+        "(`hub/training/flower.py`; Flower's own send_and_receive waits 3 s between pulls); an "
+        "idle SuperNode still asks for messages every 3 s (Flower's, not configurable).",
     ]
 
 
