@@ -168,7 +168,7 @@ def fluency(answers: list[Answered], texts: dict[str, str]) -> dict[str, list[fl
     answers' own words, and of the facts' corpus passages (`texts`: domain -> the text its
     facts were taken from)."""
     base = pretrained.load(DEFAULT_BASE)
-    model = SLM(base.config)
+    model = SLM.for_loading(base.config)
     model.load_state_dict(base.state, strict=True, assign=True)
     model.eval()
     out: dict[str, list[float]] = {s: [] for s in (*SYSTEMS, AROUND, SOURCE)}

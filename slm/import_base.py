@@ -21,7 +21,7 @@ def import_base(base: Pretrained, text: str, domain: str, out: Path, val_fractio
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _, val_text = split_corpus(text, val_fraction)
-    model = SLM(base.config)
+    model = SLM.for_loading(base.config)
     model.load_state_dict(base.state, strict=True)
     model.eval()
     save_tokenizer(out, base.tokenizer)

@@ -224,6 +224,18 @@ class SLM(nn.Module):
             if name.endswith("proj.weight"):  # GPT-2: scale residual projections by depth
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
+    @classmethod
+    def for_loading(cls, config: ModelConfig) -> SLM:
+        """An SLM whose every weight is about to be loaded: its parameters are allocated but
+        not drawn at random. Drawing them costs about 1 s of one core for the 135M base,
+        paid at every node start and by every ClientApp process (one per round message)."""
+        with torch.device("meta"):
+            model = cls(config)
+        model = model.to_empty(device="cpu")
+        if config.positions == "rope":  # not weights: computed, never loaded
+            model.rope_cos, model.rope_sin = rope_tables(config)
+        return model
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

@@ -208,7 +208,7 @@ def load_model_folder(
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise ModelFolderError(f"{folder / WEIGHTS} is truncated or corrupted: {exc}") from None
     base = meta.get("base")
-    model = SLM(config)
+    model = SLM.for_loading(config)
     try:
         if isinstance(base, dict) and "adapter" in base:
             source = _base_source(folder, base, base_paths)

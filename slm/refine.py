@@ -177,7 +177,7 @@ def load_refiner(loaded: LoadedModel, reference: Path, precision: Precision = "f
         base = pretrained.load(str(loaded.base.get("name") or loaded.base.get("source")))
         if base.sha256 != loaded.base.get("sha256"):
             raise ConfigError(f"the base here is not the one {loaded.path} was trained on")
-        writer = SLM(base.config)
+        writer = SLM.for_loading(base.config)
         writer.load_state_dict(base.state, strict=True, assign=True)  # shared with the cache
         writer = for_serving(writer.eval(), precision)
     return Refiner(Reference(passages(text)), writer, loaded.tokenizer)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import torch
 
 from protos.wire import SamplingParams
@@ -98,3 +100,14 @@ def test_cached_generation_keeps_a_prompt_longer_than_half_the_block(trained) ->
     params = SamplingParams(max_tokens=TINY.block_size - len(prompt), temperature=0)
     cached = list(generate_ids(loaded.model, prompt, params, use_cache=True))
     assert cached == list(generate_ids(loaded.model, prompt, params, use_cache=False))
+
+
+def test_a_model_built_for_loading_computes_what_the_saved_one_did() -> None:
+    """Built without drawing weights, then loaded: the same logits as the model saved, with
+    learned positions and with rotary ones (whose tables are computed, never stored)."""
+    for config in (TINY, replace(TINY, positions="rope")):
+        saved = _random_model(config, dtype=torch.float32)
+        loaded = SLM.for_loading(config)
+        loaded.load_state_dict(saved.state_dict(), strict=True)
+        ids = torch.randint(0, config.vocab_size, (2, 24))
+        assert torch.equal(loaded.eval()(ids), saved(ids))
