@@ -190,6 +190,11 @@ def refine(
     return "".join(text), switches, drafted, result
 
 
+# A check is an `slm-hub` process, up to 1 s of one core: asked more often, it takes the CPU
+# that the nodes it waits for need to start.
+CHECK_EVERY_S = 2.0
+
+
 def wait_trainable(hub: Hub, domain: str, count: int, timeout: float = 120.0) -> None:
     """Until `count` of the domain's nodes are ready to train (registered on the training
     plane, their SuperNodes online), as `slm-hub train --check` says."""
@@ -201,4 +206,4 @@ def wait_trainable(hub: Hub, domain: str, count: int, timeout: float = 120.0) ->
             return
         if time.monotonic() > deadline:
             raise HarnessError(f"{domain} nodes not ready to train: {check.stdout}{check.stderr}")
-        time.sleep(0.5)
+        time.sleep(CHECK_EVERY_S)

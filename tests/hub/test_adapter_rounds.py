@@ -19,6 +19,7 @@ from safetensors.numpy import load_file
 from sqlalchemy import update
 
 from harness import Hub, Node, cli
+from harness.network import CHECK_EVERY_S
 from harness.processes import HarnessError, stop_all
 from hub.storage.engine import make_engine, sqlite_url
 from hub.storage.schema import Node as NodeRow
@@ -45,7 +46,7 @@ def wait_ready(hub: Hub, count: int, timeout: float = 180.0) -> None:
     while len(json.loads(train_cli(hub, "--check", "--json").stdout)["ready"]) < count:
         if time.monotonic() > deadline:
             raise HarnessError(f"fewer than {count} law nodes ready: {hub.output}")
-        time.sleep(0.5)
+        time.sleep(CHECK_EVERY_S)
 
 
 def wait_version(hub: Hub, node_id: str, version: str, timeout: float = 120.0) -> None:
