@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 from slm.errors import ModelFolderError
 from slm.model_folder import load_model_folder
@@ -30,6 +31,14 @@ def test_a_trained_folder_has_every_file_and_loads(folder: Path) -> None:
     assert loaded.domain == "law" and len(loaded.version) == 16
 
 
+def _drop_a_tensor(path: Path) -> None:
+    """A weights file that lacks one block's tensor: the model is built empty for loading
+    (SLM.for_loading), so a missing tensor must be refused, never served as garbage."""
+    tensors = load_file(path)
+    del tensors[next(k for k in sorted(tensors) if k.startswith("blocks.1."))]
+    save_file(tensors, path)
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -40,6 +49,7 @@ def _truncate(path: Path) -> None:
         (lambda f: (f / "model.safetensors").unlink(), "missing model.safetensors"),
         (lambda f: _truncate(f / "model.safetensors"), "truncated or corrupted"),
         (lambda f: (f / "model.safetensors").write_bytes(b"\0" * 64), "truncated or corrupted"),
+        (lambda f: _drop_a_tensor(f / "model.safetensors"), "does not match config.json"),
         (lambda f: _truncate(f / "config.json"), "config.json is corrupted"),
         (lambda f: _truncate(f / "tokenizer.json"), "not a valid tokenizer"),
         (lambda f: _truncate(f / "profile.npy"), "profile.npy"),
