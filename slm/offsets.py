@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from slm import cache
 from slm.atomic import atomic_write_text
-from slm.encoder import shared_encoder
+from slm.encoder import DIM, shared_encoder
 from slm.model import SLM
 from slm.model_folder import LoadedModel
 from slm.scoring import loglik
@@ -31,6 +32,7 @@ from slm.tokenizer import SLMTokenizer
 
 POOL = Path(__file__).with_name("calibration_pool.json")
 KEPT = "offsets.json"  # in the model folder: the loglik offset of that model, for its next start
+CACHED_VECTORS, CACHED_OFFSETS = "pool-vectors", "offsets"  # kinds of the machine's cache
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,9 +41,22 @@ def pool() -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=1)
+def pool_digest() -> str:
+    return hashlib.sha256(POOL.read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
 def pool_vectors() -> np.ndarray:
-    """The pool's sentence vectors (the shared encoder, which must be installed)."""
-    return shared_encoder().embed(list(pool()))
+    """The pool's sentence vectors (the shared encoder, which must be installed), from the
+    machine's cache when this encoder and pool made them before: embedding the pool is about
+    2 s of one core, paid otherwise at every node start."""
+    encoder = shared_encoder()
+    key = cache.key_of({"encoder": encoder.sha256, "pool": pool_digest()})
+    found = cache.read_array(CACHED_VECTORS, key, (len(pool()), DIM))
+    if found is None:
+        found = encoder.embed(list(pool()))
+        cache.write_array(CACHED_VECTORS, key, found)
+    return found
 
 
 @dataclass(frozen=True)
@@ -73,24 +88,47 @@ def _form(model: SLM) -> str:
 
 def measured(loaded: LoadedModel, centroid: np.ndarray | None,
              pool_vectors: np.ndarray | None) -> Offsets:  # fmt: skip
-    """`offsets` of a loaded model folder, its loglik part kept in the folder (`offsets.json`,
-    keyed by model version, serving form and pool) so that the next start of the same model
-    does not score the pool again: about 20 s of one core for the 135M base at every join. A
-    folder that cannot be written is measured every time."""
-    key = {"version": loaded.version, "form": _form(loaded.model),
-           "pool": hashlib.sha256(POOL.read_bytes()).hexdigest()}  # fmt: skip
+    """`offsets` of a loaded model folder, its loglik part kept in the folder (`offsets.json`)
+    and in the machine's cache, keyed by model version, serving form, pool and tokenizer (a
+    scratch model's version is its weights alone), so that the next start of the same model,
+    from this folder or a copy of it, does not score the pool again: about 20 s of one core for
+    the 135M base. Where neither can be written it is measured every time."""
+    key = {
+        "version": loaded.version,
+        "form": _form(loaded.model),
+        "pool": pool_digest(),
+        "tokenizer": hashlib.sha256(loaded.tokenizer.to_json().encode()).hexdigest(),
+    }
     path = loaded.path / KEPT if loaded.path is not None else None
-    try:
-        kept = json.loads(path.read_text(encoding="utf-8")) if path else {}
-        per_byte = float(kept["loglik_per_byte"]) if kept.get("key") == key else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        per_byte = None
-    if per_byte is None or not -100.0 < per_byte <= 0.0:
+    cache_key = cache.key_of(key)
+    per_byte = _kept(_read_json(path), key)
+    if per_byte is None:
+        per_byte = _kept(cache.read_json(CACHED_OFFSETS, cache_key), key)
+    if per_byte is None:
         found = offsets(loaded.model, loaded.tokenizer, centroid, pool_vectors)
+        kept = {"key": key, "loglik_per_byte": found.loglik_per_byte}
+        cache.write_json(CACHED_OFFSETS, cache_key, kept)
         if path is not None:
             with contextlib.suppress(OSError):
-                atomic_write_text(
-                    path, json.dumps({"key": key, "loglik_per_byte": found.loglik_per_byte})
-                )
+                atomic_write_text(path, json.dumps(kept))
         return found
     return Offsets(per_byte, _similarity(centroid, pool_vectors))
+
+
+def _read_json(path: Path | None) -> dict | None:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")) if path else None
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _kept(kept: dict | None, key: dict[str, str]) -> float | None:
+    """The loglik offset a kept record holds for exactly this key, if it is a plausible one."""
+    if kept is None or kept.get("key") != key:
+        return None
+    try:
+        per_byte = float(kept["loglik_per_byte"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return per_byte if -100.0 < per_byte <= 0.0 else None

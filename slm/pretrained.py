@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
+from slm.cache import cache_dir
 from slm.config import EMBEDDED_BASES, ModelConfig, model_config_from_dict, model_config_to_dict
 from slm.errors import ModelFolderError
 from slm.model import SLM
@@ -36,7 +37,6 @@ EMBEDDED = EMBEDDED_BASES
 # Serving preallocates the KV cache to block_size; 2,048 tokens of a longer trained context
 # keep that cache at 94 MB for SmolLM2 instead of 377 MB at its full 8,192.
 MAX_BLOCK = 2048
-CACHE_ENV = "SLM_CACHE_DIR"
 # Part of the cache key: raise it whenever _load_gguf changes what it produces.
 CONVERSION = 1
 
@@ -102,22 +102,13 @@ def _load_cached(path_text: str, _mtime: int, _size: int, name: str) -> Pretrain
     if path.suffix != ".gguf":
         raise ModelFolderError(f"{path}: a base is a .gguf file or a Hugging Face model folder")
     sha = file_digest([path])
-    entry = cache_root() / f"{sha}.v{CONVERSION}"
+    entry = cache_dir("bases") / f"{sha}.v{CONVERSION}"
     found = _read_converted(entry, path, name, sha)
     if found is None:
         shutil.rmtree(entry, ignore_errors=True)  # an unreadable entry is replaced
         found = _load_gguf(path, name)
         _write_converted(entry, found)
     return found
-
-
-def cache_root() -> Path:
-    """$SLM_CACHE_DIR, else $XDG_CACHE_HOME/swarmllm, else ~/.cache/swarmllm; then bases/."""
-    root = os.environ.get(CACHE_ENV)
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        root = str(Path(xdg) / "swarmllm")
-    return Path(root) / "bases"
 
 
 _WEIGHTS, _TOKENIZER, _META = "weights.safetensors", "tokenizer.json", "meta.json"

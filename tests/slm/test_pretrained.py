@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from harness import cli
-from slm import lora, pretrained
+from slm import cache, lora, pretrained
 from slm.config import ADAPTER_TRAIN, DEFAULT_BASE, AdapterConfig
 from slm.errors import ConfigError, ModelFolderError
 from slm.model import SLM, KVCache
@@ -105,7 +105,7 @@ def _same(a: pretrained.Pretrained, b: pretrained.Pretrained) -> None:
 def test_the_converted_base_is_cached_and_rebuilt_when_damaged(tmp_path, monkeypatch, base) -> None:
     """A second process reads the conversion back bit for bit; a truncated entry (a crash, a
     full disk) is converted again, never served; a cache that cannot be written is skipped."""
-    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     pretrained._load_cached.cache_clear()
     first = pretrained.load(DEFAULT_BASE)
     entry = tmp_path / "cache" / "bases" / f"{base.sha256}.v{pretrained.CONVERSION}"
@@ -120,7 +120,7 @@ def test_the_converted_base_is_cached_and_rebuilt_when_damaged(tmp_path, monkeyp
     pretrained._load_cached.cache_clear()
     _same(pretrained.load(DEFAULT_BASE), base)
     assert weights.stat().st_size > 4 * 100_000_000  # rewritten whole
-    monkeypatch.setenv(pretrained.CACHE_ENV, str(weights))  # a file: no folder can go there
+    monkeypatch.setenv(cache.CACHE_ENV, str(weights))  # a file: no folder can go there
     pretrained._load_cached.cache_clear()
     _same(pretrained.load(DEFAULT_BASE), base)
     pretrained._load_cached.cache_clear()
@@ -204,7 +204,8 @@ def test_an_adapter_refuses_another_base(tmp_path, base) -> None:
 
 
 def test_import_and_generate_answer_in_english(tmp_path) -> None:
-    """The CLI as a user runs it: import the embedded base, then ask it something."""
+    """The CLI as a user runs it: import the embedded base, then ask it something (greedy: an
+    answer sampled at the default temperature once wandered off to the common cold)."""
     data = tmp_path / "medicine.txt"
     data.write_text(_slice("medicine"))
     out = tmp_path / "generalist"
@@ -212,7 +213,7 @@ def test_import_and_generate_answer_in_english(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert "imported smollm2-135m-instruct" in done.stdout
     answer = cli("slm-node", "generate", "What is otitis media?", "--model", str(out),
-                 "--max-tokens", "24", timeout=300)  # fmt: skip
+                 "--max-tokens", "24", "--temperature", "0", timeout=300)  # fmt: skip
     assert answer.returncode == 0, answer.stderr
     assert "ear" in answer.stdout.lower(), answer.stdout
     again = cli("slm-node", "import", "--data", str(data), "--out", str(out))
