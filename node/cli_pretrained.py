@@ -56,9 +56,12 @@ def cmd_import(args: argparse.Namespace) -> None:
     from slm.train import read_corpus
 
     text = read_corpus(args.data)
-    base = pretrained.load(args.source)
     out = args.out or NodeConfig.load(args.home).model_dir
-    prepare_out_dir(out, resume=False, force=args.force)
+    if not args.force:  # refused before the base is read (seconds); --force clears after it
+        prepare_out_dir(out, resume=False, force=False)
+    base = pretrained.load(args.source)
+    if args.force:
+        prepare_out_dir(out, resume=False, force=True)
     print(f"calibrating {base.name} ({base.config.num_parameters() / 1e6:.1f}M) on "
           f"{len(text.encode()):,} bytes of {args.domain} text…", file=sys.stderr)  # fmt: skip
     import_base(base, text, args.domain, out)
