@@ -25,6 +25,11 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     env["FLWR_HOME"] = str(flwr_home)
     env["FLWR_TELEMETRY_ENABLED"] = "0"
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
+    # A SuperExec asks the Runtime API of its SuperNode or SuperLink, on the same machine, for a
+    # task (a message's ClientApp, a run's ServerApp) every second by default, and every message
+    # of a round waits for that poll on each node: five local requests a second take 0.4 s off
+    # the average wait of each.
+    env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = "0.2"
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     return env
 
