@@ -2,9 +2,9 @@
 `slm-node join` nodes (SuperNodes, ClientApps) and the hub's SQLite ledger.
 
 Two law nodes start from copies of one slm-tiny law model, each with its own half of the law
-corpus; a medicine node sits beside them. The tests share the network and run in file order:
-a FedAvg round, then a round with a node whose updates are not finite, then a round in which a
-node is killed.
+corpus; a third law node is misconfigured (its updates are not finite) and a medicine node sits
+beside them. The tests share the network and run in file order: a FedAvg round, in which the
+misconfigured node is rejected, then a round in which a node is killed.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tests.conftest import held_out_split
 
 pytestmark = pytest.mark.slow  # real hub, node and Flower processes, and training
 
-LOCAL_STEPS = 5
+LOCAL_STEPS = 1  # one step: the misconfigured node sends its NaN weights before its loss shows it
 
 
 def train_cli(hub: Hub, *args: str) -> subprocess.CompletedProcess:
@@ -67,13 +67,36 @@ def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
         shutil.copytree(base, root / f"model-{name}")
         nodes[name] = Node(root / f"node-{name}", root / f"model-{name}", hub, hub.token("law"),
                            "--data", str(root / f"{name}.txt"))  # fmt: skip
+    # A misconfigured node: an infinite learning rate turns its weights to NaN/Inf in one step.
+    poisoned = root / "model-poisoned"
+    shutil.copytree(base, poisoned)
+    meta = json.loads((poisoned / "config.json").read_text())
+    meta["training"]["train_config"]["learning_rate"] = float("inf")
+    (poisoned / "config.json").write_text(json.dumps(meta))
+    nodes["poisoned"] = Node(root / "node-poisoned", poisoned, hub, hub.token("law"),
+                             "--data", str(root / "a.txt"))  # fmt: skip
     nodes["medicine"] = Node(root / "node-medicine", trained["medicine"].folder, hub,
                              hub.token("medicine"))  # fmt: skip
     hub.wait_connected([n.node_id for n in nodes.values()])
-    wait_trainable(hub, "law", 2)
+    wait_trainable(hub, "law", 3)
     yield hub, nodes, root
     for process in (*nodes.values(), hub):
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def fedavg_round(network, trained):  # type: ignore[no-untyped-def]
+    """One FedAvg round of the three law nodes: the medicine model's bytes and the law nodes'
+    common start before it, `slm-hub train`'s result, and the round's ledger row. The
+    misconfigured node leaves after it, so the answers and the next round are the others'."""
+    hub, nodes, root = network
+    medicine_weights = (trained["medicine"].folder / WEIGHTS).read_bytes()
+    start = weights_of(load_model_folder(root / "model-a").model)
+    done = train_cli(hub, "--rounds", "1", "--local-steps", str(LOCAL_STEPS), "--timeout", "120",
+                     "--strategy", "fedavg", "--allow-small-fedavg")  # fmt: skip
+    (row,) = rounds(hub)
+    nodes["poisoned"].stop()
+    return medicine_weights, start, done, row
 
 
 def test_check_says_which_nodes_can_train(network) -> None:  # type: ignore[no-untyped-def]
@@ -81,10 +104,11 @@ def test_check_says_which_nodes_can_train(network) -> None:  # type: ignore[no-u
     ready = train_cli(hub, "--check", "--json")
     assert ready.returncode == 0, ready.stderr
     report = json.loads(ready.stdout)
-    assert sorted(report["ready"]) == sorted([nodes["a"].node_id, nodes["b"].node_id])
-    short = train_cli(hub, "--check", "--min-nodes", "3")
-    assert short.returncode == 1 and short.stdout.startswith("2 law node(s) ready to train")
-    assert "fewer than --min-nodes 3" in short.stderr
+    law = [nodes[n].node_id for n in ("a", "b", "poisoned")]
+    assert sorted(report["ready"]) == sorted(law)
+    short = train_cli(hub, "--check", "--min-nodes", "4")
+    assert short.returncode == 1 and short.stdout.startswith("3 law node(s) ready to train")
+    assert "fewer than --min-nodes 4" in short.stderr
     nobody = cli("slm-hub", "train", "--check", "--home", str(hub.home), "--domain", "politics",
                  "--min-nodes", "1")  # fmt: skip
     assert nobody.returncode == 1 and "0 politics node(s) ready to train" in nobody.stdout
@@ -93,30 +117,33 @@ def test_check_says_which_nodes_can_train(network) -> None:  # type: ignore[no-u
 
 def test_too_few_nodes_is_refused_before_any_run(network) -> None:  # type: ignore[no-untyped-def]
     hub, _, _ = network
-    refused = train_cli(hub, "--min-nodes", "3")
+    refused = train_cli(hub, "--min-nodes", "4")
     assert refused.returncode == 1
-    assert "2 law node(s) connected for training, fewer than --min-nodes 3" in refused.stderr
+    assert "3 law node(s) connected for training, fewer than --min-nodes 4" in refused.stderr
     assert "Traceback" not in refused.stderr
     nobody = train_cli(hub, "--domain", "politics", "--min-nodes", "1")
     assert nobody.returncode == 1 and "0 politics node(s) connected" in nobody.stderr
     assert rounds(hub) == []
 
 
-def test_a_fedavg_round_averages_the_two_law_updates_by_examples(network, trained) -> None:  # type: ignore[no-untyped-def]
-    hub, nodes, root = network
-    medicine_weights = (trained["medicine"].folder / WEIGHTS).read_bytes()
-    start = weights_of(load_model_folder(root / "model-a").model)
+def test_small_fedavg_needs_to_be_allowed(network) -> None:  # type: ignore[no-untyped-def]
+    hub, _, _ = network
     refused = train_cli(hub, "--strategy", "fedavg")
     assert refused.returncode == 1 and "lets one node choose the global step" in refused.stderr
-    done = train_cli(hub, "--rounds", "1", "--local-steps", str(LOCAL_STEPS), "--timeout", "120",
-                     "--strategy", "fedavg", "--allow-small-fedavg")  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "round 1: 2 participant(s), 0 rejected" in done.stderr
+    assert rounds(hub) == []
 
-    (row,) = rounds(hub)
+
+def test_a_fedavg_round_averages_the_two_law_updates_by_examples(  # type: ignore[no-untyped-def]
+    network, trained, fedavg_round
+) -> None:  # fmt: skip
+    hub, nodes, root = network
+    medicine_weights, start, done, row = fedavg_round
+    assert done.returncode == 0, done.stderr
+    assert "round 1: 2 participant(s), 1 rejected" in done.stderr
+
     participants = {p["node"]: p["examples"] for p in json.loads(row.participants)}
     assert set(participants) == {nodes["a"].node_id, nodes["b"].node_id}  # not medicine
-    assert row.domain == "law" and row.round == 1 and json.loads(row.rejected) == []
+    assert row.domain == "law" and row.round == 1
 
     # Each node's update, recomputed here from the same start, data, seed and threads (the
     # nodes run with --threads 1; float sums depend on how work is split across threads).
@@ -152,6 +179,7 @@ def test_a_fedavg_round_averages_the_two_law_updates_by_examples(network, traine
             pb.BalanceRequest(node_id=nodes[name].node_id), metadata=hub.metadata
         )
         assert reply.micro_credits == 5_000_000
+    assert hub.balance(nodes["poisoned"].node_id) == 0
     verified = cli("slm-hub", "ledger", "verify", "--home", str(hub.home))
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
@@ -169,30 +197,17 @@ def test_a_fedavg_round_averages_the_two_law_updates_by_examples(network, traine
     assert '"success"' in shown.stdout, shown.stdout + shown.stderr  # the new model's signature
 
 
-def test_a_node_sending_non_finite_weights_is_rejected_and_the_round_completes(network) -> None:  # type: ignore[no-untyped-def]
-    hub, nodes, root = network
-    # A misconfigured node: an infinite learning rate turns its weights to NaN/Inf in one step.
-    poisoned = root / "model-poisoned"
-    shutil.copytree(root / "model-a", poisoned)
-    meta = json.loads((poisoned / "config.json").read_text())
-    meta["training"]["train_config"]["learning_rate"] = float("inf")
-    (poisoned / "config.json").write_text(json.dumps(meta))
-    nodes["poisoned"] = Node(root / "node-poisoned", poisoned, hub, hub.token("law"),
-                             "--data", str(root / "a.txt"))  # fmt: skip
-    wait_trainable(hub, "law", 3)
-
-    done = train_cli(hub, "--local-steps", "1", "--min-nodes", "2", "--timeout", "120")
+def test_a_node_sending_non_finite_weights_is_rejected_and_the_round_completes(  # type: ignore[no-untyped-def]
+    network, fedavg_round
+) -> None:  # fmt: skip
+    hub, nodes, _ = network
+    _, _, done, row = fedavg_round
     assert done.returncode == 0, done.stderr
-    assert "round 1: 2 participant(s), 1 rejected" in done.stderr
     assert f"rejected {nodes['poisoned'].node_id[:12]}:" in done.stderr
-    row = rounds(hub)[-1]
     (rejected,) = json.loads(row.rejected)
     assert rejected["node"] == nodes["poisoned"].node_id
     assert "NaN or Inf" in rejected["reason"]
-    assert {p["node"] for p in json.loads(row.participants)} == {
-        nodes["a"].node_id,
-        nodes["b"].node_id,
-    }
+    assert nodes["poisoned"].node_id not in {p["node"] for p in json.loads(row.participants)}
     assert all(np.all(np.isfinite(v)) for v in load_file(
         hub.home / "models" / "law" / f"{row.weights_sha256}.safetensors").values())  # fmt: skip
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from pathlib import Path
@@ -12,18 +13,17 @@ from sqlalchemy import func, select, text
 from harness import cli
 from hub.ledger.keys import load_signing_key
 from hub.ledger.ledger import Ledger
-from hub.storage.engine import make_engine, schema_state
+from hub.storage.engine import make_engine, schema_state, sqlite_url
 from hub.storage.schema import LedgerEntry
+from tests.hub.conftest import fresh_postgres
 from tests.hub.ledger_load import NODES, record_for
 from tests.node.test_cli import _one_line_error
 
 pytestmark = pytest.mark.slow  # the CLI as processes
 
 
-@pytest.fixture
-def hub(tmp_path: Path, db_url: str):
+def _initialised(home: Path, db_url: str):  # type: ignore[no-untyped-def]
     """An initialised hub home on this backend, with 30 recorded inferences and a round."""
-    home = tmp_path / "hub"
     assert cli("slm-hub", "init", "--home", str(home)).returncode == 0
     upgraded = cli("slm-hub", "db", "upgrade", "--home", str(home), "--db", db_url)
     assert upgraded.returncode == 0, upgraded.stderr
@@ -34,8 +34,26 @@ def hub(tmp_path: Path, db_url: str):
     ledger.ensure_accounts(NODES)
     ledger.record_inferences([record_for(n) for n in range(30)])
     ledger.record_round("med-1", "medicine", 1, [(NODES[0], 10), (NODES[1], 10)])
-    yield home, db_url, ledger
-    engine.dispose()
+    return home, db_url, ledger
+
+
+@pytest.fixture
+def hub(tmp_path: Path, db_url: str):  # type: ignore[no-untyped-def]
+    home, url, ledger = _initialised(tmp_path / "hub", db_url)
+    yield home, url, ledger
+    ledger.engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def unchanged_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One such home per backend for the tests that must change nothing (each checks so)."""
+    root = tmp_path_factory.mktemp("unchanged")
+    with contextlib.ExitStack() as stack:
+        url = (sqlite_url(root / "hub.db") if request.param == "sqlite"
+               else stack.enter_context(fresh_postgres()))  # fmt: skip
+        home, url, ledger = _initialised(root / "hub", url)
+        yield home, url, ledger
+        ledger.engine.dispose()
 
 
 def hub_cli(hub, *args: str):
@@ -136,10 +154,12 @@ def test_penalize_takes_credits_back(hub) -> None:
         (["ledger", "export", "--format", "csv", "--out", "/tmp"], "is a folder"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(hub, args: list[str], message: str) -> None:
-    _, _, ledger = hub
+def test_bad_input_is_one_line_and_writes_nothing(
+    unchanged_hub, args: list[str], message: str
+) -> None:  # fmt: skip
+    _, _, ledger = unchanged_hub
     before = entry_count(ledger)
-    _one_line_error(hub_cli(hub, *args), message)
+    _one_line_error(hub_cli(unchanged_hub, *args), message)
     assert entry_count(ledger) == before
 
 
