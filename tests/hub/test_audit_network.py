@@ -12,6 +12,7 @@ import sqlite3
 import pytest
 
 from harness import Hub, Node, ask, cli
+from harness.processes import stop_all
 from harness.rogue import Behaviour, Rogue
 from hub.ledger.rewards import Rewards
 from node.identity import generate_key
@@ -45,8 +46,8 @@ def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
     ), profile=law.profile.tolist()).start()  # fmt: skip
     yield hub, nodes, liar
     liar.stop()
-    for process in [*nodes.values(), hub]:
-        process.stop()
+    stop_all(list(nodes.values()))  # they drain side by side, then the hub stops
+    hub.stop()
 
 
 def _balance(hub: Hub, node_id: str) -> int:

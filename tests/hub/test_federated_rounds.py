@@ -22,6 +22,7 @@ from safetensors.numpy import load_file
 from sqlalchemy import select
 
 from harness import BIN, ENV, Hub, Node, ask, cli, wait_trainable
+from harness.processes import stop_all
 from hub.storage.engine import make_engine, sqlite_url
 from hub.storage.schema import TrainingRound
 from protos import swarm_pb2 as pb
@@ -80,8 +81,8 @@ def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
     hub.wait_connected([n.node_id for n in nodes.values()])
     wait_trainable(hub, "law", 3)
     yield hub, nodes, root
-    for process in (*nodes.values(), hub):
-        process.stop()
+    stop_all(list(nodes.values()))  # they drain side by side, then the hub stops
+    hub.stop()
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +218,7 @@ def test_a_node_killed_during_a_round_does_not_hang_it(network) -> None:  # type
     before = len(rounds(hub))
     run = subprocess.Popen(
         [str(BIN / "slm-hub"), "train", "--home", str(hub.home), "--domain", "law", "--json",
-         "--local-steps", "150", "--min-nodes", "2", "--timeout", "20"],
+         "--local-steps", "150", "--min-nodes", "2", "--timeout", "10"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )  # fmt: skip
     assert run.stdout is not None

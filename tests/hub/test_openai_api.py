@@ -16,6 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from harness import Hub, Node, cli
+from harness.processes import stop_all
 
 pytestmark = pytest.mark.slow  # real hub and node processes
 
@@ -29,8 +30,8 @@ def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
     nodes = {d: Node(root / f"node-{d}", trained[d].folder, hub, hub.token(d)) for d in DOMAINS}
     hub.wait_connected([n.node_id for n in nodes.values()])
     yield hub, nodes
-    for process in [*nodes.values(), hub]:
-        process.stop()
+    stop_all(list(nodes.values()))  # they drain side by side, then the hub stops
+    hub.stop()
 
 
 def _trust(hub: Hub) -> ssl.SSLContext:

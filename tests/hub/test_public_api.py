@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from harness import Hub, Node, ask, cli
+from harness.processes import stop_all
 from protos import swarm_pb2 as pb
 from tests.hub.conftest import fresh_postgres
 
@@ -41,8 +42,8 @@ def _start(root, trained, db_url: str | None = None):  # type: ignore[no-untyped
 def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
     hub, nodes = _start(tmp_path_factory.mktemp("public"), trained)
     yield hub, nodes
-    for process in [*nodes.values(), hub]:
-        process.stop()
+    stop_all(list(nodes.values()))  # they drain side by side, then the hub stops
+    hub.stop()
 
 
 def _code(call) -> grpc.RpcError:  # type: ignore[no-untyped-def]
@@ -154,8 +155,8 @@ def paid(request, trained, tmp_path_factory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("paid-postgresql")
     hub, nodes = _start(root, trained, request.getfixturevalue("postgres_url"))
     yield hub, nodes
-    for process in [*nodes.values(), hub]:
-        process.stop()
+    stop_all(list(nodes.values()))  # they drain side by side, then the hub stops
+    hub.stop()
 
 
 def _entries(hub: Hub) -> list[dict]:

@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness import Hub, Node, ask, cli, free_port
+from harness.processes import stop_all
 from node.identity import generate_key, public_openssh
 from protos import swarm_pb2 as pb
 from protos import swarm_pb2_grpc as rpc
@@ -36,8 +37,8 @@ def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
     nodes = {d: Node(root / f"node-{d}", trained[d].folder, hub, hub.token(d)) for d in DOMAINS}
     hub.wait_connected([n.node_id for n in nodes.values()])
     yield hub, nodes
-    for process in [*nodes.values(), hub]:
-        process.stop()
+    stop_all(list(nodes.values()))  # they drain side by side, then the hub stops
+    hub.stop()
 
 
 def test_each_domain_prompt_reaches_the_node_of_that_domain(network, trained) -> None:

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from harness import Hub, Node, refine
+from harness.processes import stop_all
 from harness.rogue import Behaviour, Rogue
 from protos import swarm_pb2 as pb
 from slm import pretrained
@@ -76,8 +77,8 @@ def network(imported, law_adapter, tmp_path_factory):  # type: ignore[no-untyped
     }  # fmt: skip
     hub.wait_connected([n.node_id for n in nodes.values()], timeout=180)
     yield hub, nodes
-    for process in [*nodes.values(), hub]:
-        process.stop()
+    stop_all(list(nodes.values()))  # they drain side by side, then the hub stops
+    hub.stop()
 
 
 def test_the_generalist_drafts_the_domain_node_refines_and_both_are_paid(network) -> None:

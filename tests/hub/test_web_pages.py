@@ -24,6 +24,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from harness import Hub, Node, cli
+from harness.processes import stop_all
 from hub.config import HubConfig
 from hub.ledger.keys import load_public_key, load_signing_key
 from hub.ledger.ledger import Ledger
@@ -56,8 +57,8 @@ def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
              for d in ("medicine", "law")}  # fmt: skip
     hub.wait_connected([n.node_id for n in nodes.values()])
     yield hub, nodes, root
-    for process in [*nodes.values(), hub]:
-        process.stop()
+    stop_all(list(nodes.values()))  # they drain side by side, then the hub stops
+    hub.stop()
 
 
 @pytest.fixture(scope="module")
