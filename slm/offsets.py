@@ -102,16 +102,15 @@ def measured(loaded: LoadedModel, centroid: np.ndarray | None,
     path = loaded.path / KEPT if loaded.path is not None else None
     cache_key = cache.key_of(key)
     per_byte = _kept(_read_json(path), key)
+    if per_byte is not None:
+        return Offsets(per_byte, _similarity(centroid, pool_vectors))
+    per_byte = _kept(cache.read_json(CACHED_OFFSETS, cache_key), key)
     if per_byte is None:
-        per_byte = _kept(cache.read_json(CACHED_OFFSETS, cache_key), key)
-    if per_byte is None:
-        found = offsets(loaded.model, loaded.tokenizer, centroid, pool_vectors)
-        kept = {"key": key, "loglik_per_byte": found.loglik_per_byte}
-        cache.write_json(CACHED_OFFSETS, cache_key, kept)
-        if path is not None:
-            with contextlib.suppress(OSError):
-                atomic_write_text(path, json.dumps(kept))
-        return found
+        per_byte = offsets(loaded.model, loaded.tokenizer, None, None).loglik_per_byte
+        cache.write_json(CACHED_OFFSETS, cache_key, {"key": key, "loglik_per_byte": per_byte})
+    if path is not None:  # the folder keeps it too, wherever it goes next
+        with contextlib.suppress(OSError):
+            atomic_write_text(path, json.dumps({"key": key, "loglik_per_byte": per_byte}))
     return Offsets(per_byte, _similarity(centroid, pool_vectors))
 
 

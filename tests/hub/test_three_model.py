@@ -7,7 +7,6 @@ mid-answer, and a second hub drafting through the first hub's OpenAI-compatible 
 from __future__ import annotations
 
 import re
-import shutil
 import ssl
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from slm.config import DEFAULT_BASE
 from slm.encoder import text_centroid
 from slm.import_base import import_base
 from slm.model_folder import load_model_folder
-from slm.offsets import KEPT, measured
+from slm.offsets import measured
 from slm.train import read_corpus
 
 pytestmark = pytest.mark.slow  # real hubs, nodes serving the pretrained base
@@ -51,7 +50,8 @@ def quotes(answer: str, reference: Path, run: int = 6) -> bool:
 def imported(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
     """The embedded base imported whole twice: as the generalist's model and as a medicine
     node's (an imported base writes its own refinements). One model version, so its offsets
-    are measured once, here, and kept in both folders: the nodes start without measuring."""
+    are measured once, here (or read from the machine's cache), and both nodes start without
+    measuring."""
     base = pretrained.load(DEFAULT_BASE)
     root = tmp_path_factory.mktemp("imported")
     out = {}
@@ -60,7 +60,6 @@ def imported(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-de
         out[domain] = root / domain
         import_base(base, text, domain, out[domain])
     measured(load_model_folder(out["general"], serving="fp32"), None, None)
-    shutil.copy(out["general"] / KEPT, out["medicine"] / KEPT)
     return out
 
 

@@ -39,6 +39,7 @@ def test_offsets_are_kept_for_the_same_model_and_remeasured_for_another(
     shutil.copytree(folder, copy)
     (copy / KEPT).unlink()
     assert measured(load_model_folder(copy), None, None) == first and not calls
+    assert json.loads((copy / KEPT).read_text()) == kept  # and the copy keeps it again
 
     (folder / KEPT).write_text(json.dumps({**kept, "loglik_per_byte": 5.0}))  # impossible
     (entry,) = (tmp_path / "cache" / CACHED_OFFSETS).iterdir()
