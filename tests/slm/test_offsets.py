@@ -23,6 +23,7 @@ def test_offsets_are_kept_for_the_same_model_and_remeasured_for_another(
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     folder = tmp_path / "medicine"
     shutil.copytree(trained["medicine"].folder, folder)
+    (folder / KEPT).unlink(missing_ok=True)  # kept there by a node that served it before
     loaded = load_model_folder(folder)
     first = measured(loaded, None, None)
     assert first == offsets(loaded.model, loaded.tokenizer, None, None)
