@@ -56,8 +56,14 @@ def write_array(kind: str, key: str, array: np.ndarray) -> None:
 
 
 def read_json(kind: str, key: str) -> dict[str, Any] | None:
+    return read_record(cache_dir(kind) / f"{key}.json")
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON object kept in `path` (here, or a model folder's own), or None where it is
+    missing, unreadable or not an object."""
     try:
-        found = json.loads((cache_dir(kind) / f"{key}.json").read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return found if isinstance(found, dict) else None

@@ -101,7 +101,7 @@ def measured(loaded: LoadedModel, centroid: np.ndarray | None,
     }
     path = loaded.path / KEPT if loaded.path is not None else None
     cache_key = cache.key_of(key)
-    per_byte = _kept(_read_json(path), key)
+    per_byte = _kept(cache.read_record(path), key) if path is not None else None
     if per_byte is not None:
         return Offsets(per_byte, _similarity(centroid, pool_vectors))
     per_byte = _kept(cache.read_json(CACHED_OFFSETS, cache_key), key)
@@ -112,14 +112,6 @@ def measured(loaded: LoadedModel, centroid: np.ndarray | None,
         with contextlib.suppress(OSError):
             atomic_write_text(path, json.dumps({"key": key, "loglik_per_byte": per_byte}))
     return Offsets(per_byte, _similarity(centroid, pool_vectors))
-
-
-def _read_json(path: Path | None) -> dict | None:
-    try:
-        found = json.loads(path.read_text(encoding="utf-8")) if path else None
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
 
 
 def _kept(kept: dict | None, key: dict[str, str]) -> float | None:
