@@ -86,11 +86,20 @@ class Hub:
         self.gate = Gate(KeyCache(KeyStore(engine)), Limiter(options.router.max_asks),
                          self.ledger.balance, self.ledger.recorded)  # fmt: skip
         self.metrics = Metrics(lambda: self.network.connections)
+        self.network.router.missed = self.score_missed
         self.asks = AskService(self.network, self.gate, self.record, cfg.rewards, self.metrics)
         self._registering: set[asyncio.Task] = set()
         # The training plane's registrations, apart from the default executor, which admission
         # and the registry's writes use: a join storm's HTTP calls must not hold those up.
         self._registrar = ThreadPoolExecutor(2, thread_name_prefix="training-registration")
+
+    def score_missed(self, node_id: str, reason: str) -> None:
+        """A node asked to score gave nothing in time: counted, and logged, so an operator sees
+        a node that is too slow for the deadline rather than one that merely never wins."""
+        self.metrics.scores_missed.labels(node_id[:16], reason).inc()
+        deadline = self.options.router.score_deadline_s
+        log.info("score: node %s %s (deadline %.3g s); routed without it", node_id[:12],
+                 "late" if reason == "late" else "failed", deadline)  # fmt: skip
 
     def register_for_training(self, node_id: str, public_key: str) -> None:
         """Let the node's SuperNode into the training plane, in the background.

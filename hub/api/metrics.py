@@ -1,6 +1,6 @@
 """The hub's Prometheus metrics (prometheus_client, one registry per hub): Asks by outcome,
-time to first token and total latency, tokens, each node's in-flight requests and failures,
-ledger write latency, and requests refused before routing by reason."""
+time to first token and total latency, tokens, each node's in-flight requests, failures and
+missed scores, ledger write latency, and requests refused before routing by reason."""
 
 from __future__ import annotations
 
@@ -56,6 +56,9 @@ class Metrics:
                               registry=r)  # fmt: skip
         self.node_failures = Counter("swarm_node_failures", "nodes that failed mid-answer",
                                      ["node"], registry=r)  # fmt: skip
+        self.scores_missed = Counter("swarm_scores_missed",
+                                     "scores a node gave late (past the deadline) or not at all",
+                                     ["node", "reason"], registry=r)  # fmt: skip
         self.ledger_write = Histogram("swarm_ledger_write_seconds",
                                       "an answer's wait for its ledger record to be durable",
                                       buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip

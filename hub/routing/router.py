@@ -108,6 +108,8 @@ class Result:
 
 # (request id, prompt, plausible scores, impossible scores): what the audit samples and judges
 Observe = Callable[[str, str, Mapping[str, Score], Mapping[str, Score]], None]
+# (node id, "late" or "failed"): a node asked to score that gave no score in time
+Missed = Callable[[str, str], None]
 
 
 @dataclass
@@ -117,6 +119,7 @@ class Router:
     config: RouterConfig = field(default_factory=RouterConfig)
     observe: Observe | None = None  # told every prompt's plausible scores (the audit samples)
     drafter: Drafter | None = None  # the operator's endpoint; else generalist nodes draft
+    missed: Missed | None = None  # told every score that was late or failed (the operator's view)
 
     def validate(
         self, prompt: str, domain: str = "", mode: str = DIRECT, draft: str | None = None
@@ -220,8 +223,13 @@ class Router:
                 link.score(request_id, prompt, self.config.score_deadline_s),
                 self.config.score_deadline_s,
             )
-        except Exception:  # late, failed or disconnected: skipped, never fatal
-            return None
+        except TimeoutError:  # skipped, never fatal
+            reason = "late"
+        except Exception:  # failed or disconnected: skipped, never fatal
+            reason = "failed"
+        if self.missed is not None:
+            self.missed(link.node_id, reason)
+        return None
 
     def _verified(self, link: NodeLink, request_id: str, prompt: str, s: Score) -> bool:
         statement = score_bytes(

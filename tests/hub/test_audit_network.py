@@ -29,7 +29,10 @@ DOMAINS = ("medicine", "law", "religion")
 @pytest.fixture(scope="module")
 def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("audit")
-    hub = Hub(root / "hub", 0, "--audit-rate", "1")
+    # Under a full suite on 2 cores the auditor loads and measures four models while the next
+    # prompts are scored: a 2 s score deadline once dropped the liar from an answer's
+    # candidates. What is tested is the audit, not the deadline, so the deadline is generous.
+    hub = Hub(root / "hub", 0, "--audit-rate", "1", "--score-deadline", "10")
     nodes = {d: Node(root / f"node-{d}", trained[d].folder, hub, hub.token(d)) for d in DOMAINS}
     hub.wait_connected([n.node_id for n in nodes.values()])
     law = load_model_folder(trained["law"].folder, serving="fp32")

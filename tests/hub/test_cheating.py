@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import ssl
 import time
 
 import grpc
+import httpx
 import pytest
 
 from harness import Hub, ask, cli
@@ -154,6 +156,23 @@ def _flower_keys(hub: Hub) -> dict[int, str]:
         return {n.node_id: n.status for n in client.ListNodes(ListNodesRequest()).nodes_info}
     finally:
         client.close()
+
+
+def test_a_node_too_slow_to_score_is_routed_around_and_shown_to_the_operator(hub, join) -> None:
+    def slow_but_sure(prompt: str) -> float:  # the best claim, past the hub's 2 s deadline
+        time.sleep(3)
+        return -0.5 * len(prompt.encode("utf-8"))
+
+    slow = join(Behaviour(loglik=slow_but_sure))
+    quick = join(Behaviour(pieces=("on ", "time"), final_count=2))  # -2 nats per byte
+    _, _, result = ask(hub, PROMPT, max_tokens=4)
+    assert result.node_id == quick.node_id
+    assert [c.node_id for c in result.candidates] == [quick.node_id]
+    hub.wait_for(r"score: node " + slow.node_id[:12] + r" late \(deadline 2 s\)")
+    trust = ssl.create_default_context(cafile=str(hub.ca))
+    metrics = httpx.get(f"https://127.0.0.1:{hub.http_port}/metrics", verify=trust).text
+    missed = [line for line in metrics.splitlines() if line.startswith("swarm_scores_missed_total")]
+    assert missed == [f'swarm_scores_missed_total{{node="{slow.node_id[:16]}",reason="late"}} 1.0']
 
 
 def test_a_revoked_node_is_cut_off_within_a_second(hub, join) -> None:

@@ -32,6 +32,8 @@ class LocalLink:
     refines: bool = False
     in_flight: int = 0
     capacity: int = 1
+    score_delay_s: float = 0.0  # a node too slow for the deadline
+    score_error: bool = False  # a node whose score fails
 
     @property
     def centroid_sha256(self) -> str:
@@ -50,6 +52,9 @@ class LocalLink:
         return self.service.loaded.version
 
     async def score(self, request_id: str, prompt: str, deadline_s: float) -> Score:
+        await asyncio.sleep(self.score_delay_s)
+        if self.score_error:
+            raise ConnectionError("node disconnected")
         s = await asyncio.to_thread(self.service.score, request_id, prompt)
         if self.leave_while_scoring is not None:
             self.leave_while_scoring.pop(self.node_id, None)
@@ -133,6 +138,21 @@ def test_a_score_its_signature_does_not_cover_is_ignored(trained) -> None:
     result = _ask(router, trained["medicine"].held_out[:300])[-1]
     assert result.domain == "medicine"
     assert [c.domain for c in result.candidates] == ["medicine"]
+
+
+@pytest.mark.parametrize(
+    ("lapse", "reason"), [({"score_delay_s": 60.0}, "late"), ({"score_error": True}, "failed")]
+)
+def test_a_node_that_gives_no_score_in_time_is_routed_around_and_reported(
+    trained, lapse: dict, reason: str
+) -> None:  # fmt: skip
+    router = _router(trained, medicine=lapse)
+    missed: list[tuple[str, str]] = []
+    router.missed = lambda node_id, why: missed.append((node_id, why))
+    result = _ask(router, trained["medicine"].held_out[:300])[-1]
+    medicine = next(n for n, link in router.links.items() if link.domain == "medicine")
+    assert result.domain == "law" and [c.domain for c in result.candidates] == ["law"]
+    assert missed == [(medicine, reason)]
 
 
 @pytest.mark.parametrize(
