@@ -16,8 +16,9 @@ per byte under the base model, BOS-conditioned as a node scores a prompt: how mu
 generalist's own weights find the text unlike what they would write. A three-model answer opens
 with a quote of its domain's corpus, which the base reads far less easily than its own
 writing, so fluency is also measured on the answer's own words (its tokens outside any stretch
-it copies from the corpus) and on the corpus passages that hold the facts (what an answer
-quoting them reads like).
+it copies from the corpus), on what the writer wrote past the quote given the quote (the quote
+recomputed from the question and the refining node's reference, as the node chose it), and on
+the corpus passages that hold the facts (what an answer quoting them reads like).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from slm import pretrained
 from slm.config import ADAPTER_TRAIN, DEFAULT_BASE, AdapterConfig
 from slm.import_base import import_base
 from slm.model import SLM
+from slm.refine import quote
+from slm.retrieval import Reference, passages
 from slm.scoring import token_logprobs
 from slm.tokenizer import SLMTokenizer
 from slm.train import read_corpus, split_corpus, train
@@ -50,6 +53,7 @@ MAX_TOKENS = 48  # an answer of a sentence or two
 SOURCE_CHARS = 120  # of corpus on each side of a fact's span: a passage about an answer's length
 COPY_CHARS = 32  # a stretch of an answer this long found in its domain's corpus is a quote
 AROUND = "three-model, own words"  # its answers' tokens outside what they copy from the corpus
+AFTER = "three-model, after its quote"  # what the writer wrote past the node's quote, given it
 SOURCE = "corpus passages"  # each fact's span in its corpus, SOURCE_CHARS each side
 
 
@@ -157,22 +161,34 @@ def bits_per_byte(
     return -float(logprobs[kept].sum()) / (size * math.log(2))
 
 
+def past_quote(model: SLM, tokenizer: SLMTokenizer, answer: str, lead: str) -> float | None:
+    """Bits per byte of what `answer` says past its opening quote `lead`, given the quote; None
+    when it does not open with it (a fail-over, or no quote) or says nothing more."""
+    if not lead or not answer.startswith(lead):
+        return None
+    return bits_per_byte(model, tokenizer, answer, [(0, len(lead))])
+
+
 def source_passage(text: str, fact: Fact) -> str:
     """The corpus around the fact's span: what an answer quoting the corpus reads like."""
     where = span_at(text, fact.answer, fact.offset) or (fact.offset, fact.offset)
     return text[max(0, where[0] - SOURCE_CHARS) : where[1] + SOURCE_CHARS]
 
 
-def fluency(answers: list[Answered], texts: dict[str, str]) -> dict[str, list[float]]:
+def fluency(
+    answers: list[Answered], texts: dict[str, str], references: dict[str, str]
+) -> dict[str, list[float]]:
     """Bits per byte under the base model of each system's answers, of the three-model
-    answers' own words, and of the facts' corpus passages (`texts`: domain -> the text its
-    facts were taken from)."""
+    answers' own words and of what they say past their quote, and of the facts' corpus
+    passages (`texts`: domain -> the text its facts were taken from; `references`: domain ->
+    its node's reference text)."""
     base = pretrained.load(DEFAULT_BASE)
     model = SLM.for_loading(base.config)
     model.load_state_dict(base.state, strict=True, assign=True)
     model.eval()
-    out: dict[str, list[float]] = {s: [] for s in (*SYSTEMS, AROUND, SOURCE)}
+    out: dict[str, list[float]] = {s: [] for s in (*SYSTEMS, AROUND, AFTER, SOURCE)}
     flat = {d: " ".join(t.split()) for d, t in texts.items()}
+    indexed = {d: Reference(passages(t)) for d, t in references.items()}
 
     def add(key: str, value: float | None) -> None:
         if value is not None:
@@ -183,6 +199,8 @@ def fluency(answers: list[Answered], texts: dict[str, str]) -> dict[str, list[fl
             add(system, bits_per_byte(model, base.tokenizer, a.texts[system]))
         three = a.texts["three-model"]
         add(AROUND, bits_per_byte(model, base.tokenizer, three, copied(three, flat[a.fact.domain])))
+        lead = quote(indexed[a.routed], a.fact.question) if a.routed in indexed else ""
+        add(AFTER, past_quote(model, base.tokenizer, three, lead))
         passage = source_passage(texts[a.fact.domain], a.fact)
         add(SOURCE, bits_per_byte(model, base.tokenizer, passage))
     return out
@@ -199,6 +217,7 @@ def summary(answers: list[Answered], bpb: dict[str, list[float]]) -> dict:
         "total": {s: sum(recall[d][s] for d in domains) for s in SYSTEMS},
         "routed_right": sum(a.routed == a.fact.domain for a in answers),
         "bpb": {s: float(np.mean(v)) if v else float("nan") for s, v in bpb.items()},
+        "after_n": len(bpb[AFTER]),
         "refine_s": float(np.mean([a.seconds for a in answers])),
         "examples": [
             {"of": a.fact.domain, "question": a.fact.question, "span": a.fact.answer, **a.texts}
@@ -246,6 +265,10 @@ def section(r: dict, steps: int, command: str) -> str:
     )
     total = sum(r["facts"].values())
     t = r["total"]
+    bpb = r["bpb"]
+    recall_met = t["three-model"] >= t["domain"] and t["three-model"] >= 3 * t["generalist"]
+    whole_met = bpb["three-model"] <= 1.1 * bpb["generalist"]
+    after_met = bpb[AFTER] <= 1.1 * bpb["generalist"]
     ex = "\n".join(
         f"- **{e['of']}**: {e['question']} (span: *{e['span']}*)\n"
         + "\n".join(f"  - {s}: {' '.join(e[s].split())[:240]!r}" for s in SYSTEMS)
@@ -272,7 +295,9 @@ own writing): generalist {r["bpb"]["generalist"]:.3f}, domain node
 ({(r["bpb"]["three-model"] / r["bpb"]["generalist"] - 1) * 100:+.1f}% against the generalist;
 target within 10%). The three-model answers' own words (their tokens outside every stretch of
 {COPY_CHARS} or more characters they copy from their domain's corpus):
-{r["bpb"][AROUND]:.3f} ({(r["bpb"][AROUND] / r["bpb"]["generalist"] - 1) * 100:+.1f}%). The
+{r["bpb"][AROUND]:.3f} ({(r["bpb"][AROUND] / r["bpb"]["generalist"] - 1) * 100:+.1f}%). What the
+writer wrote past the node's quote, given the quote ({r["after_n"]} answers that go on past it):
+{r["bpb"][AFTER]:.3f} ({(r["bpb"][AFTER] / r["bpb"]["generalist"] - 1) * 100:+.1f}%). The
 corpus passages that hold the facts (each span and {SOURCE_CHARS} characters either side) read
 at {r["bpb"][SOURCE]:.3f} under the base: an answer that quotes its fact carries text the base
 finds that unlike its own writing, so the whole answer's figure weighs recall against fluency,
@@ -281,7 +306,9 @@ took {r["refine_s"]:.1f} s on average, draft included;
 {r["routed_right"]} of {total} three-model answers were refined by the fact's own domain.
 
 Targets: three-model recall >= domain node alone ({t["three-model"]} vs {t["domain"]}) and
->= 3x the generalist ({t["three-model"]} vs 3 x {t["generalist"]}).
+>= 3x the generalist ({t["three-model"]} vs 3 x {t["generalist"]}): {verdict(recall_met)};
+whole answers within 10% of the generalist's bits per byte: {verdict(whole_met)}; what the
+writer wrote past the quote within 10%: {verdict(after_met)}.
 
 Examples:
 
@@ -290,6 +317,10 @@ Examples:
 
 
 BEGIN, END = "<!-- facts:begin -->", "<!-- facts:end -->"
+
+
+def verdict(met: bool) -> str:
+    return "**met**" if met else "**not met**"
 
 
 def with_section(document: str, block: str) -> str:
@@ -324,13 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"asking {sum(map(len, sets.values()))} facts ...", flush=True)
     answers = ask_facts(args.work / "run", generalist, folders, references, sets)
     texts = {d: split_corpus(text, 0.1)[0] for d, text in corpora.items()}  # the facts' source
-    result = summary(answers, fluency(answers, texts)) | {"per_domain": args.facts}
-    atomic_write_text(
-        args.work / "facts.json",
-        json.dumps(
-            [{"fact": a.fact.__dict__, "texts": a.texts, "routed": a.routed} for a in answers]
-        ),
-    )
+    atomic_write_text(args.work / "facts.json", json.dumps([
+        {"fact": a.fact.__dict__, "texts": a.texts, "routed": a.routed, "seconds": a.seconds}
+        for a in answers
+    ]))  # fmt: skip
+    result = summary(answers, fluency(answers, texts, corpora)) | {"per_domain": args.facts}
     command = "python -m evaluation.three_model" + (
         f" --facts {args.facts}" if args.facts != 40 else "") + (
         f" --steps {args.steps}" if args.steps != 40 else "")  # fmt: skip

@@ -45,7 +45,7 @@ def test_fluency_of_an_answers_own_words_leaves_out_what_it_copies_and_only_that
 
     import torch
 
-    from evaluation.three_model import bits_per_byte, source_passage, span_at
+    from evaluation.three_model import bits_per_byte, past_quote, source_passage, span_at
     from slm.config import ModelConfig
     from slm.model import SLM
     from slm.tokenizer import SLMTokenizer
@@ -69,6 +69,12 @@ def test_fluency_of_an_answers_own_words_leaves_out_what_it_copies_and_only_that
     assert ids == tok.encode(answer) and offsets[-1][1] == len(answer)
     assert bits_per_byte(model, tok, answer, [(0, 9), (9, len(answer))]) is None  # none left
     assert bits_per_byte(model, tok, "") is None
+    lead = "It means “Exposure to environmental\ntobacco smoke.”"
+    past = past_quote(model, tok, answer, lead)
+    assert past is not None and not math.isclose(past, whole)
+    assert past_quote(model, tok, answer, "It says") is None  # not how the answer opens
+    assert past_quote(model, tok, answer, "") is None  # no quote
+    assert past_quote(model, tok, answer, answer) is None  # nothing past it
 
     text = "x" * 300 + " Exposure to environmental tobacco smoke (Z77.22) " + "y" * 300
     fact = Fact("medicine", "icd-code", "Q?", "exposure to environmental tobacco smoke", 290)
