@@ -11,18 +11,29 @@ AVX2), `available()` is False and serving keeps the pure-PyTorch decode layout.
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
+from slm.cache import key_of
 from slm.model import MLP, SLM, KVCache
 
 log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "decode_step.cpp"
+
+
+_NAME = "slm_decode_step"
+_FLAGS: dict[str, list[str]] = {
+    "extra_cflags": ["-O3", "-mavx2", "-mfma", "-fopenmp"], "extra_ldflags": ["-fopenmp"],
+}  # fmt: skip
 
 
 @functools.cache
@@ -30,21 +41,49 @@ def _extension() -> ModuleType | None:
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return None
     # Always build with the ninja installed beside this Python (a dependency): ninja versions
-    # hash commands differently, so a system ninja found first on some PATHs would make every
-    # switch between the two rebuild the extension (a minute on 2 cores).
+    # hash commands differently, so a system ninja found first on some PATHs would rebuild.
     bin_dir = str(Path(sys.executable).parent)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     try:
-        from torch.utils.cpp_extension import load
-
-        return load(
-            name="slm_decode_step", sources=[str(_SOURCE)],
-            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"],
-        )  # fmt: skip
+        path = built_path()
+        return _import(path) if path.exists() else _build(path)
     except Exception as exc:  # a missing compiler or ninja: serve without the fast path
         log.warning("fused decode step unavailable (%s); using the PyTorch path", exc)
         return None
+
+
+def built_path() -> Path:
+    """Where this source, its flags, torch and Python build to: inside this environment, named
+    by their digest. Not torch's default folder, which is one per user and name: two checkouts
+    rebuilt each other's extension there (its build file names the source's path), and a
+    process killed while building left a lock that every later load waited on forever."""
+    key = key_of({"source": hashlib.sha256(_SOURCE.read_bytes()).hexdigest(),
+                  "torch": torch.__version__, "python": sys.version, **_FLAGS})  # fmt: skip
+    return Path(sys.prefix) / "swarmllm-extensions" / f"{_NAME}-{key[:16]}.so"
+
+
+def _import(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(_NAME, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build(path: Path) -> ModuleType:
+    """Built in a folder of its own, then renamed into place whole: processes starting at once
+    each build rather than wait on another's lock, and a killed build leaves only its folder."""
+    from torch.utils.cpp_extension import load
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".build-") as folder:
+        source = Path(folder) / _SOURCE.name
+        shutil.copyfile(_SOURCE, source)
+        module = load(name=_NAME, sources=[str(source)], build_directory=folder, **_FLAGS)
+        os.replace(Path(folder) / f"{_NAME}.so", path)
+    return module
 
 
 def available() -> bool:

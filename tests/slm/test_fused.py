@@ -18,6 +18,36 @@ def test_the_extension_builds_on_this_machine() -> None:
     assert fused.available(), "slm/csrc/decode_step.cpp did not build: fp32 decoding is slow"
 
 
+def test_a_killed_build_or_a_stale_torch_lock_never_holds_up_a_later_process() -> None:
+    """A build killed midway leaves its folder (with torch's lock in it), and torch's own
+    per-user folder may hold a lock of any checkout's: a new process loads the built file
+    without waiting on either."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    assert fused.available()
+    built = fused.built_path()
+    assert built.is_file() and built.parent.parent == Path(sys.prefix)
+    killed = built.parent / ".build-killed"
+    killed.mkdir(exist_ok=True)
+    (killed / "lock").touch()
+    torch_folder = Path(_get_build_directory("slm_decode_step", verbose=False))
+    (torch_folder / "lock").touch()
+    try:
+        loaded = subprocess.run(
+            [sys.executable, "-c", "from slm import fused; print(fused.available())"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        (torch_folder / "lock").unlink()
+        (killed / "lock").unlink()
+        killed.rmdir()
+    assert loaded.stdout == "True\n", loaded.stderr
+
+
 # A small Llama-family shape: RMSNorm, rotary positions, SwiGLU, 4 query heads over 2 key/value
 # heads, no biases, an untied head: every branch of the Llama step.
 LLAMA_TINY = replace(
