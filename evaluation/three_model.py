@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--facts", type=int, default=40, help="per domain (default: 40)")
     parser.add_argument("--steps", type=int, default=40, help="adapter steps (default: 40)")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "eval-facts",
-                        help="models and answers (reused on a second run)")  # fmt: skip
+                        help="models (reused on a second run) and answers")  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
