@@ -23,7 +23,7 @@ from types import ModuleType
 
 import torch
 
-from slm.cache import key_of
+from slm.cache import cache_dir, key_of
 from slm.model import MLP, SLM, KVCache
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,10 @@ def built_path() -> Path:
     process killed while building left a lock that every later load waited on forever."""
     key = key_of({"source": hashlib.sha256(_SOURCE.read_bytes()).hexdigest(),
                   "torch": torch.__version__, "python": sys.version, **_FLAGS})  # fmt: skip
-    return Path(sys.prefix) / "swarmllm-extensions" / f"{_NAME}-{key[:16]}.so"
+    # an environment this user cannot write to (a system Python): the user's cache instead
+    writable = os.access(sys.prefix, os.W_OK)
+    folder = Path(sys.prefix) / "swarmllm-extensions" if writable else cache_dir("extensions")
+    return folder / f"{_NAME}-{key[:16]}.so"
 
 
 def _import(path: Path) -> ModuleType:

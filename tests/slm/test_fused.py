@@ -119,3 +119,13 @@ def test_llama_int8_steps_stay_close_to_fp32() -> None:
         a = torch.stack([fp32(t, caches[0]) for t in ids]).log_softmax(-1)
         b = torch.stack([int8(t, caches[1]) for t in ids]).log_softmax(-1)
     assert (a.exp() * (a - b)).sum(-1).mean() < 0.01  # KL(fp32 || int8)
+
+
+def test_an_environment_the_user_cannot_write_builds_into_the_user_s_cache(
+    monkeypatch, tmp_path
+) -> None:  # fmt: skip
+    from slm import cache
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(fused.os, "access", lambda path, mode: False)
+    assert fused.built_path().parent == tmp_path / "extensions"
