@@ -99,7 +99,7 @@ class Hub:
         self.metrics.scores_missed.labels(node_id[:16], reason).inc()
         deadline = self.options.router.score_deadline_s
         log.info("score: node %s %s (deadline %.3g s); routed without it", node_id[:12],
-                 "late" if reason == "late" else "failed", deadline)  # fmt: skip
+                 reason, deadline)  # fmt: skip
 
     def register_for_training(self, node_id: str, public_key: str) -> None:
         """Let the node's SuperNode into the training plane, in the background.
