@@ -23,11 +23,15 @@ the corpus passages that hold the facts (what an answer quoting them reads like)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import shutil
+import threading
 import time
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +40,7 @@ from evaluation.facts import Fact, facts, normalise, recalled
 from harness import Hub, Node, refine
 from harness.processes import stop_all
 from slm import pretrained
+from slm.atomic import atomic_write_text
 from slm.config import ADAPTER_TRAIN, DEFAULT_BASE, AdapterConfig
 from slm.import_base import import_base
 from slm.model import SLM
@@ -76,11 +81,96 @@ def fact_sets(corpora: dict[str, str], count: int) -> dict[str, list[Fact]]:
     return out
 
 
+class AnswerLog:
+    """Answers as they come, one JSON line each after a line naming the models and settings
+    they came from: a run stopped part way keeps what it asked, and a later run of the same
+    models asks only the rest (a line cut short by the stop is asked again)."""
+
+    def __init__(self, path: Path, stamp: str) -> None:
+        self.path, self.stamp = path, stamp
+        self._lock = threading.Lock()
+
+    def load(self) -> dict[tuple[str, str, str], Answered]:
+        """The answers logged for these models and settings; a log of others is started over."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        if not lines or _loads(lines[0]) != {"stamp": self.stamp}:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps({"stamp": self.stamp}) + "\n")
+            return {}
+        out = {}
+        for line in lines[1:]:
+            row = _loads(line)
+            if row is None:
+                continue
+            answered = Answered(Fact(**row["fact"]), row["texts"], row["routed"], row["seconds"])
+            out[fact_key(answered.fact)] = answered
+        return out
+
+    def add(self, answered: Answered) -> None:
+        row = {"fact": asdict(answered.fact), "texts": answered.texts, "routed": answered.routed,
+               "seconds": answered.seconds}  # fmt: skip
+        with self._lock, self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(row) + "\n")
+
+
+def _loads(line: str) -> dict | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def fact_key(fact: Fact) -> tuple[str, str, str]:
+    return fact.domain, fact.question, fact.answer
+
+
+def models_stamp(folders: list[Path]) -> str:
+    """What the answers depend on: each model's config (its corpus digest and training settings
+    within) and how long an answer may be."""
+    digest = hashlib.sha256(f"max_tokens={MAX_TOKENS}".encode())
+    for folder in folders:
+        digest.update(folder.name.encode() + b"\0" + (folder / "config.json").read_bytes())
+    return digest.hexdigest()
+
+
+def ask_one(hub: Hub, fact: Fact) -> Answered:
+    """The fact asked both ways: refined through the hub's routing, then its own domain node
+    alone."""
+    began = time.monotonic()
+    three, _, drafted, result = refine(hub, fact.question, mode="refine", max_tokens=MAX_TOKENS,
+                                       timeout=600)  # fmt: skip
+    took = time.monotonic() - began
+    alone, _, _, _ = refine(hub, fact.question, mode="direct", domain=fact.domain,
+                            max_tokens=MAX_TOKENS, timeout=600)  # fmt: skip
+    texts = {"generalist": drafted.text if drafted else "", "domain": alone, "three-model": three}
+    return Answered(fact, texts, result.domain, took)
+
+
 def ask_facts(
     work: Path, generalist: Path, adapters: dict[str, Path], references: dict[str, Path],
-    sets: dict[str, list[Fact]],
+    sets: dict[str, list[Fact]], log: AnswerLog, parallel: int = 1,
 ) -> list[Answered]:  # fmt: skip
-    """A hub, the generalist and the domain nodes; every fact asked both ways."""
+    """A hub, the generalist and the domain nodes; every fact not yet in `log` asked both ways,
+    `parallel` facts at a time (one fact's Asks keep one model busy at a time, so a second fact
+    in flight uses the core the first leaves idle)."""
+    every = [f for group in sets.values() for f in group]
+    done = log.load()
+    todo = [f for f in every if fact_key(f) not in done]
+    if done:
+        print(f"    {len(every) - len(todo)} answers kept from an earlier run", flush=True)
+    if todo:
+        done |= _ask(work, generalist, adapters, references, todo, log, parallel)
+    return [done[fact_key(f)] for f in every]
+
+
+def _ask(
+    work: Path, generalist: Path, adapters: dict[str, Path], references: dict[str, Path],
+    todo: list[Fact], log: AnswerLog, parallel: int,
+) -> dict[tuple[str, str, str], Answered]:  # fmt: skip
     # ten nodes share this machine's cores: a score may wait its turn far past the default
     hub = Hub(work / "hub", 0, "--score-deadline", "60", "--stall", "60")
     nodes: list[Node] = []
@@ -92,20 +182,19 @@ def ask_facts(
                               "--reference", str(references[domain])))  # fmt: skip
         for node in nodes:
             node.wait_for("joined", timeout=600)
-        out: list[Answered] = []
-        every = [f for group in sets.values() for f in group]
-        for i, fact in enumerate(every, 1):
-            began = time.monotonic()
-            three, _, drafted, result = refine(hub, fact.question, mode="refine",
-                                               max_tokens=MAX_TOKENS, timeout=600)  # fmt: skip
-            took = time.monotonic() - began
-            alone, _, _, _ = refine(hub, fact.question, mode="direct", domain=fact.domain,
-                                    max_tokens=MAX_TOKENS, timeout=600)  # fmt: skip
-            texts = {"generalist": drafted.text if drafted else "", "domain": alone,
-                     "three-model": three}  # fmt: skip
-            out.append(Answered(fact, texts, result.domain, took))
-            if i % 20 == 0:
-                print(f"    asked {i}/{len(every)} facts", flush=True)
+        out = {}
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            futures = [pool.submit(ask_one, hub, fact) for fact in todo]
+            try:
+                for i, future in enumerate(as_completed(futures), 1):
+                    answered = future.result()
+                    log.add(answered)
+                    out[fact_key(answered.fact)] = answered
+                    if i % 20 == 0:
+                        print(f"    asked {i}/{len(todo)} facts", flush=True)
+            finally:
+                for future in futures:
+                    future.cancel()
         return out
     finally:
         stop_all([*nodes, hub], timeout=60)
@@ -302,7 +391,7 @@ corpus passages that hold the facts (each span and {SOURCE_CHARS} characters eit
 at {r["bpb"][SOURCE]:.3f} under the base: an answer that quotes its fact carries text the base
 finds that unlike its own writing, so the whole answer's figure weighs recall against fluency,
 and its own words are what judge the writing. The refine Ask
-took {r["refine_s"]:.1f} s on average, draft included;
+took {r["refine_s"]:.1f} s on average, draft included, with {r["parallel"]} facts asked at a time;
 {r["routed_right"]} of {total} three-model answers were refined by the fact's own domain.
 
 Targets: three-model recall >= domain node alone ({t["three-model"]} vs {t["domain"]}) and
@@ -333,17 +422,16 @@ def with_section(document: str, block: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import json
 
     import torch
-
-    from slm.atomic import atomic_write_text
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--facts", type=int, default=40, help="per domain (default: 40)")
     parser.add_argument("--steps", type=int, default=40, help="adapter steps (default: 40)")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "eval-facts",
                         help="models (reused on a second run) and answers")  # fmt: skip
+    parser.add_argument("--parallel", type=int, default=2,
+                        help="facts asked at a time (default: 2, one per core)")  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -353,13 +441,16 @@ def main(argv: list[str] | None = None) -> int:
     generalist = generalist_model(args.work, corpora)
     references = {d: CORPORA / f"{d}.txt" for d in corpora}
     print(f"asking {sum(map(len, sets.values()))} facts ...", flush=True)
-    answers = ask_facts(args.work / "run", generalist, folders, references, sets)
+    log = AnswerLog(args.work / "answers.jsonl", models_stamp([generalist, *folders.values()]))
+    answers = ask_facts(args.work / "run", generalist, folders, references, sets, log,
+                        max(1, args.parallel))  # fmt: skip
     texts = {d: split_corpus(text, 0.1)[0] for d, text in corpora.items()}  # the facts' source
     atomic_write_text(args.work / "facts.json", json.dumps([
         {"fact": a.fact.__dict__, "texts": a.texts, "routed": a.routed, "seconds": a.seconds}
         for a in answers
     ]))  # fmt: skip
-    result = summary(answers, fluency(answers, texts, corpora)) | {"per_domain": args.facts}
+    result = summary(answers, fluency(answers, texts, corpora)) | {
+        "per_domain": args.facts, "parallel": max(1, args.parallel)}  # fmt: skip
     command = "python -m evaluation.three_model" + (
         f" --facts {args.facts}" if args.facts != 40 else "") + (
         f" --steps {args.steps}" if args.steps != 40 else "")  # fmt: skip

@@ -3,6 +3,8 @@ span of its node's training text that no other corpus holds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from evaluation.facts import Fact, facts, normalise, recalled
 from slm.train import read_corpus, split_corpus
 from tests.conftest import CORPORA
@@ -94,3 +96,34 @@ def test_a_copied_stretch_is_found_across_the_corpus_line_breaks_and_nothing_sho
     assert answer[start:end] == "Otitis media with effusion, right\near, not elsewhere classified."
     assert copied("Otitis media with effusion" + " is an ear disease.", corpus) == []
     assert len("Otitis media with effusion") < COPY_CHARS
+
+
+def test_a_stopped_runs_answers_are_kept_for_the_same_models_and_dropped_for_others(
+    tmp_path: Path,
+) -> None:
+    from evaluation.three_model import Answered, AnswerLog, ask_facts, fact_key, models_stamp
+
+    models = []
+    for name in ("generalist", "adapter-law"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(f'{{"name": "{name}"}}')
+        models.append(tmp_path / name)
+    stamp = models_stamp(models)
+    first = Fact("law", "cloze", "Q1?", "span number one", 1)
+    path = tmp_path / "answers.jsonl"
+    log = AnswerLog(path, stamp)
+    assert log.load() == {}
+    kept = Answered(first, {"generalist": "g", "domain": "d", "three-model": "t"}, "law", 1.5)
+    log.add(kept)
+    with path.open("a") as out:
+        out.write('{"fact": {"domain": "law", "ques')  # a line the stop cut short
+    assert AnswerLog(path, stamp).load() == {fact_key(first): kept}
+    # every fact already answered: no hub is started (its folders would not exist)
+    assert ask_facts(tmp_path / "run", models[0], {}, {}, {"law": [first]}, log) == [kept]
+    assert not (tmp_path / "run").exists()
+
+    (models[1] / "config.json").write_text('{"name": "adapter-law", "steps": 80}')
+    retrained = models_stamp(models)
+    assert retrained != stamp
+    assert AnswerLog(path, retrained).load() == {}  # another model's answers are not reported
+    assert AnswerLog(path, stamp).load() == {}  # and were started over, not kept beside
