@@ -56,8 +56,8 @@ eval: corpora
 	$(BIN)/python -m evaluation.run --work build/eval
 
 # The fact evaluation (docs/evaluation.md): does a domain node add what the generalist lacks?
-# Nine adapters, a generalist node and a real hub on the shipped corpora; models are kept in
-# build/eval-facts and reused.
+# Nine adapters, a generalist node and a real hub on the shipped corpora; models and answers
+# are kept in build/eval-facts, and a stopped run goes on from where it stopped.
 eval-facts: install
 	$(BIN)/python -m evaluation.three_model
 

@@ -155,8 +155,8 @@ def ask_facts(
     sets: dict[str, list[Fact]], log: AnswerLog, parallel: int = 1,
 ) -> list[Answered]:  # fmt: skip
     """A hub, the generalist and the domain nodes; every fact not yet in `log` asked both ways,
-    `parallel` facts at a time (one fact's Asks keep one model busy at a time, so a second fact
-    in flight uses the core the first leaves idle)."""
+    `parallel` facts at a time: one fact's Asks keep one model busy at a time, and a second
+    fact in flight fills what its small decoding steps leave of the cores."""
     every = [f for group in sets.values() for f in group]
     done = log.load()
     todo = [f for f in every if fact_key(f) not in done]
@@ -429,9 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--facts", type=int, default=40, help="per domain (default: 40)")
     parser.add_argument("--steps", type=int, default=40, help="adapter steps (default: 40)")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "eval-facts",
-                        help="models (reused on a second run) and answers")  # fmt: skip
+                        help="models and answers, both kept for a later run "
+                        "(a stopped run asks only what it had not)")  # fmt: skip
     parser.add_argument("--parallel", type=int, default=2,
-                        help="facts asked at a time (default: 2, one per core)")  # fmt: skip
+                        help="facts asked at a time (default: 2; on 2 cores, 7.5 s a fact "
+                        "against 8.8 s one at a time)")  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
