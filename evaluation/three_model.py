@@ -6,7 +6,7 @@ generalist`) and one adapter node per shipped corpus, trained on it and joined w
 `--reference`. Each domain's facts (evaluation/facts.py) come from its node's training text.
 Every question is asked twice, greedily:
 
-  refine, routed  the hub drafts with the generalist, scores prompt and draft on every refining
+  refine, routed  the hub drafts with the generalist, scores the prompt on every refining
                   node, and the most confident refines: the three-model answer; its draft is
                   the generalist's answer alone (the same prompt, model and settings)
   direct, pinned  the question's own domain node answers it: the domain node alone

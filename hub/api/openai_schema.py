@@ -64,7 +64,7 @@ class SwarmOptions(BaseModel):
     )  # fmt: skip
     draft: str | None = Field(
         None, min_length=1, description="your own draft answer (a larger model's, say): the "
-        "domain node that fits prompt and draft best refines it; implies refine",
+        "domain node that fits the prompt best refines it; implies refine",
     )  # fmt: skip
 
 

@@ -49,11 +49,6 @@ class Delivered:
     draft: int = 0  # how many of the first segments are the draft's
 
 
-def routing_text(prompt: str, draft: str) -> str:
-    """What refining nodes are scored on: the prompt and its draft (both tell the domain)."""
-    return f"{prompt}\n\n{draft}"
-
-
 @dataclass(frozen=True)
 class Routed:
     """The route, before the first piece of text: who answers and who else was scored."""
@@ -248,7 +243,10 @@ class Router:
         nodes only. `delivered`: where each segment's (node, tokens paid for) is put as it
         reaches the client, so a caller whose answer ends early knows what was delivered.
         Refine mode: `draft` is the caller's own, else a generalist writes one; the nodes that
-        refine are scored on prompt and draft, and the best refines it."""
+        refine are scored on the prompt alone, and the best refines the draft. Scored with the
+        draft, 67 of 360 fact questions went to another domain's node, on the prompt alone 29
+        (docs/evaluation.md): a draft says what its writer imagines, in whatever domain's words
+        it imagines them."""
         self.validate(prompt, domain, mode, draft)
         started = time.perf_counter()
         request_id = request_id or uuid.uuid4().hex
@@ -258,8 +256,7 @@ class Router:
             drafted = (Drafted(CALLER, draft, 0) if draft is not None
                        else await self._draft(request_id, prompt, params, delivered))  # fmt: skip
             yield drafted
-        scored = prompt if drafted is None else routing_text(prompt, drafted.text)
-        candidates, scores = await self.rank(request_id, scored, priors or {}, domain,
+        candidates, scores = await self.rank(request_id, prompt, priors or {}, domain,
                                              refiners=drafted is not None)  # fmt: skip
         ready = [c for c in candidates if c.posterior > 0]
         if not ready:
@@ -276,7 +273,7 @@ class Router:
             if link is None:
                 return False
             if c.node_id not in checked:
-                checked[c.node_id] = self._verified(link, request_id, scored, scores[c.node_id])
+                checked[c.node_id] = self._verified(link, request_id, prompt, scores[c.node_id])
             return checked[c.node_id]
 
         # the nodes' time on the critical path: the slowest score (they run in parallel) ...

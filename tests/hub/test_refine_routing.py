@@ -1,6 +1,6 @@
 """Refine mode in the router, over in-process links to real NodeServices (trained tiny models;
 the refining nodes' refiner writes with their own model): the generalist drafts, the domain
-node that fits prompt and draft best refines it from its reference text, fail-over on either
+node that fits the prompt best refines it from its reference text, fail-over on either
 side, a caller's own draft, and what is paid. The network test with real processes and the
 embedded base is tests/hub/test_three_model.py."""
 
@@ -94,6 +94,18 @@ def test_a_callers_draft_is_refined_and_no_generalist_is_asked(trained) -> None:
     drafted, result = events[0], events[-1]
     assert drafted == Drafted(CALLER, "An ear infection, it seems.", 0)
     assert result.draft_segments == 0 and [n for n, _ in result.segments] == [result.node_id]
+
+
+def test_refiners_are_scored_on_the_prompt_not_on_the_draft(trained) -> None:
+    """A draft is what its writer imagines the answer to be, in the words of whatever domain it
+    imagines: scored with it, refine mode sent 67 of 360 fact questions to another domain's
+    node, on the prompt alone 29 (docs/evaluation.md)."""
+    router = _network(trained, [{}], {"medicine": [{}], "law": [{}]})
+    licence = (CORPORA / "law.txt").read_text(encoding="utf-8")[:1500]
+    events = _refine(router, "Acute serous otitis media, recurrent, left ear", draft=licence)
+    result = events[-1]
+    assert isinstance(result, Result) and result.domain == "medicine"
+    assert "law" in {c.domain for c in result.candidates}  # it was scored, and lost
 
 
 def test_a_generalist_failing_mid_draft_is_replaced(trained) -> None:

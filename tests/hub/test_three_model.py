@@ -1,5 +1,5 @@
 """Three-model answers through real processes: a generalist node (the embedded base, role
-generalist) drafts, the hub routes prompt and draft to the domain nodes that refine, the
+generalist) drafts, the hub routes the prompt to the domain nodes that refine, the
 chosen one quotes its reference text, and the client gets one answer naming and paying both;
 over gRPC, the `openai` client, a caller's own draft, fail-over of a drafter and of a refiner
 mid-answer, and a second hub drafting through the first hub's OpenAI-compatible endpoint."""
@@ -100,7 +100,7 @@ def test_the_generalist_drafts_the_domain_node_refines_and_both_are_paid(network
     hub.verify_ledger()
 
 
-def test_the_prompt_and_draft_go_to_the_domain_that_knows_them(network) -> None:
+def test_the_prompt_goes_to_the_domain_that_knows_it(network) -> None:
     hub, nodes = network
     text, _, drafted, result = refine(hub, MEDICINE_Q, mode="refine", max_tokens=24)
     assert drafted is not None and drafted.by == nodes["generalist"].node_id
