@@ -100,13 +100,16 @@ class AnswerLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path, json.dumps({"stamp": self.stamp}) + "\n")
             return {}
-        out = {}
+        out, kept = {}, [lines[0]]
         for line in lines[1:]:
             row = _loads(line)
-            if row is None:
+            if row is None:  # cut short by a stop: asked again, and not left for `add` to join
                 continue
             answered = Answered(Fact(**row["fact"]), row["texts"], row["routed"], row["seconds"])
             out[fact_key(answered.fact)] = answered
+            kept.append(line)
+        if len(kept) < len(lines):
+            atomic_write_text(self.path, "\n".join(kept) + "\n")
         return out
 
     def add(self, answered: Answered) -> None:
@@ -128,10 +131,16 @@ def fact_key(fact: Fact) -> tuple[str, str, str]:
     return fact.domain, fact.question, fact.answer
 
 
+CODE = ("hub", "node", "slm", "protos", "harness")  # what routes, drafts and refines an answer
+
+
 def models_stamp(folders: list[Path]) -> str:
     """What the answers depend on: each model's config (its corpus digest and training settings
-    within) and how long an answer may be."""
+    within), how long an answer may be, and the code that routes and writes it (an edit there
+    may change any answer, so it starts the log over)."""
     digest = hashlib.sha256(f"max_tokens={MAX_TOKENS}".encode())
+    for source in sorted(p for top in CODE for p in (ROOT / top).rglob("*.py")):
+        digest.update(str(source.relative_to(ROOT)).encode() + b"\0" + source.read_bytes())
     for folder in folders:
         digest.update(folder.name.encode() + b"\0" + (folder / "config.json").read_bytes())
     return digest.hexdigest()
@@ -182,19 +191,19 @@ def _ask(
                               "--reference", str(references[domain])))  # fmt: skip
         for node in nodes:
             node.wait_for("joined", timeout=600)
+        hub.channel()  # opened once, here, not by two workers at once
         out = {}
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
+        pool = ThreadPoolExecutor(max_workers=parallel)
+        try:
             futures = [pool.submit(ask_one, hub, fact) for fact in todo]
-            try:
-                for i, future in enumerate(as_completed(futures), 1):
-                    answered = future.result()
-                    log.add(answered)
-                    out[fact_key(answered.fact)] = answered
-                    if i % 20 == 0:
-                        print(f"    asked {i}/{len(todo)} facts", flush=True)
-            finally:
-                for future in futures:
-                    future.cancel()
+            for i, future in enumerate(as_completed(futures), 1):
+                answered = future.result()
+                log.add(answered)
+                out[fact_key(answered.fact)] = answered
+                if i % 20 == 0:
+                    print(f"    asked {i}/{len(todo)} facts", flush=True)
+        finally:  # on a failure, the Asks in flight end when their hub stops, not 600 s later
+            pool.shutdown(wait=False, cancel_futures=True)
         return out
     finally:
         stop_all([*nodes, hub], timeout=60)

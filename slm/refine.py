@@ -151,10 +151,10 @@ class Refiner:
         self, prompt: str, params: SamplingParams, answer_so_far: str = ""
     ) -> Iterator[tuple[str, int]]:
         """(piece, tokens so far) of the refined answer, as slm.generate.stream_counted: the
-        quoted fact, then the writer's words. The quote is chosen by the prompt alone: the
-        draft chose this node (routing) but may be wrong about the facts, which is why a node
-        refines. On fail-over (`answer_so_far`), the quote is already in the answer: the writer
-        goes on from it."""
+        quoted fact, then the writer's words. The quote is chosen by the prompt alone (as the
+        node was): the draft may be wrong about the facts, which is why a node refines. On
+        fail-over (`answer_so_far`), the quote is already in the answer: the writer goes on
+        from it."""
         lead = "" if answer_so_far else quote(self.reference, prompt)
         yield from stream_counted(self.writer, self.tokenizer, prompt, params, answer_so_far,
                                   lead)  # fmt: skip

@@ -117,7 +117,12 @@ def test_a_stopped_runs_answers_are_kept_for_the_same_models_and_dropped_for_oth
     log.add(kept)
     with path.open("a") as out:
         out.write('{"fact": {"domain": "law", "ques')  # a line the stop cut short
-    assert AnswerLog(path, stamp).load() == {fact_key(first): kept}
+    log = AnswerLog(path, stamp)
+    assert log.load() == {fact_key(first): kept}
+    second = Fact("law", "cloze", "Q2?", "span number two", 2)
+    after = Answered(second, {"generalist": "", "domain": "", "three-model": ""}, "news", 2.0)
+    log.add(after)  # after a cut line: a line of its own, not joined to the cut one
+    assert AnswerLog(path, stamp).load() == {fact_key(first): kept, fact_key(second): after}
     # every fact already answered: no hub is started (its folders would not exist)
     assert ask_facts(tmp_path / "run", models[0], {}, {}, {"law": [first]}, log) == [kept]
     assert not (tmp_path / "run").exists()
