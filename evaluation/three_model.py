@@ -69,6 +69,15 @@ class Answered:
     routed: str  # the domain whose node refined
     seconds: float  # the refine Ask, draft included
 
+    def row(self) -> dict:
+        """As answers.jsonl and facts.json hold it."""
+        return {"fact": asdict(self.fact), "texts": self.texts, "routed": self.routed,
+                "seconds": self.seconds}  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: dict) -> Answered:
+        return cls(Fact(**row["fact"]), row["texts"], row["routed"], row["seconds"])
+
 
 def fact_sets(corpora: dict[str, str], count: int) -> dict[str, list[Fact]]:
     """`count` facts per domain from the training split of its corpus (what its node trains on
@@ -105,7 +114,7 @@ class AnswerLog:
             row = _loads(line)
             if row is None:  # cut short by a stop: asked again, and not left for `add` to join
                 continue
-            answered = Answered(Fact(**row["fact"]), row["texts"], row["routed"], row["seconds"])
+            answered = Answered.from_row(row)
             out[fact_key(answered.fact)] = answered
             kept.append(line)
         if len(kept) < len(lines):
@@ -113,10 +122,8 @@ class AnswerLog:
         return out
 
     def add(self, answered: Answered) -> None:
-        row = {"fact": asdict(answered.fact), "texts": answered.texts, "routed": answered.routed,
-               "seconds": answered.seconds}  # fmt: skip
         with self._lock, self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(row) + "\n")
+            out.write(json.dumps(answered.row()) + "\n")
 
 
 def _loads(line: str) -> dict | None:
@@ -134,7 +141,7 @@ def fact_key(fact: Fact) -> tuple[str, str, str]:
 CODE = ("hub", "node", "slm", "protos", "harness")  # what routes, drafts and refines an answer
 
 
-def models_stamp(folders: list[Path]) -> str:
+def answers_stamp(folders: list[Path]) -> str:
     """What the answers depend on: each model's config (its corpus digest and training settings
     within), how long an answer may be, and the code that routes and writes it (an edit there
     may change any answer, so it starts the log over)."""
@@ -191,7 +198,6 @@ def _ask(
                               "--reference", str(references[domain])))  # fmt: skip
         for node in nodes:
             node.wait_for("joined", timeout=600)
-        hub.channel()  # opened once, here, not by two workers at once
         out = {}
         pool = ThreadPoolExecutor(max_workers=parallel)
         try:
@@ -452,14 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     generalist = generalist_model(args.work, corpora)
     references = {d: CORPORA / f"{d}.txt" for d in corpora}
     print(f"asking {sum(map(len, sets.values()))} facts ...", flush=True)
-    log = AnswerLog(args.work / "answers.jsonl", models_stamp([generalist, *folders.values()]))
+    log = AnswerLog(args.work / "answers.jsonl", answers_stamp([generalist, *folders.values()]))
     answers = ask_facts(args.work / "run", generalist, folders, references, sets, log,
                         max(1, args.parallel))  # fmt: skip
     texts = {d: split_corpus(text, 0.1)[0] for d, text in corpora.items()}  # the facts' source
-    atomic_write_text(args.work / "facts.json", json.dumps([
-        {"fact": a.fact.__dict__, "texts": a.texts, "routed": a.routed, "seconds": a.seconds}
-        for a in answers
-    ]))  # fmt: skip
+    atomic_write_text(args.work / "facts.json", json.dumps([a.row() for a in answers]))
     result = summary(answers, fluency(answers, texts, corpora)) | {
         "per_domain": args.facts, "parallel": max(1, args.parallel)}  # fmt: skip
     command = "python -m evaluation.three_model" + (

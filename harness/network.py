@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class Hub(Process):
                 f"harness:{home}", check=True)  # fmt: skip
             (home / ".harness-funded").touch()
         self._channel: grpc.Channel | None = None
+        self._channel_lock = threading.Lock()  # callers may ask from several threads
 
     @property
     def metadata(self) -> list[tuple[str, str]]:
@@ -70,10 +72,11 @@ class Hub(Process):
 
     def channel(self) -> grpc.Channel:
         """One TLS channel to the hub, shared by every call of this harness."""
-        if self._channel is None:
-            credentials = grpc.ssl_channel_credentials(self.ca.read_bytes())
-            self._channel = grpc.secure_channel(self.address, credentials)
-        return self._channel
+        with self._channel_lock:
+            if self._channel is None:
+                credentials = grpc.ssl_channel_credentials(self.ca.read_bytes())
+                self._channel = grpc.secure_channel(self.address, credentials)
+            return self._channel
 
     def swarm(self) -> rpc.SwarmStub:
         return rpc.SwarmStub(self.channel())

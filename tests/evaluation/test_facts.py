@@ -101,14 +101,14 @@ def test_a_copied_stretch_is_found_across_the_corpus_line_breaks_and_nothing_sho
 def test_a_stopped_runs_answers_are_kept_for_the_same_models_and_dropped_for_others(
     tmp_path: Path,
 ) -> None:
-    from evaluation.three_model import Answered, AnswerLog, ask_facts, fact_key, models_stamp
+    from evaluation.three_model import Answered, AnswerLog, answers_stamp, ask_facts, fact_key
 
     models = []
     for name in ("generalist", "adapter-law"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(f'{{"name": "{name}"}}')
         models.append(tmp_path / name)
-    stamp = models_stamp(models)
+    stamp = answers_stamp(models)
     first = Fact("law", "cloze", "Q1?", "span number one", 1)
     path = tmp_path / "answers.jsonl"
     log = AnswerLog(path, stamp)
@@ -128,7 +128,7 @@ def test_a_stopped_runs_answers_are_kept_for_the_same_models_and_dropped_for_oth
     assert not (tmp_path / "run").exists()
 
     (models[1] / "config.json").write_text('{"name": "adapter-law", "steps": 80}')
-    retrained = models_stamp(models)
+    retrained = answers_stamp(models)
     assert retrained != stamp
     assert AnswerLog(path, retrained).load() == {}  # another model's answers are not reported
     assert AnswerLog(path, stamp).load() == {}  # and were started over, not kept beside
