@@ -13,11 +13,12 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from slm.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:  # numpy only where arrays are kept: the hub's commands read JSON alone
+    import numpy as np
 
 CACHE_ENV = "SLM_CACHE_DIR"
 
@@ -38,6 +39,8 @@ def key_of(fields: dict[str, Any]) -> str:
 
 def read_array(kind: str, key: str, shape: tuple[int, ...]) -> np.ndarray | None:
     """The cached float32 array, or None unless it is there, whole, of `shape` and finite."""
+    import numpy as np
+
     try:
         data = (cache_dir(kind) / f"{key}.npy").read_bytes()
         array = np.load(io.BytesIO(data), allow_pickle=False)
@@ -49,6 +52,8 @@ def read_array(kind: str, key: str, shape: tuple[int, ...]) -> np.ndarray | None
 
 
 def write_array(kind: str, key: str, array: np.ndarray) -> None:
+    import numpy as np
+
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
     with contextlib.suppress(OSError):

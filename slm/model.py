@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from slm.config import ModelConfig
 
@@ -194,6 +195,18 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
+class _NoRandomInit(TorchFunctionMode):
+    """Within it, `torch.nn.init`'s fills leave a tensor as allocated. Not the meta device:
+    filling a meta tensor imports torch._dynamo, 1.3 s of one core in every process that loads
+    a model. A torch function mode holds for its own thread only, so a model built at the same
+    time on another thread is initialised as usual."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
 class SLM(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -229,12 +242,8 @@ class SLM(nn.Module):
         """An SLM whose every weight is about to be loaded: its parameters are allocated but
         not drawn at random. Drawing them costs about 1 s of one core for the 135M base,
         paid at every node start and by every ClientApp process (one per round message)."""
-        with torch.device("meta"):
-            model = cls(config)
-        model = model.to_empty(device="cpu")
-        if config.positions == "rope":  # not weights: computed, never loaded
-            model.rope_cos, model.rope_sin = rope_tables(config)
-        return model
+        with _NoRandomInit():
+            return cls(config)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -9,13 +9,15 @@ installed package.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
+from slm.cache import read_json, write_json
 from slm.errors import SLMError
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 WRITE_OPTION = "swarmllm_write"
+VERSION_TABLE = "alembic_version"  # Alembic's default name; env.py keeps it
 
 
 class DatabaseError(SLMError):
@@ -77,28 +80,51 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def _alembic_config(engine: Engine) -> Config:
+def _alembic_config(engine: Engine | None) -> Config:
     from alembic.config import Config  # alembic costs 0.4 s to import; only migrations need it
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["engine"] = engine
+    if engine is not None:
+        cfg.attributes["engine"] = engine
     return cfg
 
 
 def schema_state(engine: Engine) -> tuple[str | None, str]:
     """(the database's revision or None, this code's head revision)."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    head, _ = _revisions()
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
+            current = (
+                conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+                if inspect(conn).has_table(VERSION_TABLE)
+                else None
+            )
     except OperationalError as exc:
         raise DatabaseError(f"cannot connect to the database: {_first_line(exc)}") from None
-    assert head is not None
     return current, head
+
+
+def _revisions() -> tuple[str, frozenset[str]]:
+    """(the head revision, every revision) of this code's migrations. Alembic takes 0.2 s of
+    one core to import and read them, paid by every `slm-hub` command: the answer is kept in
+    the machine's cache under the digest of the migration files, so it is read again only
+    when they change."""
+    digest = hashlib.sha256()
+    for path in sorted((MIGRATIONS / "versions").glob("*.py")):
+        digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    key = digest.hexdigest()
+    kept = read_json("migrations", key)
+    if kept and isinstance(kept.get("head"), str) and isinstance(kept.get("all"), list):
+        return kept["head"], frozenset(map(str, kept["all"]))
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config(None))
+    head = script.get_current_head()
+    assert head is not None
+    known = sorted(r.revision for r in script.walk_revisions())
+    write_json("migrations", key, {"head": head, "all": known})
+    return head, frozenset(known)
 
 
 def upgrade(engine: Engine) -> str:
@@ -126,18 +152,11 @@ def check_current(engine: Engine) -> None:
 
 
 def _refuse_newer(engine: Engine, current: str | None) -> None:
-    from alembic.script import ScriptDirectory
-
-    if current is None:
-        return
-    script = ScriptDirectory.from_config(_alembic_config(engine))
-    try:
-        script.get_revision(current)
-    except Exception:  # alembic raises several kinds for an unknown revision
+    if current is not None and current not in _revisions()[1]:
         raise DatabaseError(
             f"the database {_where(engine)} has schema {current}, newer than this slm-hub "
             "knows; upgrade SwarmLLM"
-        ) from None
+        )
 
 
 def _where(engine: Engine) -> str:

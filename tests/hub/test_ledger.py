@@ -14,8 +14,9 @@ from hub.ledger.entries import TREASURY, LedgerError, node_account
 from hub.ledger.ledger import Ledger
 from hub.ledger.rewards import MICRO, InferenceRecord, Rewards, parse_credits
 from hub.ledger.writer import LedgerWriter
-from hub.storage.engine import DatabaseError, check_current, make_engine
+from hub.storage.engine import MIGRATIONS, DatabaseError, _revisions, check_current, make_engine
 from hub.storage.schema import Inference, LedgerEntry
+from slm.cache import CACHE_ENV
 from tests.conftest import ROOT
 from tests.hub.ledger_load import NODES, record_for
 
@@ -226,6 +227,23 @@ def test_a_database_of_a_newer_schema_is_refused(ledger) -> None:
     _tamper(ledger, "UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(DatabaseError, match="newer"):
         check_current(ledger.engine)
+
+
+def test_the_kept_revisions_are_alembics_and_a_damaged_entry_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alembic.script import ScriptDirectory
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    script = ScriptDirectory(str(MIGRATIONS))
+    truth = (script.get_current_head(), frozenset(r.revision for r in script.walk_revisions()))
+    assert _revisions() == truth  # read from alembic, and kept
+    (entry,) = (tmp_path / "migrations").glob("*.json")
+    assert _revisions() == truth  # read back
+    entry.write_text('{"head": "00')  # cut short by a full disk
+    assert _revisions() == truth
+    monkeypatch.setenv(CACHE_ENV, str(entry))  # a file: no cache can be kept, and none is needed
+    assert _revisions() == truth
 
 
 def test_a_database_that_cannot_connect_is_one_clear_error() -> None:

@@ -111,3 +111,28 @@ def test_a_model_built_for_loading_computes_what_the_saved_one_did() -> None:
         loaded.load_state_dict(saved.state_dict(), strict=True)
         ids = torch.randint(0, config.vocab_size, (2, 24))
         assert torch.equal(loaded.eval()(ids), saved(ids))
+
+
+def test_a_model_for_loading_draws_nothing_and_leaves_other_threads_alone() -> None:
+    """for_loading skips the random fill (and, unlike the meta device, torch._dynamo's 1.3 s
+    import in every process that loads a model); a model built meanwhile on another thread is
+    initialised as usual."""
+    import subprocess
+    import sys
+    import threading
+
+    from slm.model import _NoRandomInit
+
+    probe = (
+        "import sys; from slm.config import get_preset; from slm.model import SLM\n"
+        "m = SLM.for_loading(get_preset('slm-tiny').model)\n"
+        "print('torch._dynamo' in sys.modules, float(m.wte.weight.abs().sum()))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[0] == "False", done.stdout
+    other: list[float] = []
+    with _NoRandomInit():
+        thread = threading.Thread(target=lambda: other.append(SLM(TINY).wte.weight.std().item()))
+        thread.start()
+        thread.join()
+    assert 0.015 < other[0] < 0.025  # GPT-2's N(0, 0.02)
