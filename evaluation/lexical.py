@@ -13,33 +13,10 @@ import math
 import random
 from collections import Counter
 
-from evaluation.run import (
-    LARGE,
-    PRESETS,
-    cut_prompts,
-    domains_from_large,
-    domains_little,
-    little_prompts,
-    mix,
-)
+from evaluation.run import PRESETS, setting
 from slm.retrieval import terms
 
 VOCABULARY = 1_000_000  # the smoothing's vocabulary: one size for every node, none is shared
-
-
-def prompts_of(source: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """The evaluation's (domain, prompt) pairs of a setting, and each node's training text:
-    the same cuts, seeds and mixes as `evaluation.run.evaluate` at the full preset."""
-    preset = PRESETS["full"]
-    domains = domains_from_large(LARGE) if source == "large" else domains_little(LARGE)
-    rng = random.Random(0)
-    shipped = " ".join(" ".join(t.split()) for texts, _ in domains.values() for t in texts)
-    prompts = []
-    for domain, (_, held) in domains.items():
-        cut = (little_prompts(held, preset.prompts, shipped, rng) if source == "little"
-               else cut_prompts(held, preset.prompts, rng))  # fmt: skip
-        prompts += [(domain, prompt) for prompt, _ in cut]
-    return prompts, {d: mix(texts, preset.max_train_bytes) for d, (texts, _) in domains.items()}
 
 
 def route(prompts: list[tuple[str, str]], training: dict[str, str], alpha: float) -> list[str]:
@@ -63,7 +40,8 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=1.0, help="additive smoothing per word")
     args = parser.parse_args()
     for source in ("large", "little"):
-        prompts, training = prompts_of(source)
+        triples, training = setting(PRESETS["full"], source, random.Random(0))
+        prompts = [(d, prompt) for d, prompt, _ in triples]
         routed = route(prompts, training, args.alpha)
         right = Counter(d for (d, _), r in zip(prompts, routed, strict=True) if d == r)
         misses = Counter((d, r) for (d, _), r in zip(prompts, routed, strict=True) if d != r)

@@ -305,13 +305,11 @@ def cpu_ms_each(function: Callable[[str], object], texts: list[str]) -> float:
     return (time.process_time() - began) * 1000 / len(texts)
 
 
-def evaluate(
-    preset_name: str, source: str, work: Path, only: list[str] | None = None,
-    kind: str = "scratch",
-) -> dict:  # fmt: skip
-    """One setting (`source`: large, little or shipped) with one kind of node (`kind`: scratch,
-    the preset trained from nothing; adapter, rank-16 adapters of the embedded base)."""
-    preset = PRESETS[preset_name]
+def setting(
+    preset: EvalPreset, source: str, rng: random.Random, only: list[str] | None = None
+) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    """A setting's (domain, prompt, continuation) triples, cut with `rng`, and each node's
+    training text (`source`: large, little or shipped; `only`: these domains)."""
     if source == "large":
         domains = domains_from_large(LARGE)
     elif source == "little":
@@ -320,7 +318,6 @@ def evaluate(
         domains = domains_from_shipped(only)
     if only:
         domains = {d: v for d, v in domains.items() if d in only}
-    rng = random.Random(0)
     shipped = " ".join(" ".join(t.split()) for texts, _ in domains.values() for t in texts)
 
     def cut(held: str) -> list[tuple[str, str]]:
@@ -329,7 +326,18 @@ def evaluate(
         return cut_prompts(held, preset.prompts, rng)
 
     prompts = [(d, p, c) for d, (_, held) in domains.items() for p, c in cut(held)]
-    training = {d: mix(texts, preset.max_train_bytes) for d, (texts, _) in domains.items()}
+    return prompts, {d: mix(texts, preset.max_train_bytes) for d, (texts, _) in domains.items()}
+
+
+def evaluate(
+    preset_name: str, source: str, work: Path, only: list[str] | None = None,
+    kind: str = "scratch",
+) -> dict:  # fmt: skip
+    """One setting (`source`: large, little or shipped) with one kind of node (`kind`: scratch,
+    the preset trained from nothing; adapter, rank-16 adapters of the embedded base)."""
+    preset = PRESETS[preset_name]
+    rng = random.Random(0)
+    prompts, training = setting(preset, source, rng, only)
     work = work / f"{source}-{kind}"
     if kind == "adapter":
         folders, generalist = adapter_models(work, training, preset.adapter_steps)
@@ -350,7 +358,7 @@ def evaluate(
                         for c in r.candidates]}
         for (d, p, _), r in zip(prompts, results, strict=True)
     ]))  # fmt: skip
-    names = list(domains)
+    names = list(training)
     sizes = [len(p.encode("utf-8")) for _, p, _ in prompts]
     cands = [{c.domain: c for c in r.candidates} for r in results]
     hashed = [{d: c.profile_similarity for d, c in cs.items()} for cs in cands]
