@@ -94,6 +94,12 @@ def _wait(driver: WebDriver, until, what: str, timeout: float = 30) -> object:  
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(until, what)
 
 
+def _click(driver: WebDriver, css: str) -> None:
+    """Click the first match of `css`, found and clicked in one step: a row found first may be
+    replaced by the page's next poll before the click reaches it (a stale element)."""
+    driver.execute_script("document.querySelector(arguments[0]).click()", css)
+
+
 def _text(driver: WebDriver, css: str) -> str:
     """The text shown by the first match of `css` ("" if none), read in one step: the pages
     replace their rows at every poll."""
@@ -230,7 +236,7 @@ def test_the_rewards_page_shows_the_balance_of_the_node_that_answered(network, b
     _wait(browser, lambda d: _text(d, "#chain-ok") == "verified ✓", "no verified ledger")
     assert f"{_chain_length(hub)} entries" in _text(browser, "#chain-detail")
     assert browser.find_elements(By.CSS_SELECTOR, f'#leaderboard tr[data-node="{law}"]')
-    browser.find_element(By.CSS_SELECTOR, f'#balances tr[data-account="node:{law}"]').click()
+    _click(browser, f'#balances tr[data-account="node:{law}"]')
     _wait(browser, lambda d: "inference_reward" in _text(d, "#history-entries"), "no history")
     _check_page(browser, hub, "rewards")
 
