@@ -10,7 +10,6 @@ from pathlib import Path
 
 from hub.ledger.rewards import Rewards
 from hub.routing.config import RouterConfig
-from hub.tls import is_loopback
 from slm.atomic import atomic_write_text
 from slm.command import option
 from slm.errors import SLMError
@@ -107,6 +106,8 @@ class ServeOptions:
                            "and the model it drafts with")  # fmt: skip
         if self.generalist_ca is not None and not self.generalist_ca.is_file():
             raise SLMError(f"--generalist-ca {self.generalist_ca} is not a file")
+        from hub.tls import is_loopback  # cryptography: not for building the CLI
+
         if self.insecure and not is_loopback(self.host):
             raise SLMError(
                 f"--insecure serves plaintext, so it is refused on {self.host}; it is for "

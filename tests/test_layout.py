@@ -5,6 +5,7 @@ functions small enough to read."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 from harness import cli
@@ -42,3 +43,17 @@ def test_modules_and_functions_stay_small_enough_to_read() -> None:
                 if lines > MAX_FUNCTION_LINES:
                     too_long.append(f"{name}:{node.lineno} {node.name}(): {lines} lines")
     assert not too_long, "split these by what they do:\n" + "\n".join(too_long)
+
+
+def test_building_a_cli_imports_no_database_or_model_library() -> None:
+    """Every `slm-hub` and `slm-node` call builds its whole parser first (the tests make hundreds
+    of calls, users thousands): SQLAlchemy, Alembic, numpy and torch are imported by the commands
+    that use them, not by the flags' dataclasses."""
+    heavy = ("sqlalchemy", "alembic", "numpy", "torch")
+    probe = (
+        "import sys, hub.cli, node.cli; hub.cli.build_parser(); node.cli.build_parser(); "
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = cli(sys.executable, "-c", probe)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hub.access.key_limits import KeyLimits
 from hub.errors import StatusError
 from hub.storage.engine import writing
 from hub.storage.schema import ApiKey
 from hub.storage.timestamps import now_iso
-from slm.command import option
 from slm.errors import SLMError
 
 PREFIX = "slmk_"
@@ -39,23 +39,6 @@ class AuthError(StatusError):
 
     def __init__(self, message: str) -> None:
         super().__init__("UNAUTHENTICATED", message)
-
-
-@dataclass(frozen=True)
-class KeyLimits:
-    """How much a key may ask; `slm-hub key create` derives its flags from these fields."""
-
-    rate: int = option(
-        60,
-        "calls a minute (Asks, node lists, balances; a minute's worth at once); 0: none",
-        metavar="N",
-    )
-    max_concurrent: int = option(4, "Asks in flight at once; 0: no limit", metavar="N")
-
-    def __post_init__(self) -> None:
-        for name, value in (("--rate", self.rate), ("--max-concurrent", self.max_concurrent)):
-            if not 0 <= value <= 1_000_000:
-                raise SLMError(f"{name} must be 0..1000000, got {value}")
 
 
 @dataclass(frozen=True)

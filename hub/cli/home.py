@@ -71,7 +71,8 @@ def ensure_home(home: Path, db: str | None, hosts: list[str]) -> tuple[list[str]
 
 def _admin_key(cfg: HubConfig, engine) -> bool:  # type: ignore[no-untyped-def]
     """The operator's own API key, in the home, once: admin, no rate limits, no credits."""
-    from hub.access.keys import KeyLimits, KeyStore
+    from hub.access.key_limits import KeyLimits
+    from hub.access.keys import KeyStore
     from hub.ledger.keys import load_public_key, load_signing_key
     from hub.ledger.ledger import Ledger
     from slm.atomic import atomic_write_bytes

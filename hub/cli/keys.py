@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from hub.access.keys import KeyLimits
+from hub.access.key_limits import KeyLimits
 from hub.cli.common import Parents, console, current_engine, print_json
 from hub.ledger.rewards import format_credits, parse_credits
 from slm.command import add_flags, values

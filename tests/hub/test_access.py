@@ -9,7 +9,8 @@ import sqlite3
 import pytest
 
 from hub.access.gate import Gate, bearer, request_id_for
-from hub.access.keys import AuthError, KeyCache, KeyLimits, KeyRecord, KeyStore
+from hub.access.key_limits import KeyLimits
+from hub.access.keys import AuthError, KeyCache, KeyRecord, KeyStore
 from hub.access.limits import BUSY, CONCURRENCY, QUOTA, RATE, Limiter, LimitError
 from hub.errors import StatusError
 from hub.ledger.rewards import Rewards

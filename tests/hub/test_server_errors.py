@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from hub.access.gate import Gate
-from hub.access.keys import KeyCache, KeyLimits, KeyStore
+from hub.access.key_limits import KeyLimits
+from hub.access.keys import KeyCache, KeyStore
 from hub.access.limits import Limiter
 from hub.api.asks import AskService
 from hub.api.grpc_api import SwarmServicer, swarm_handler
