@@ -108,6 +108,44 @@ def test_refiners_are_scored_on_the_prompt_not_on_the_draft(trained) -> None:
     assert "law" in {c.domain for c in result.candidates}  # it was scored, and lost
 
 
+def test_the_refiners_are_scored_while_the_generalist_drafts(trained) -> None:
+    """They are scored on the prompt alone, so the hub asks for their scores as the draft
+    begins: here the draft waits until both refiners are scored (drafting first and scoring
+    after would never finish), and the answer is the same as ever."""
+    router = _network(trained, [{}], {"medicine": [{}], "law": [{}]})
+    refiners = [link for link in router.links.values() if link.refines]
+    [generalist] = [link for link in router.links.values() if not link.refines]
+    scored: set[str] = set()
+
+    def noting(link):  # type: ignore[no-untyped-def]
+        plain = link.score
+
+        async def score(request_id: str, prompt: str, deadline_s: float):  # type: ignore[no-untyped-def]
+            s = await plain(request_id, prompt, deadline_s)
+            scored.add(link.node_id)
+            return s
+
+        return score
+
+    for link in refiners:
+        link.score = noting(link)
+    drafting = generalist.generate
+
+    async def generate(*args, **kwargs):  # type: ignore[no-untyped-def]
+        async with asyncio.timeout(10):
+            while len(scored) < len(refiners):
+                await asyncio.sleep(0.01)
+        async for piece in drafting(*args, **kwargs):
+            yield piece
+
+    generalist.generate = generate
+    events = _refine(router, "Acute serous otitis media, recurrent, left ear")
+    drafted, result = events[0], events[-1]
+    assert isinstance(drafted, Drafted) and drafted.by == generalist.node_id
+    assert isinstance(result, Result) and result.domain == "medicine" and result.draft_segments
+    assert scored == {link.node_id for link in refiners}
+
+
 def test_a_generalist_failing_mid_draft_is_replaced(trained) -> None:
     router = _network(trained, [{"die_after": 2}, {"in_flight": 1}], {"medicine": [{}]})
     first = next(link for link in router.links.values() if link.die_after)  # the least loaded
