@@ -10,6 +10,8 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from evaluation.report import margin_sentence, settings_section
 from evaluation.routers import FULL, SIMILARITY
 from evaluation.run import little_prompts, mix, reusable, unseen
@@ -88,3 +90,29 @@ def test_little_data_prompts_skip_shipped_text_and_still_number_n() -> None:
     held = shipped_law[:60_000] + "\n" + new  # the first part repeats the shipped corpus
     prompts = little_prompts(held, 10, shipped, random.Random(0))
     assert len(prompts) == 10 and all(unseen(p, shipped) for p, _ in prompts)
+
+
+def test_the_offline_word_counts_route_by_words_and_the_hubs_offsets_are_recovered() -> None:
+    from evaluation.lexical import WordCounts, loglik_offsets, route
+    from hub.routing.posterior import evidence
+
+    training = {"law": "licence licensee warranty liability copyright " * 20,
+                "medicine": "otitis media fracture chronic acute ear " * 20}  # fmt: skip
+    prompts = [("law", "the licensee disclaims warranty"), ("medicine", "acute otitis of the ear")]
+    assert route(prompts, training, 1.0) == ["law", "medicine"]
+    counts = WordCounts(training, 1.0)
+    assert counts.scores("warranty")["law"] > counts.scores("warranty")["medicine"]
+    # the evidence the hub records for each candidate, from offsets the nodes signed
+    truth_ll, truth_sim = {"law": -0.9, "medicine": -1.2}, {"law": 0.1, "medicine": 0.3}
+    rng = random.Random(3)
+    sizes = [rng.randrange(100, 600) for _ in range(9)]
+    cands = []
+    for size in sizes:
+        row = {}
+        for d in training:
+            ll, sim = -size * rng.uniform(0.5, 2.0), rng.uniform(-0.2, 0.8)
+            said = evidence(ll, size, sim, truth_ll[d], truth_sim[d], 1.35)
+            row[d] = {"loglik": ll, "similarity": sim, "evidence": said}
+        cands.append(row)
+    found = loglik_offsets(cands, sizes, truth_sim, 1.35)
+    assert found == pytest.approx(truth_ll, abs=1e-9)
