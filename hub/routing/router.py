@@ -107,6 +107,15 @@ Observe = Callable[[str, str, Mapping[str, Score], Mapping[str, Score]], None]
 Missed = Callable[[str, str], None]
 
 
+def _stop(task: asyncio.Future) -> None:
+    """Cancel a task still running; of one that failed, take the error (another failure, the
+    draft's or the client's leaving, is the one reported), so asyncio does not log it."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
+
+
 @dataclass
 class Router:
     index: ProfileIndex
@@ -242,11 +251,10 @@ class Router:
         a Switched note per fail-over, then one Result. `domain`: route among that domain's
         nodes only. `delivered`: where each segment's (node, tokens paid for) is put as it
         reaches the client, so a caller whose answer ends early knows what was delivered.
-        Refine mode: `draft` is the caller's own, else a generalist writes one; the nodes that
-        refine are scored on the prompt alone, while the draft is written, and the best refines
-        it. Scored with the draft, 67 of 360 fact questions went to another domain's node, on
-        the prompt alone 29 (docs/evaluation.md): a draft says what its writer imagines, in
-        whatever domain's words it imagines them."""
+        Refine mode: `draft` is the caller's own, else a generalist writes one while the nodes
+        that refine are scored on the prompt alone, and the best refines it. Scored with the
+        draft, 67 of 360 fact questions went to another domain's node, on the prompt alone 29
+        (docs/evaluation.md): a draft says what its writer imagines, in any domain's words."""
         self.validate(prompt, domain, mode, draft)
         started = time.perf_counter()
         request_id = request_id or uuid.uuid4().hex
@@ -261,10 +269,7 @@ class Router:
                 yield drafted
             candidates, scores = await ranking
         finally:  # the draft failed or the client left: the scoring stops with it
-            if not ranking.done():
-                ranking.cancel()
-            elif not ranking.cancelled():
-                ranking.exception()  # retrieved: the draft's failure is the one reported
+            _stop(ranking)
         ready = [c for c in candidates if c.posterior > 0]
         if not ready:
             raise RoutingError(
@@ -283,8 +288,7 @@ class Router:
                 checked[c.node_id] = self._verified(link, request_id, prompt, scores[c.node_id])
             return checked[c.node_id]
 
-        # the nodes' time on the critical path: the slowest score (they run in parallel, and
-        # beside the draft) ...
+        # the nodes' time on the critical path: the slowest score or the draft (side by side) ...
         scoring_ms = max((c.node_ms for c in candidates), default=0.0)
         answer = Answer(request_id, prompt, max(scoring_ms, drafted.node_ms if drafted else 0.0),
                         draft=drafted.text if drafted else "")  # fmt: skip
