@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.run import PRESETS, setting
+from hub.routing.config import RouterConfig
 from slm.retrieval import terms
 
 VOCABULARY = 1_000_000  # the smoothing's vocabulary: one size for every node, none is shared
-# the hub's similarity weight when the run was made (hub/routing/config.py)
-HUB_SIMILARITY_WEIGHT = 1.35
+HUB_SIMILARITY_WEIGHT = RouterConfig().similarity_weight  # what the run's hub weighed with
 WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 
@@ -91,7 +91,7 @@ def loglik_offsets(
 
 def beside_the_run(run: Path, training: dict[str, str], alpha: float) -> None:
     """The run's scores, alone and with each node's word-count loglik beside them."""
-    from slm.offsets import pool_vectors
+    from slm.offsets import pool_vectors, similarity_offset
 
     asks = json.loads((run / "asks.json").read_text(encoding="utf-8"))
     truth = [a["domain"] for a in asks]
@@ -99,10 +99,10 @@ def beside_the_run(run: Path, training: dict[str, str], alpha: float) -> None:
     cands = [{c["domain"]: c for c in a["candidates"]} for a in asks]
     domains = sorted(training)
     vectors = pool_vectors()
-    offset_sim = {}
-    for d in domains:
-        centroid = np.load(run / "models" / f"adapter-{d}" / "centroid.npy")
-        offset_sim[d] = float(np.mean(vectors @ centroid))
+    offset_sim = {
+        d: similarity_offset(np.load(run / "models" / f"adapter-{d}" / "centroid.npy"), vectors)
+        for d in domains
+    }
     offset_ll = loglik_offsets(cands, sizes, offset_sim)
     model = WordCounts(training, alpha)
     words = [model.scores(a["prompt"]) for a in asks]

@@ -72,10 +72,12 @@ def offsets(
     """The node's offsets on the calibration pool; `pool_vectors` are the pool's sentence
     vectors (slm.encoder), needed only with a centroid."""
     per_byte = [loglik(model, tokenizer, p)[0] / len(p.encode("utf-8")) for p in pool()]
-    return Offsets(float(np.mean(per_byte)), _similarity(centroid, pool_vectors))
+    return Offsets(float(np.mean(per_byte)), similarity_offset(centroid, pool_vectors))
 
 
-def _similarity(centroid: np.ndarray | None, pool_vectors: np.ndarray | None) -> float:
+def similarity_offset(centroid: np.ndarray | None, pool_vectors: np.ndarray | None) -> float:
+    """The mean cosine of the pool's passages to a centroid (0 without one): what a node signs
+    as its offset_similarity."""
     if centroid is None or pool_vectors is None:
         return 0.0
     return float(np.mean(pool_vectors @ centroid))
@@ -103,7 +105,7 @@ def measured(loaded: LoadedModel, centroid: np.ndarray | None,
     cache_key = cache.key_of(key)
     per_byte = _kept(cache.read_record(path), key) if path is not None else None
     if per_byte is not None:
-        return Offsets(per_byte, _similarity(centroid, pool_vectors))
+        return Offsets(per_byte, similarity_offset(centroid, pool_vectors))
     per_byte = _kept(cache.read_json(CACHED_OFFSETS, cache_key), key)
     if per_byte is None:
         per_byte = offsets(loaded.model, loaded.tokenizer, None, None).loglik_per_byte
@@ -111,7 +113,7 @@ def measured(loaded: LoadedModel, centroid: np.ndarray | None,
     if path is not None:  # the folder keeps it too, wherever it goes next
         with contextlib.suppress(OSError):
             atomic_write_text(path, json.dumps({"key": key, "loglik_per_byte": per_byte}))
-    return Offsets(per_byte, _similarity(centroid, pool_vectors))
+    return Offsets(per_byte, similarity_offset(centroid, pool_vectors))
 
 
 def _kept(kept: dict | None, key: dict[str, str]) -> float | None:
