@@ -1,10 +1,9 @@
-"""Offline: each node's word counts of its own training text as a naive Bayes router, on the
-routing evaluation's prompts (large and little data; `make corpora` first). Not the hub's
-router: a measurement of whether word statistics, which every node could keep of its whole
-corpus, route where an adapter's 40 steps and the encoder's centroid miss, alone and beside the
-scores the hub collected in a run (docs/evaluation.md).
+"""Offline: each node's word counts of its own training text (slm/word_counts.py, the counts
+nodes sign their words claims under) as a naive Bayes router, on the routing evaluation's
+prompts (large and little data; `make corpora` first), alone and beside the scores the hub
+collected in a run (docs/evaluation.md): how the weights of the hub's evidence were chosen.
 
-    python -m evaluation.lexical [--alpha 1.0] [--run build/eval/large-adapter]
+    python -m evaluation.lexical [--run build/eval/large-adapter]
 
 With --run, the run's asks.json (written by `python -m evaluation.run --work build/eval`) gives
 each node's signed loglik and similarity per prompt, and the word counts are added to them: a
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,34 +23,25 @@ import numpy as np
 
 from evaluation.run import PRESETS, setting
 from hub.routing.config import RouterConfig
-from slm.retrieval import terms
+from slm.word_counts import WordCounts
 
-VOCABULARY = 1_000_000  # the smoothing's vocabulary: one size for every node, none is shared
 HUB_SIMILARITY_WEIGHT = RouterConfig().similarity_weight  # what the run's hub weighed with
 WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 
-class WordCounts:
-    """Each domain's word counts as a unigram model with add-alpha smoothing."""
+class Counts:
+    """Each domain's word counts."""
 
-    def __init__(self, training: dict[str, str], alpha: float) -> None:
-        self.counts = {d: Counter(terms(text)) for d, text in training.items()}
-        self.totals = {d: sum(c.values()) for d, c in self.counts.items()}
-        self.alpha = alpha
-
-    def loglik(self, domain: str, words: list[str]) -> float:
-        """Nats of the words under the domain's counts."""
-        counts, denominator = self.counts[domain], self.totals[domain] + self.alpha * VOCABULARY
-        return sum(math.log((counts[w] + self.alpha) / denominator) for w in words)
+    def __init__(self, training: dict[str, str]) -> None:
+        self.counts = {d: WordCounts.of_text(text) for d, text in training.items()}
 
     def scores(self, prompt: str) -> dict[str, float]:
-        words = terms(prompt)
-        return {d: self.loglik(d, words) for d in self.counts}
+        return {d: c.loglik(prompt) for d, c in self.counts.items()}
 
 
-def route(prompts: list[tuple[str, str]], training: dict[str, str], alpha: float) -> list[str]:
+def route(prompts: list[tuple[str, str]], training: dict[str, str]) -> list[str]:
     """The domain whose word counts give each prompt's words the highest likelihood."""
-    model = WordCounts(training, alpha)
+    model = Counts(training)
     return [max(s := model.scores(prompt), key=lambda d: s[d]) for _, prompt in prompts]
 
 
@@ -74,24 +63,36 @@ def chosen(truth: Sequence[str], domains: Sequence[str],
 
 def loglik_offsets(
     cands: list[dict[str, dict]], sizes: list[int], offset_sim: dict[str, float],
-    weight: float = HUB_SIMILARITY_WEIGHT,
+    weight: float = HUB_SIMILARITY_WEIGHT, offset_words: dict[str, float] | None = None,
+    words_weight: float = 0.0,
 ) -> dict[str, float]:  # fmt: skip
     """Each node's loglik offset (nats per byte) as the hub used it, recovered from the evidence
-    it recorded: evidence = loglik - bytes x offset + weight x bytes x (similarity - its offset),
-    one offset per node, so the median over the prompts is exact up to rounding."""
+    it recorded: evidence = loglik - bytes x offset + weight x bytes x (similarity - its offset)
+    + words_weight x (words loglik - bytes x its offset), one offset per node, so the median
+    over the prompts is exact up to rounding."""
+
+    def words(c: dict, d: str, b: int) -> float:
+        if not words_weight or offset_words is None:
+            return 0.0
+        return words_weight * (c[d]["words_loglik"] - b * offset_words[d])
+
     return {
         d: float(np.median([
-            (c[d]["loglik"] + weight * b * (c[d]["similarity"] - offset_sim[d]) - c[d]["evidence"])
-            / b
+            (c[d]["loglik"] + weight * b * (c[d]["similarity"] - offset_sim[d]) + words(c, d, b)
+             - c[d]["evidence"]) / b
             for c, b in zip(cands, sizes, strict=True)
         ]))
         for d in offset_sim
     }  # fmt: skip
 
 
-def beside_the_run(run: Path, training: dict[str, str], alpha: float) -> None:
-    """The run's scores, alone and with each node's word-count loglik beside them."""
-    from slm.offsets import pool_vectors, similarity_offset
+def beside_the_run(run: Path, training: dict[str, str]) -> None:
+    """A run's scores, alone and with each node's word counts beside them, raw and centred on
+    the calibration pool (as the hub centres them): the words loglik the nodes signed where the
+    run's hub had them (its weights in the run's hub.json), else the counts of each domain's
+    whole training text."""
+    from slm.model_folder import read_words
+    from slm.offsets import pool_vectors, similarity_offset, words_offset
 
     asks = json.loads((run / "asks.json").read_text(encoding="utf-8"))
     truth = [a["domain"] for a in asks]
@@ -103,9 +104,22 @@ def beside_the_run(run: Path, training: dict[str, str], alpha: float) -> None:
         d: similarity_offset(np.load(run / "models" / f"adapter-{d}" / "centroid.npy"), vectors)
         for d in domains
     }
-    offset_ll = loglik_offsets(cands, sizes, offset_sim)
-    model = WordCounts(training, alpha)
-    words = [model.scores(a["prompt"]) for a in asks]
+    weights = {"similarity_weight": HUB_SIMILARITY_WEIGHT, "words_weight": 0.0}  # before words
+    if (run / "hub.json").exists():
+        weights = json.loads((run / "hub.json").read_text(encoding="utf-8"))
+    if weights["words_weight"]:  # what the nodes signed, under the counts in their folders
+        kept = {d: read_words(run / "models" / f"adapter-{d}" / "words.json") for d in domains}
+        offset_words = {d: words_offset(c) for d, c in kept.items()}
+        words = [{d: c["words_loglik"] for d, c in cs.items()} for cs in cands]
+    else:
+        model = Counts(training)
+        offset_words = {d: words_offset(c) for d, c in model.counts.items()}
+        words = [model.scores(a["prompt"]) for a in asks]
+    offset_ll = loglik_offsets(cands, sizes, offset_sim, weights["similarity_weight"],
+                               offset_words, weights["words_weight"])  # fmt: skip
+
+    def centred(i: int, d: str) -> float:
+        return words[i][d] - sizes[i] * offset_words[d]
 
     def ll(i: int, d: str) -> float:
         return cands[i][d]["loglik"] - sizes[i] * offset_ll[d]
@@ -127,11 +141,34 @@ def beside_the_run(run: Path, training: dict[str, str], alpha: float) -> None:
     print(f"{run}: {len(asks)} prompts")
     show("the hub's router (as recorded)", hub)
     show("word counts alone", lambda i, d: words[i][d])
+    show("centred word counts alone", centred)
     show("centred loglik alone", ll)
     sweep("the hub's evidence + w x word counts",
           lambda w: lambda i, d: hub(i, d) + w * words[i][d])  # fmt: skip
     sweep("centred loglik + w x word counts",
           lambda w: lambda i, d: ll(i, d) + w * words[i][d])  # fmt: skip
+    sweep("centred loglik + w x centred word counts",
+          lambda w: lambda i, d: ll(i, d) + w * centred(i, d))  # fmt: skip
+    sweep("centred loglik + 2 x centred word counts + w x centred similarity",
+          lambda w: lambda i, d: ll(i, d) + 2 * centred(i, d) + w * sim(i, d))  # fmt: skip
+    print("  centred loglik + w' x centred word counts + w x centred similarity, all prompts:")
+    for ww in (1.0, 2.0, 3.0):
+        row = [
+            accuracy(
+                truth,
+                domains,
+                lambda i, d, ws=ws, ww=ww: ll(i, d) + ww * centred(i, d) + ws * sim(i, d),
+                slice(None),
+            )
+            for ws in (0.0, 0.35, 0.7, 1.0, 1.35)
+        ]
+        print(
+            f"    w' = {ww:g}: "
+            + ", ".join(
+                f"w = {ws:g} {100 * a:.1f}%"
+                for ws, a in zip((0.0, 0.35, 0.7, 1.0, 1.35), row, strict=True)
+            )
+        )
     sweep("word counts + w x centred similarity (nats per byte)",
           lambda w: lambda i, d: words[i][d] + w * sim(i, d))  # fmt: skip
     for fixed in (0.5, 1.0, 2.0):
@@ -151,7 +188,6 @@ def beside_the_run(run: Path, training: dict[str, str], alpha: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--alpha", type=float, default=1.0, help="additive smoothing per word")
     parser.add_argument("--run", type=Path, help="a run's folder (build/eval/large-adapter): "
                         "its scores with the word counts beside them")  # fmt: skip
     args = parser.parse_args()
@@ -161,10 +197,10 @@ def main() -> None:
     for source in sources:
         triples, training = setting(PRESETS["full"], source, random.Random(0))
         if args.run is not None:
-            beside_the_run(args.run, training, args.alpha)
+            beside_the_run(args.run, training)
             continue
         prompts = [(d, prompt) for d, prompt, _ in triples]
-        routed = route(prompts, training, args.alpha)
+        routed = route(prompts, training)
         right = Counter(d for (d, _), r in zip(prompts, routed, strict=True) if d == r)
         misses = Counter((d, r) for (d, _), r in zip(prompts, routed, strict=True) if d != r)
         total = sum(right.values())

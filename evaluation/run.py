@@ -46,13 +46,16 @@ from evaluation.report import report, settings_section, write_png  # noqa: E402
 from evaluation.routers import FULL, confusion, other_routers, weight_sweep  # noqa: E402
 from harness import Hub, Node, ask  # noqa: E402
 from harness.processes import stop_all  # noqa: E402
+from hub.routing.config import RouterConfig  # noqa: E402
 from hub.routing.posterior import posterior  # noqa: E402
-from slm.atomic import atomic_write_text  # noqa: E402
+from slm.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from slm.config import get_preset  # noqa: E402
 from slm.model_folder import load_model_folder  # noqa: E402
 from slm.profile import embed  # noqa: E402
 from slm.scoring import token_logprobs  # noqa: E402
 from slm.train import read_corpus, train  # noqa: E402
+from slm.word_counts import FILE as WORDS  # noqa: E402
+from slm.word_counts import WordCounts  # noqa: E402
 
 SHIPPED = ROOT / "data" / "corpora"
 DOCS = ROOT / "docs"
@@ -206,13 +209,18 @@ def train_models(
 
 def reusable(folder: Path, text: str, steps: int) -> bool:
     """Whether the model in `folder` (from an earlier run's --work) was trained on exactly this
-    text for this many steps: a corpus or preset edit since must not be reported on old models."""
+    text for this many steps: a corpus or preset edit since must not be reported on old models.
+    One trained before models kept their word counts gets them now (training would write the
+    same)."""
     try:
         training = json.loads((folder / "config.json").read_text())["training"]
     except (OSError, ValueError, KeyError):
         return False
-    return (training.get("corpus_sha256"), training.get("train_config", {}).get("max_steps")) == (
+    same = (training.get("corpus_sha256"), training.get("train_config", {}).get("max_steps")) == (
         hashlib.sha256(text.encode("utf-8")).hexdigest(), steps)  # fmt: skip
+    if same and not (folder / WORDS).exists():
+        atomic_write_bytes(folder / WORDS, WordCounts.of_text(text).to_bytes())
+    return same
 
 
 def _trained(folder: Path, text: str, domain: str, steps: int, what: str, preset: EvalPreset
@@ -351,10 +359,14 @@ def evaluate(
           flush=True)  # fmt: skip
     results = ask_all(work, folders, prompts)
     truth = [d for d, _, _ in prompts]
+    weights = RouterConfig()  # the weights the run's hub routed by (its defaults)
+    kept = {"similarity_weight": weights.similarity_weight, "words_weight": weights.words_weight}
+    atomic_write_text(work / "hub.json", json.dumps(kept))
     atomic_write_text(work / "asks.json", json.dumps([  # for scoring other routers offline
         {"domain": d, "prompt": p, "routed": r.domain,
          "candidates": [{"domain": c.domain, "cosine": c.profile_similarity, "loglik": c.loglik,
-                         "similarity": c.similarity, "evidence": c.evidence}
+                         "similarity": c.similarity, "words_loglik": c.words_loglik,
+                         "evidence": c.evidence}
                         for c in r.candidates]}
         for (d, p, _), r in zip(prompts, results, strict=True)
     ]))  # fmt: skip

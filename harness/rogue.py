@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import threading
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from protos.signing import (
 )
 from slm.model_folder import REQUIRED
 from slm.profile import PROFILE_DIM
+from slm.word_counts import FILE as WORDS
 
 VERSION = "0123456789abcdef"
 
@@ -58,6 +60,10 @@ class Behaviour:
     offset_similarity: float = 0.0
     role: str = "domain"  # or "generalist": it drafts
     refines: bool = False  # it says it can refine a draft
+    words: bytes = b""  # the word counts it commits to (slm.word_counts); empty: none
+    words_loglik: Callable[[str], float] = lambda prompt: 0.0  # of a prompt's words, it says
+    offset_words: float = 0.0
+    sends_words: bytes | None = None  # what it sends the auditor for its counts (None: `words`)
 
 
 class Rogue:
@@ -117,7 +123,7 @@ class Rogue:
             public_key=self.public, join_token=self.token, domain=self.domain,
             profile=self.profile, model_version=self.behaviour.version, capacity=4,
             preset="rogue", centroid=list(self.behaviour.centroid), role=self.behaviour.role,
-            refines=self.behaviour.refines,
+            refines=self.behaviour.refines, words_sha256=self._words_sha256(),
         )))  # fmt: skip
         challenge = await call.read()
         proof = sign(self.key, challenge_bytes(challenge.challenge.nonce, self.public))
@@ -160,8 +166,16 @@ class Rogue:
         finally:
             stopping.cancel()
 
+    def _words_sha256(self) -> str:
+        return hashlib.sha256(self.behaviour.words).hexdigest() if self.behaviour.words else ""
+
     def _model(self, request: pb.FetchModel) -> list[pb.NodeMessage]:
         folder, rid = self.behaviour.model, request.request_id
+        if request.words_sha256:
+            b = self.behaviour
+            data = b.words if b.sends_words is None else b.sends_words
+            part = pb.ModelPart(request_id=rid, name=WORDS, data=data, last=True)
+            return [pb.NodeMessage(model_part=part)]
         if folder is None:
             failed = pb.RequestFailed(request_id=rid, message="the rogue keeps its model")
             return [pb.NodeMessage(failed=failed)]
@@ -182,14 +196,16 @@ class Rogue:
             -loglik / (size * math.log(2))
         )  # fmt: skip
         centred = Centred(b.similarity(request.prompt), b.offset_loglik, b.offset_similarity,
-                          centroid_sha256(b.centroid))  # fmt: skip
+                          centroid_sha256(b.centroid), b.words_loglik(request.prompt),
+                          b.offset_words, self._words_sha256())  # fmt: skip
         statement = score_bytes(self.node_id, request.request_id, request.prompt, loglik, bpb,
                                 b.confidence, False, b.version, centred)  # fmt: skip
         return pb.ScoreReply(
             request_id=request.request_id, loglik=loglik, bits_per_byte=bpb,
             confidence=b.confidence, signature=sign(self.key, statement), model_version=b.version,
             similarity=centred.similarity, offset_loglik=centred.offset_loglik,
-            offset_similarity=centred.offset_similarity,
+            offset_similarity=centred.offset_similarity, words_loglik=centred.words_loglik,
+            offset_words=centred.offset_words,
         )  # fmt: skip
 
     def _generate(self, request: pb.GenerateRequest) -> list[pb.NodeMessage]:

@@ -2,9 +2,10 @@
 
 `slm-hub serve` starts it (the hub itself never imports torch and keeps its small memory) and
 asks it, one JSON line per claim on stdin, to score a prompt with a model folder the hub
-fetched from the node that signed the claim, and the centroid the node's Hello committed to;
-it answers one JSON line per claim on stdout: {"id", "loglik", "similarity", "offset_loglik",
-"offset_similarity"} or {"id", "error"}. It scores in fp32, the reference every serving
+fetched from the node that signed the claim, the centroid the node's Hello committed to and the
+word counts the hub fetched by the digest it committed to; it answers one JSON line per claim on
+stdout: {"id", "loglik", "similarity", "offset_loglik", "offset_similarity", "words_loglik",
+"offset_words"} or {"id", "error"}. It scores in fp32, the reference every serving
 precision is judged against, with one torch thread, and keeps the last few models loaded with
 their offsets (slm/offsets.py: seconds each, once per model and centroid).
 """
@@ -25,11 +26,13 @@ def main() -> None:
 
     from slm.encoder import shared_encoder
     from slm.model_folder import LoadedModel, load_model_folder
-    from slm.offsets import Offsets, offsets, pool_vectors
+    from slm.offsets import Offsets, offsets, pool_vectors, words_offset
     from slm.scoring import score
+    from slm.word_counts import WordCounts
 
     torch.set_num_threads(1)
     loaded: OrderedDict[tuple[str, bytes], tuple[LoadedModel, Offsets]] = OrderedDict()
+    counted: OrderedDict[str, tuple[WordCounts, float]] = OrderedDict()  # with their offset
     for line in sys.stdin:
         request = json.loads(line)
         try:
@@ -49,9 +52,18 @@ def main() -> None:
             s = score(model.model, model.tokenizer, model.quantiles, prompt)
             similarity = (float(shared_encoder().embed([prompt])[0] @ centroid)
                           if len(centroid) else 0.0)  # fmt: skip
+            words = str(request.get("words") or "")
+            if words and words not in counted:
+                counts = WordCounts.from_bytes(Path(words).read_bytes())
+                counted[words] = (counts, words_offset(counts))
+                if len(counted) > KEEP_MODELS:
+                    counted.popitem(last=False)
+            counts, offset_words = counted[words] if words else (None, 0.0)
             reply = {"id": request["id"], "loglik": s.loglik, "similarity": similarity,
                      "offset_loglik": found.loglik_per_byte,
-                     "offset_similarity": found.similarity}  # fmt: skip
+                     "offset_similarity": found.similarity,
+                     "words_loglik": 0.0 if counts is None else counts.loglik(prompt),
+                     "offset_words": offset_words}  # fmt: skip
         except Exception as exc:  # a broken folder or prompt: the hub decides what it means
             reply = {"id": request.get("id"), "error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(reply) + "\n")

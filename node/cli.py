@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.cli_pretrained import add_import, add_plan, use_threads
 from protos.errors import WireError
@@ -22,6 +22,12 @@ from slm.config import (
     load_seed_config,
 )
 from slm.errors import ConfigError, SLMError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from slm.model_folder import LoadedModel
+    from slm.word_counts import WordCounts
 
 DESCRIPTION = """Run a SwarmLLM node: train a domain SLM on your own data, use it locally, and
 serve it to a hub."""
@@ -260,6 +266,20 @@ def _prompt(args: argparse.Namespace) -> str:
     return text
 
 
+def _of_text(loaded: LoadedModel, text: Path | None) -> tuple[np.ndarray | None, WordCounts | None]:
+    """The centroid and word counts of the node's own text, where its model folder lacks them
+    (a folder trained elsewhere): (None, None) for what the folder has or without text."""
+    if text is None or (loaded.centroid is not None and loaded.words is not None):
+        return None, None
+    from slm.encoder import text_centroid
+    from slm.train import read_corpus
+    from slm.word_counts import WordCounts
+
+    corpus = read_corpus(text)
+    return (text_centroid(corpus) if loaded.centroid is None else None,
+            WordCounts.of_text(corpus) if loaded.words is None else None)  # fmt: skip
+
+
 def _load(args: argparse.Namespace):
     from node.config import NodeConfig
     from slm.model_folder import load_model_folder
@@ -390,14 +410,8 @@ def cmd_join(args: argparse.Namespace) -> None:
         from slm.refine import load_refiner
 
         refiner = load_refiner(loaded, args.reference, "int8" if args.int8 else "fp32")
-    centroid = None
-    text = args.reference or args.data  # a folder trained elsewhere may lack its centroid
-    if loaded.centroid is None and text is not None:
-        from slm.encoder import text_centroid
-        from slm.train import read_corpus
-
-        centroid = text_centroid(read_corpus(text))
-    service = NodeService(loaded, key, options.min_confidence, refiner, centroid)
+    centroid, words = _of_text(loaded, args.reference or args.data)
+    service = NodeService(loaded, key, options.min_confidence, refiner, centroid, words)
     training = {
         keys.NODE_MODEL: str(service.loaded.path.resolve()),
         keys.NODE_DOMAIN: service.loaded.domain,

@@ -97,14 +97,16 @@ class Dispatcher:
                  + ("  (declined)" if s.declined else ""))  # fmt: skip
 
     def _fetch(self, request: pb.FetchModel, emit: Send, received: float) -> None:
-        """The hub's auditor wants the model that signed some claims of ours."""
+        """The hub's auditor wants the model, or the word counts, that signed some claims of
+        ours."""
+        what = (f"word counts {request.words_sha256[:16]}" if request.words_sha256
+                else f"model {request.model_version}")  # fmt: skip
         try:
             _send_model(self.service, request, emit)
         except Exception as exc:  # a swapped model, a folder gone: the hub hears why
-            emit(_failed(request.request_id, f"cannot send model {request.model_version}: {exc}"))
+            emit(_failed(request.request_id, f"cannot send {what}: {exc}"))
             return
-        self.log(f"fetch    {request.request_id[:8]}  model {request.model_version} sent to the "
-                 "hub's auditor")  # fmt: skip
+        self.log(f"fetch    {request.request_id[:8]}  {what} sent to the hub's auditor")
 
     def _generate(self, request: pb.GenerateRequest, emit: Send, received: float) -> None:
         rid = request.request_id
@@ -129,7 +131,7 @@ class Dispatcher:
 
 
 def _send_model(service: NodeService, request: pb.FetchModel, emit: Send) -> None:
-    for name, data, last in service.model_files(request.model_version):
+    for name, data, last in service.model_files(request.model_version, request.words_sha256):
         part = pb.ModelPart(request_id=request.request_id, name=name, data=data, last=last)
         emit(pb.NodeMessage(model_part=part))
 

@@ -140,6 +140,7 @@ class NodeAgent:
             role=self.options.role, base=base_of(loaded),
             refines=svc.refiner is not None,
             centroid=[] if svc.centroid is None else svc.centroid.tolist(),
+            words_sha256=svc.words_sha256,
         ))  # fmt: skip
 
     async def _session(self) -> bool:

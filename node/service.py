@@ -31,6 +31,8 @@ from slm.model_folder import REQUIRED, LoadedModel
 from slm.offsets import Offsets, measured, pool_vectors
 from slm.refine import Refiner
 from slm.scoring import score
+from slm.word_counts import FILE as WORDS
+from slm.word_counts import WordCounts
 
 PART_BYTES = 1 << 20  # a model file crosses the stream in pieces of at most 1 MiB
 
@@ -39,6 +41,7 @@ class NodeService:
     def __init__(
         self, loaded: LoadedModel, key: ec.EllipticCurvePrivateKey, min_confidence: float = 0.0,
         refiner: Refiner | None = None, centroid: np.ndarray | None = None,
+        words: WordCounts | None = None,
     ) -> None:  # fmt: skip
         if not 0.0 <= min_confidence <= 1.0:
             raise SLMError(f"--min-confidence must be in [0, 1], got {min_confidence}")
@@ -52,13 +55,17 @@ class NodeService:
         self.encoder = installed_encoder() if centroid is not None else None
         self.centroid = centroid if self.encoder is not None else None
         self.centroid_sha256 = centroid_sha256([] if self.centroid is None else self.centroid)
+        # its words, as counts: the folder's, else the ones given (its text's); kept across
+        # swaps, since a round changes the model, not the node's own text
+        self.words = loaded.words if loaded.words is not None else words
+        self.words_sha256 = "" if self.words is None else self.words.sha256
         self.swap(loaded)
 
     def swap(self, loaded: LoadedModel) -> None:
         """Serve another model from the next request on; requests under way keep theirs. Its
         offsets are measured first (seconds: run it off the event loop)."""
         vectors = pool_vectors() if self.centroid is not None else None
-        self._serving = (loaded, measured(loaded, self.centroid, vectors))
+        self._serving = (loaded, measured(loaded, self.centroid, vectors, self.words))
 
     @property
     def loaded(self) -> LoadedModel:
@@ -83,25 +90,31 @@ class NodeService:
             request_id, s.loglik, s.bits_per_byte, s.confidence, declined, b"", loaded.version,
             similarity=self.similarity(prompt), offset_loglik=offsets.loglik_per_byte,
             offset_similarity=offsets.similarity,
+            words_loglik=0.0 if self.words is None else self.words.loglik(prompt),
+            offset_words=offsets.words_per_byte,
         )  # fmt: skip
         statement = score_bytes(
             self.node_id, request_id, prompt, s.loglik, s.bits_per_byte, s.confidence, declined,
-            loaded.version, claim.centred(self.centroid_sha256),
+            loaded.version, claim.centred(self.centroid_sha256, self.words_sha256),
         )  # fmt: skip
         return replace(claim, signature=sign(self.key, statement))
 
-    def model_files(self, version: str) -> Iterator[tuple[str, bytes, bool]]:
-        """The model folder that signs as `version`, for the hub's auditor: (file name, next
-        piece, whether it is the folder's last piece). SLMError if this node no longer serves
-        that version (the hub checks the digest of what it receives)."""
+    def model_files(
+        self, version: str, words_sha256: str = ""
+    ) -> Iterator[tuple[str, bytes, bool]]:
+        """The model folder that signs as `version`, or with `words_sha256` the word counts of
+        that digest, for the hub's auditor: (file name, next piece, whether it is the last
+        piece). SLMError if this node no longer serves that version or has no such counts (the
+        hub checks the digest of what it receives)."""
+        if words_sha256:
+            if words_sha256 != self.words_sha256 or self.words is None:
+                raise SLMError(f"this node's word counts are not {words_sha256[:16]}")
+            yield from _pieces([(WORDS, self.words.to_bytes())])
+            return
         loaded = self.loaded
         if version != loaded.version:
             raise SLMError(f"this node serves model {loaded.version}, not {version}")
-        for i, name in enumerate(REQUIRED):
-            data = (loaded.path / name).read_bytes()
-            for at in range(0, max(len(data), 1), PART_BYTES):
-                final = i == len(REQUIRED) - 1 and at + PART_BYTES >= len(data)
-                yield name, data[at : at + PART_BYTES], final
+        yield from _pieces([(name, (loaded.path / name).read_bytes()) for name in REQUIRED])
 
     def generate(
         self, request_id: str, prompt: str, params: SamplingParams, draft: str = "",
@@ -132,3 +145,11 @@ class NodeService:
         )  # fmt: skip
         yield Piece(request_id, "", tokens, done=True, signature=sign(self.key, statement),
                     model_version=loaded.version)  # fmt: skip
+
+
+def _pieces(files: list[tuple[str, bytes]]) -> Iterator[tuple[str, bytes, bool]]:
+    """Files in pieces of at most PART_BYTES: (name, piece, whether it is the last of all)."""
+    for i, (name, data) in enumerate(files):
+        for at in range(0, max(len(data), 1), PART_BYTES):
+            final = i == len(files) - 1 and at + PART_BYTES >= len(data)
+            yield name, data[at : at + PART_BYTES], final

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 CHALLENGE_TAG = b"swarmllm/join-challenge/1\n"
-SCORE_TAG = b"swarmllm/score/2\n"  # 2: the similarity is signed too
+SCORE_TAG = b"swarmllm/score/3\n"  # 2: the similarity is signed too; 3: the word counts
 COMPLETION_TAG = b"swarmllm/completion/1\n"
 
 
@@ -53,12 +53,16 @@ def challenge_bytes(nonce: bytes, public_key_openssh: str) -> bytes:
 @dataclass(frozen=True)
 class Centred:
     """What a score says beside its loglik, signed with it: the prompt's similarity to the
-    node's centroid (by its digest, `centroid_sha256`), and the node's offsets."""
+    node's centroid (by its digest, `centroid_sha256`), its words' loglik under the node's word
+    counts (by their digest, `words_sha256`), and the node's offsets."""
 
     similarity: float = 0.0
     offset_loglik: float = 0.0  # nats per byte on the calibration pool
     offset_similarity: float = 0.0
     centroid_sha256: str = ""  # of the centroid the node sent in its Hello ("" if none)
+    words_loglik: float = 0.0  # nats
+    offset_words: float = 0.0  # nats per byte on the calibration pool
+    words_sha256: str = ""  # of the word counts the node committed to in its Hello ("" if none)
 
 
 def centroid_sha256(centroid: Sequence[float]) -> str:
@@ -83,6 +87,8 @@ def score_bytes(
             "offset_loglik": float(centred.offset_loglik),
             "offset_similarity": float(centred.offset_similarity),
             "centroid_sha256": centred.centroid_sha256,
+            "words_loglik": float(centred.words_loglik),
+            "offset_words": float(centred.offset_words), "words_sha256": centred.words_sha256,
         },
     )  # fmt: skip
 

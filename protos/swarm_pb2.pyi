@@ -51,7 +51,7 @@ class HubMessage(_message.Message):
     def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., score: _Optional[_Union[ScoreRequest, _Mapping]] = ..., generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., fetch: _Optional[_Union[FetchModel, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("public_key", "join_token", "domain", "profile", "model_version", "capacity", "preset", "role", "base", "refines", "centroid")
+    __slots__ = ("public_key", "join_token", "domain", "profile", "model_version", "capacity", "preset", "role", "base", "refines", "centroid", "words_sha256")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,7 @@ class Hello(_message.Message):
     BASE_FIELD_NUMBER: _ClassVar[int]
     REFINES_FIELD_NUMBER: _ClassVar[int]
     CENTROID_FIELD_NUMBER: _ClassVar[int]
+    WORDS_SHA256_FIELD_NUMBER: _ClassVar[int]
     public_key: str
     join_token: str
     domain: str
@@ -74,7 +75,8 @@ class Hello(_message.Message):
     base: str
     refines: bool
     centroid: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, public_key: _Optional[str] = ..., join_token: _Optional[str] = ..., domain: _Optional[str] = ..., profile: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ..., capacity: _Optional[int] = ..., preset: _Optional[str] = ..., role: _Optional[str] = ..., base: _Optional[str] = ..., refines: bool = ..., centroid: _Optional[_Iterable[float]] = ...) -> None: ...
+    words_sha256: str
+    def __init__(self, public_key: _Optional[str] = ..., join_token: _Optional[str] = ..., domain: _Optional[str] = ..., profile: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ..., capacity: _Optional[int] = ..., preset: _Optional[str] = ..., role: _Optional[str] = ..., base: _Optional[str] = ..., refines: bool = ..., centroid: _Optional[_Iterable[float]] = ..., words_sha256: _Optional[str] = ...) -> None: ...
 
 class Challenge(_message.Message):
     __slots__ = ("nonce",)
@@ -117,7 +119,7 @@ class ScoreRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., prompt: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class ScoreReply(_message.Message):
-    __slots__ = ("request_id", "loglik", "bits_per_byte", "confidence", "declined", "signature", "node_ms", "model_version", "similarity", "offset_loglik", "offset_similarity")
+    __slots__ = ("request_id", "loglik", "bits_per_byte", "confidence", "declined", "signature", "node_ms", "model_version", "similarity", "offset_loglik", "offset_similarity", "words_loglik", "offset_words")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOGLIK_FIELD_NUMBER: _ClassVar[int]
     BITS_PER_BYTE_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +131,8 @@ class ScoreReply(_message.Message):
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     OFFSET_LOGLIK_FIELD_NUMBER: _ClassVar[int]
     OFFSET_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    WORDS_LOGLIK_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_WORDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     loglik: float
     bits_per_byte: float
@@ -140,7 +144,9 @@ class ScoreReply(_message.Message):
     similarity: float
     offset_loglik: float
     offset_similarity: float
-    def __init__(self, request_id: _Optional[str] = ..., loglik: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., confidence: _Optional[float] = ..., declined: bool = ..., signature: _Optional[bytes] = ..., node_ms: _Optional[float] = ..., model_version: _Optional[str] = ..., similarity: _Optional[float] = ..., offset_loglik: _Optional[float] = ..., offset_similarity: _Optional[float] = ...) -> None: ...
+    words_loglik: float
+    offset_words: float
+    def __init__(self, request_id: _Optional[str] = ..., loglik: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., confidence: _Optional[float] = ..., declined: bool = ..., signature: _Optional[bytes] = ..., node_ms: _Optional[float] = ..., model_version: _Optional[str] = ..., similarity: _Optional[float] = ..., offset_loglik: _Optional[float] = ..., offset_similarity: _Optional[float] = ..., words_loglik: _Optional[float] = ..., offset_words: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("request_id", "prompt", "sampling", "draft", "answer_so_far")
@@ -205,12 +211,14 @@ class Cancel(_message.Message):
     def __init__(self, request_id: _Optional[str] = ...) -> None: ...
 
 class FetchModel(_message.Message):
-    __slots__ = ("request_id", "model_version")
+    __slots__ = ("request_id", "model_version", "words_sha256")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WORDS_SHA256_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_version: str
-    def __init__(self, request_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    words_sha256: str
+    def __init__(self, request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., words_sha256: _Optional[str] = ...) -> None: ...
 
 class ModelPart(_message.Message):
     __slots__ = ("request_id", "name", "data", "last")
@@ -271,7 +279,7 @@ class Switched(_message.Message):
     def __init__(self, from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("node_id", "domain", "profile_similarity", "loglik", "posterior", "declined", "similarity", "evidence")
+    __slots__ = ("node_id", "domain", "profile_similarity", "loglik", "posterior", "declined", "similarity", "evidence", "words_loglik")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     PROFILE_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +288,7 @@ class Candidate(_message.Message):
     DECLINED_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    WORDS_LOGLIK_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     domain: str
     profile_similarity: float
@@ -288,7 +297,8 @@ class Candidate(_message.Message):
     declined: bool
     similarity: float
     evidence: float
-    def __init__(self, node_id: _Optional[str] = ..., domain: _Optional[str] = ..., profile_similarity: _Optional[float] = ..., loglik: _Optional[float] = ..., posterior: _Optional[float] = ..., declined: bool = ..., similarity: _Optional[float] = ..., evidence: _Optional[float] = ...) -> None: ...
+    words_loglik: float
+    def __init__(self, node_id: _Optional[str] = ..., domain: _Optional[str] = ..., profile_similarity: _Optional[float] = ..., loglik: _Optional[float] = ..., posterior: _Optional[float] = ..., declined: bool = ..., similarity: _Optional[float] = ..., evidence: _Optional[float] = ..., words_loglik: _Optional[float] = ...) -> None: ...
 
 class AskResult(_message.Message):
     __slots__ = ("request_id", "node_id", "domain", "confidence", "candidates", "tokens", "latency_ms", "hub_overhead_ms", "charged_micro_credits", "mode", "drafted_by", "draft_tokens")

@@ -105,11 +105,15 @@ class Score:
     similarity: float = 0.0  # cosine of the prompt to the node's centroid, signed; 0: none
     offset_loglik: float = 0.0  # nats per byte: its model's mean on the calibration pool
     offset_similarity: float = 0.0  # its centroid's mean similarity to the pool
+    words_loglik: float = 0.0  # nats of the prompt's words under its word counts, signed; 0: none
+    offset_words: float = 0.0  # nats per byte: its word counts' mean on the calibration pool
 
-    def centred(self, centroid_sha256: str) -> Centred:
-        """The signed statement's part beside the loglik (protos.signing.score_bytes)."""
+    def centred(self, centroid_sha256: str, words_sha256: str = "") -> Centred:
+        """The signed statement's part beside the loglik (protos.signing.score_bytes), with
+        the digests of the centroid and word counts the node committed to when it joined."""
         return Centred(self.similarity, self.offset_loglik, self.offset_similarity,
-                       centroid_sha256)  # fmt: skip
+                       centroid_sha256, self.words_loglik, self.offset_words,
+                       words_sha256)  # fmt: skip
 
     def to_proto(self) -> pb.ScoreReply:
         return pb.ScoreReply(
@@ -117,6 +121,7 @@ class Score:
             confidence=self.confidence, declined=self.declined, signature=self.signature,
             node_ms=self.node_ms, model_version=self.model_version, similarity=self.similarity,
             offset_loglik=self.offset_loglik, offset_similarity=self.offset_similarity,
+            words_loglik=self.words_loglik, offset_words=self.offset_words,
         )  # fmt: skip
 
     @classmethod
@@ -124,7 +129,7 @@ class Score:
         return cls(
             m.request_id, m.loglik, m.bits_per_byte, m.confidence, m.declined, m.signature,
             m.model_version[:MAX_VERSION_CHARS], _finite_ms(m.node_ms), m.similarity,
-            m.offset_loglik, m.offset_similarity,
+            m.offset_loglik, m.offset_similarity, m.words_loglik, m.offset_words,
         )  # fmt: skip
 
 

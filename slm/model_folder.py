@@ -10,6 +10,7 @@ calibration.json   validation bits-per-byte quantiles, for confidence
 profile.npy        domain profile vector (slm.profile)
 centroid.npy       the training text's sentence-vector centroid (slm.encoder), if the encoder
                    was installed: what the node reports its prompts' similarity to
+words.json         the training text's word counts (slm.word_counts): the node's second claim
 metrics.jsonl      one line per validation run
 """
 
@@ -40,6 +41,8 @@ from slm.scoring import QUANTILE_LEVELS
 from slm.serving import Precision, for_serving
 from slm.tokenizer import CHAT_TEMPLATE, SLMTokenizer
 from slm.version import model_version
+from slm.word_counts import FILE as WORDS
+from slm.word_counts import WordCounts, WordCountsError
 
 FORMAT = "swarmllm-model/1"
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
@@ -61,6 +64,7 @@ class LoadedModel:
     path: Path | None = None
     base: dict[str, Any] | None = None  # config.json's "base": what an adapter sits on
     centroid: np.ndarray | None = None  # centroid.npy: the training text's sentence centroid
+    words: WordCounts | None = None  # words.json: the training text's word counts
 
 
 def weights_bytes(model: SLM) -> bytes:
@@ -111,14 +115,17 @@ def finish_folder(
     training: dict[str, Any],
     base: dict[str, Any] | None = None,
     centroid: np.ndarray | None = None,
+    words: WordCounts | None = None,
 ) -> None:
-    """Write calibration, profile, the centroid if any and, last, config.json, which makes the
-    folder loadable."""
+    """Write calibration, profile, the centroid and word counts if any and, last, config.json,
+    which makes the folder loadable."""
     folder = Path(folder)
     atomic_write_bytes(folder / CALIBRATION, calibration_bytes(quantiles))
     atomic_write_bytes(folder / PROFILE, _npy(profile))
     if centroid is not None:
         atomic_write_bytes(folder / CENTROID, _npy(centroid))
+    if words is not None:
+        atomic_write_bytes(folder / WORDS, words.to_bytes())
     atomic_write_bytes(folder / CONFIG, config_bytes(config, domain, training, base))
 
 
@@ -232,6 +239,7 @@ def load_model_folder(
     quantiles = _read_calibration(folder / CALIBRATION)
     profile = _read_profile(folder / PROFILE)
     centroid = _read_centroid(folder / CENTROID)
+    words = read_words(folder / WORDS)
     model.eval()
     if serving == "int8":
         model = for_serving(model, "int8")  # CPU only
@@ -251,6 +259,7 @@ def load_model_folder(
         path=folder,
         base=base if isinstance(base, dict) else None,
         centroid=centroid,
+        words=words,
     )
 
 
@@ -316,3 +325,13 @@ def _read_centroid(path: Path) -> np.ndarray | None:
     ):
         raise ModelFolderError(f"{path} must hold one finite unit vector")
     return centroid.astype(np.float32)
+
+
+def read_words(path: Path) -> WordCounts | None:
+    """words.json if the folder has one."""
+    if not path.exists():
+        return None
+    try:
+        return WordCounts.from_bytes(path.read_bytes())
+    except (OSError, WordCountsError) as exc:
+        raise ModelFolderError(f"{path} is not a word counts file: {exc}") from None

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from slm.model import SLM
 from slm.model_folder import LoadedModel
 from slm.scoring import loglik
 from slm.tokenizer import SLMTokenizer
+from slm.word_counts import WordCounts
 
 POOL = Path(__file__).with_name("calibration_pool.json")
 KEPT = "offsets.json"  # in the model folder: the loglik offset of that model, for its next start
@@ -63,16 +65,26 @@ def pool_vectors() -> np.ndarray:
 class Offsets:
     loglik_per_byte: float  # nats, mean over the pool's passages (<= 0)
     similarity: float  # mean cosine of the pool's passages to the node's centroid (0: none)
+    words_per_byte: float = 0.0  # nats, mean over the pool under its word counts (0: none)
 
 
 def offsets(
     model: SLM, tokenizer: SLMTokenizer, centroid: np.ndarray | None,
-    pool_vectors: np.ndarray | None,
+    pool_vectors: np.ndarray | None, words: WordCounts | None = None,
 ) -> Offsets:  # fmt: skip
     """The node's offsets on the calibration pool; `pool_vectors` are the pool's sentence
     vectors (slm.encoder), needed only with a centroid."""
     per_byte = [loglik(model, tokenizer, p)[0] / len(p.encode("utf-8")) for p in pool()]
-    return Offsets(float(np.mean(per_byte)), similarity_offset(centroid, pool_vectors))
+    return Offsets(float(np.mean(per_byte)), similarity_offset(centroid, pool_vectors),
+                   words_offset(words))  # fmt: skip
+
+
+def words_offset(words: WordCounts | None) -> float:
+    """The mean per byte of the pool's passages under word counts (0 without them): what a node
+    signs as its offset_words. A few milliseconds: measured at every start."""
+    if words is None:
+        return 0.0
+    return math.fsum(words.loglik(p) / len(p.encode("utf-8")) for p in pool()) / len(pool())
 
 
 def similarity_offset(centroid: np.ndarray | None, pool_vectors: np.ndarray | None) -> float:
@@ -88,8 +100,10 @@ def _form(model: SLM) -> str:
     return "int8" if any("quantized" in type(m).__module__ for m in model.modules()) else "fp32"
 
 
-def measured(loaded: LoadedModel, centroid: np.ndarray | None,
-             pool_vectors: np.ndarray | None) -> Offsets:  # fmt: skip
+def measured(
+    loaded: LoadedModel, centroid: np.ndarray | None, pool_vectors: np.ndarray | None,
+    words: WordCounts | None = None,
+) -> Offsets:  # fmt: skip
     """`offsets` of a loaded model folder, its loglik part kept in the folder (`offsets.json`)
     and in the machine's cache, keyed by model version, serving form, pool and tokenizer (a
     scratch model's version is its weights alone), so that the next start of the same model,
@@ -105,7 +119,7 @@ def measured(loaded: LoadedModel, centroid: np.ndarray | None,
     cache_key = cache.key_of(key)
     per_byte = _kept(cache.read_record(path), key) if path is not None else None
     if per_byte is not None:
-        return Offsets(per_byte, similarity_offset(centroid, pool_vectors))
+        return Offsets(per_byte, similarity_offset(centroid, pool_vectors), words_offset(words))
     per_byte = _kept(cache.read_json(CACHED_OFFSETS, cache_key), key)
     if per_byte is None:
         per_byte = offsets(loaded.model, loaded.tokenizer, None, None).loglik_per_byte
@@ -113,7 +127,7 @@ def measured(loaded: LoadedModel, centroid: np.ndarray | None,
     if path is not None:  # the folder keeps it too, wherever it goes next
         with contextlib.suppress(OSError):
             atomic_write_text(path, json.dumps({"key": key, "loglik_per_byte": per_byte}))
-    return Offsets(per_byte, similarity_offset(centroid, pool_vectors))
+    return Offsets(per_byte, similarity_offset(centroid, pool_vectors), words_offset(words))
 
 
 def _kept(kept: dict | None, key: dict[str, str]) -> float | None:

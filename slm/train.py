@@ -39,6 +39,7 @@ from slm.pretrained import Pretrained
 from slm.profile import corpus_profile
 from slm.scoring import calibrate, calibration_passages
 from slm.tokenizer import SLMTokenizer
+from slm.word_counts import WordCounts
 
 _SPLIT_CHARS = 2000  # the corpus is cut into chunks of this size; every k-th goes to validation
 
@@ -390,7 +391,7 @@ def _finish(run: _Run, result: TrainResult, text: str, val_text: str, domain: st
     }
     _append_metrics(out / METRICS, {"event": "done", **asdict(result)})
     finish_folder(out, run.model_cfg, domain, quantiles, corpus_profile(text), training, run.base,
-                  text_centroid(text))  # fmt: skip
+                  text_centroid(text), WordCounts.of_text(text))  # fmt: skip
 
 
 def _trainable_state(model: SLM) -> dict[str, torch.Tensor]:

@@ -154,7 +154,8 @@ def _result(r: Result, charged: int) -> pb.AskResult:
         candidates=[
             pb.Candidate(node_id=c.node_id, domain=c.domain, profile_similarity=c.similarity,
                          loglik=c.loglik, posterior=c.posterior, declined=c.declined,
-                         similarity=c.claimed_similarity, evidence=c.evidence)
+                         similarity=c.claimed_similarity, evidence=c.evidence,
+                         words_loglik=c.words_loglik)
             for c in r.candidates
         ],
         tokens=sum(t for _, t in r.segments[r.draft_segments :]), latency_ms=r.latency_ms,

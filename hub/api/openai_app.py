@@ -83,7 +83,8 @@ def _swarm(
         "request_id": routed.request_id, "node_id": routed.node_id, "domain": routed.domain,
         "posterior": routed.posterior,
         "candidates": [{"node_id": c.node_id, "domain": c.domain, "loglik": c.loglik,
-                        "similarity": c.claimed_similarity, "evidence": c.evidence,
+                        "similarity": c.claimed_similarity, "words_loglik": c.words_loglik,
+                        "evidence": c.evidence,
                         "posterior": c.posterior, "declined": c.declined}
                        for c in routed.candidates],
         "switches": [{"from_node": s.from_node, "to_node": s.to_node, "reason": s.reason}

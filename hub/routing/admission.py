@@ -52,6 +52,7 @@ class Applicant:
     base: str = ""  # sha256 of the base its model adapts; "": trained from scratch
     refines: bool = False
     centroid: tuple[float, ...] = ()  # its sentence-vector centroid; (): none
+    words_sha256: str = ""  # of the word counts its words claims are under; "": none
 
 
 def check_hello(hello: pb.Hello) -> Applicant:
@@ -98,10 +99,13 @@ def check_hello(hello: pb.Hello) -> Applicant:
     ):
         raise AdmissionError("INVALID_ARGUMENT", f"hello.centroid must be empty or {CENTROID_DIM} "
                              "finite floats of unit length")  # fmt: skip
+    if hello.words_sha256 and not re.fullmatch(r"[0-9a-f]{64}", hello.words_sha256):
+        raise AdmissionError("INVALID_ARGUMENT", "hello.words_sha256 must be empty or 64 hex "
+                             "digits (a sha256)")  # fmt: skip
     return Applicant(
         node_id(hello.public_key), hello.public_key, hello.domain, profile, hello.model_version,
         hello.capacity, hello.preset[:MAX_PRESET_CHARS], hello.join_token, role, hello.base,
-        hello.refines and role == "domain", tuple(hello.centroid),
+        hello.refines and role == "domain", tuple(hello.centroid), hello.words_sha256,
     )  # fmt: skip
 
 

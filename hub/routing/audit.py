@@ -6,11 +6,12 @@ claims a likelier prompt than its model gives wins prompts it should not and the
 them. So every signed score is, with probability `audit_rate`, queued here: its signature is
 checked (only a signed statement is evidence), the model folder of the version it names is
 fetched from the node once (content-addressed: the first 16 hex digits of its weights' sha256
-must be that version) and kept under the hub home, the prompt is re-scored in fp32, and a
-claim further from the truth than the tolerance is a fraud proof. A node that will not send
-the model of a version it signed with gets no weight instead. What a verdict costs (evidence
-kept, a penalty, the reputation that is its prior in the posterior) is the serving process's
-to decide: it passes `on_verdict` in.
+must be that version) and kept under the hub home, and so are the node's word counts
+(content-addressed by the sha256 its Hello committed to and its statement signs); the prompt is
+re-scored in fp32, and a claim further from the truth than the tolerance is a fraud proof. A
+node that will not send the model or the counts it signed with gets no weight instead. What
+a verdict costs (evidence kept, a penalty, the reputation that is its prior in the posterior) is
+the serving process's to decide: it passes `on_verdict` in.
 
 Tolerance: an honest node may serve in int8 while the audit runs fp32. Measured on the three
 demo models over 221 prompts of 300 characters, int8 claims differ from fp32 by at most 0.31%
@@ -24,6 +25,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 import sys
@@ -44,6 +46,8 @@ REL_TOLERANCE, ABS_TOLERANCE = 0.01, 1.0  # of the audited loglik; nats
 # The offset is a mean per byte, so the loglik's absolute nat becomes a hundredth of one; a
 # similarity is one encoder's cosine, the same in any precision to 1e-6.
 OFFSET_TOLERANCE, SIMILARITY_TOLERANCE = 0.01, 1e-3
+# Word counts are integers and their loglik the same sum of logs in float64 on both sides
+WORDS_TOLERANCE = 1e-6  # relative, and absolute under one nat
 # What a verdict does to a node's reputation (its prior in the posterior). A proven lie sets it
 # to 0: the node is routed to no more (a smaller prior would not do: a lie of 20% on a 16 KB
 # prompt is worth about 100 nats at T = 32, more than any prior above 1e-40 takes back). A
@@ -60,6 +64,8 @@ QUEUE_LIMIT = 256  # claims waiting for the auditor; more are not sampled (count
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "calibration.json",
                "profile.npy")  # fmt: skip
 MAX_MODEL_BYTES = 4 << 30
+# the node's word counts (slm.word_counts, which the hub cannot import: it imports numpy)
+WORDS_FOLDER, WORDS_FILE, MAX_WORDS_BYTES = "words", "words.json", 64 << 20
 FETCH_TIMEOUT_S = 300.0
 WORKER_TIMEOUT_S = 120.0
 
@@ -82,7 +88,11 @@ def misclaims(score: Score, audited: Audited) -> list[str]:
              ("offset_similarity", score.offset_similarity, audited.offset_similarity,
               SIMILARITY_TOLERANCE),
              ("offset_loglik", score.offset_loglik, audited.offset_loglik,
-              OFFSET_TOLERANCE * (1 + abs(audited.offset_loglik))))  # fmt: skip
+              OFFSET_TOLERANCE * (1 + abs(audited.offset_loglik))),
+             ("words_loglik", score.words_loglik, audited.words_loglik,
+              WORDS_TOLERANCE * (1 + abs(audited.words_loglik))),
+             ("offset_words", score.offset_words, audited.offset_words,
+              WORDS_TOLERANCE * (1 + abs(audited.offset_words))))  # fmt: skip
     for name, claimed, truth, tolerance in pairs:
         if abs(claimed - truth) > tolerance:
             wrong.append(f"{name} {claimed:.4f} (the model gives {truth:.4f})")
@@ -97,6 +107,8 @@ class Audited:
     similarity: float
     offset_loglik: float
     offset_similarity: float
+    words_loglik: float = 0.0
+    offset_words: float = 0.0
 
 
 class ModelSource(Protocol):
@@ -104,8 +116,11 @@ class ModelSource(Protocol):
 
     public_key: str
     centroid: tuple[float, ...]
+    words_sha256: str
 
-    def fetch_model(self, request_id: str, version: str) -> AsyncIterator[pb.ModelPart]: ...
+    def fetch_model(
+        self, request_id: str, version: str, words_sha256: str = ""
+    ) -> AsyncIterator[pb.ModelPart]: ...
 
 
 @dataclass(frozen=True)
@@ -117,12 +132,13 @@ class Claim:
     score: Score
     impossible: bool = False  # no model can claim it (hub.routing.claims): judged unscored
     centroid: tuple[float, ...] = ()  # the one the node's Hello committed to
+    words_sha256: str = ""  # of the word counts the node's Hello committed to
 
     def statement(self) -> bytes:
-        s = self.score
+        s, centroid = self.score, centroid_sha256(self.centroid)
         return score_bytes(self.node_id, self.request_id, self.prompt, s.loglik, s.bits_per_byte,
                            s.confidence, s.declined, s.model_version,
-                           s.centred(centroid_sha256(self.centroid)))  # fmt: skip
+                           s.centred(centroid, self.words_sha256))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -138,6 +154,33 @@ class ModelStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def words(self, sha256: str) -> Path | None:
+        path = self.root / WORDS_FOLDER / f"{sha256}.json"
+        return path if path.is_file() else None
+
+    async def fetch_words(self, source: ModelSource, sha256: str) -> Path:
+        """The word counts of `sha256`, fetched unless kept already; AuditError if the node will
+        not send them, or sends other bytes."""
+        if (kept := self.words(sha256)) is not None:
+            return kept
+        folder = self.root / WORDS_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        part = folder / f".{sha256}.{uuid.uuid4().hex[:8]}"
+        part.mkdir()
+        try:
+            async with asyncio.timeout(FETCH_TIMEOUT_S):
+                parts = source.fetch_model(uuid.uuid4().hex, "", sha256)
+                await self._receive(parts, part, (WORDS_FILE,), MAX_WORDS_BYTES)
+            if await asyncio.to_thread(_sha256_of, part / WORDS_FILE) != sha256:
+                raise AuditError(f"the word counts sent are not {sha256[:16]}")
+            target = folder / f"{sha256}.json"
+            os.replace(part / WORDS_FILE, target)
+            return target
+        except Exception as exc:  # refused, timed out, left, sent junk: all the node's doing
+            raise AuditError(f"word counts {sha256[:16]} unavailable: {exc}") from None
+        finally:
+            shutil.rmtree(part, ignore_errors=True)
 
     def folder(self, version: str) -> Path | None:
         path = self.root / version
@@ -168,17 +211,19 @@ class ModelStore:
             shutil.rmtree(part, ignore_errors=True)
 
     @staticmethod
-    async def _receive(parts: AsyncIterator[pb.ModelPart], into: Path) -> None:
+    async def _receive(parts: AsyncIterator[pb.ModelPart], into: Path,
+                       files: tuple[str, ...] = MODEL_FILES, most: int = MAX_MODEL_BYTES,
+                       ) -> None:  # fmt: skip
         total, seen = 0, set()
         async for p in parts:
-            if p.name not in MODEL_FILES:
-                raise AuditError(f"the node sent {p.name!r}, not a model file")
+            if p.name not in files:
+                raise AuditError(f"the node sent {p.name!r}, not one of {', '.join(files)}")
             total += len(p.data)
-            if total > MAX_MODEL_BYTES:
-                raise AuditError(f"the model is over {MAX_MODEL_BYTES >> 30} GiB")
+            if total > most:
+                raise AuditError(f"what it sent is over {most >> 20} MiB")
             await asyncio.to_thread(_append, into / p.name, p.data)  # off the event loop
             seen.add(p.name)
-        missing = set(MODEL_FILES) - seen
+        missing = set(files) - seen
         if missing:
             raise AuditError(f"the node sent no {', '.join(sorted(missing))}")
 
@@ -186,6 +231,14 @@ class ModelStore:
 def _append(path: Path, data: bytes) -> None:
     with open(path, "ab") as f:
         f.write(data)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _version_of(folder: Path) -> str:
@@ -211,13 +264,15 @@ class Worker:
         self._lock = asyncio.Lock()
         self._ids = 0
 
-    async def score(self, folder: Path, prompt: str, centroid: tuple[float, ...] = ()) -> Audited:
+    async def score(self, folder: Path, prompt: str, centroid: tuple[float, ...] = (),
+                    words: Path | None = None) -> Audited:  # fmt: skip
         async with self._lock:
             process = await self._started()
             assert process.stdin is not None and process.stdout is not None
             self._ids += 1
             line = json.dumps({"id": self._ids, "folder": str(folder), "prompt": prompt,
-                               "centroid": list(centroid)}) + "\n"  # fmt: skip
+                               "centroid": list(centroid),
+                               "words": "" if words is None else str(words)}) + "\n"  # fmt: skip
             try:
                 process.stdin.write(line.encode())
                 await process.stdin.drain()
@@ -228,7 +283,8 @@ class Worker:
                 raise AuditError(f"the auditor process failed: {exc!r}") from None
             if "error" in reply:
                 raise AuditError(f"the auditor could not score: {reply['error']}")
-            names = ("loglik", "similarity", "offset_loglik", "offset_similarity")
+            names = ("loglik", "similarity", "offset_loglik", "offset_similarity",
+                     "words_loglik", "offset_words")  # fmt: skip
             return Audited(*(float(reply[name]) for name in names))
 
     async def _started(self) -> asyncio.subprocess.Process:
@@ -272,7 +328,7 @@ class Auditor:
             if source is None or (not lie and self.rng.random() >= self.rate):
                 continue
             claim = Claim(node_id, source.public_key, request_id, prompt, score, lie,
-                          source.centroid)  # fmt: skip
+                          source.centroid, source.words_sha256)  # fmt: skip
             try:
                 self._queue.put_nowait(claim)
             except asyncio.QueueFull:
@@ -330,10 +386,11 @@ class Auditor:
                 if source is None:
                     raise AuditError("the node left before it sent its model")
                 folder = await self.store.fetch(source, version)
+            words = await self._words(claim)
         except AuditError as exc:
             return Verdict(claim, "unavailable", None, str(exc))
         try:
-            audited = await self.worker.score(folder, claim.prompt, claim.centroid)
+            audited = await self.worker.score(folder, claim.prompt, claim.centroid, words)
         except AuditError as exc:  # ours, not the node's: no verdict
             log.error("audit of %s skipped: %s", claim.node_id[:12], exc)
             return None
@@ -342,6 +399,17 @@ class Auditor:
                   f"claimed loglik {claim.score.loglik:.3f}, model {version} gives "
                   f"{audited.loglik:.3f}")  # fmt: skip
         return Verdict(claim, "false-score" if wrong else "honest", audited.loglik, detail)
+
+    async def _words(self, claim: Claim) -> Path | None:
+        """The word counts the claim is under, fetched from its node unless kept already."""
+        if not claim.words_sha256:
+            return None
+        if (kept := self.store.words(claim.words_sha256)) is not None:
+            return kept
+        source = self.sources.get(claim.node_id)
+        if source is None:
+            raise AuditError("the node left before it sent its word counts")
+        return await self.store.fetch_words(source, claim.words_sha256)
 
     def _count(self, kind: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1

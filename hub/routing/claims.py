@@ -31,12 +31,20 @@ MAX_TOKEN_BYTES = 128
 # A model's mean log-likelihood of ordinary text is far above this (an untrained byte-level
 # model gives about -5.5 nats per byte): a lower offset would buy a node evidence it has not got.
 MIN_OFFSET_LOGLIK = -8.0
+# The least a word can get under any valid word counts is -ln(1e9 + 1e6) = -20.7 nats
+# (slm/word_counts.py bounds the total), and n words take at least 2n - 1 bytes with their
+# separators: no prompt of b bytes has words below this times b + 1 nats, nor the pool a mean
+# below it per byte.
+MIN_WORDS_PER_BYTE = -10.5
 
 
-def plausible(score: Score, prompt_bytes: int, has_centroid: bool = True) -> bool:
+def plausible(
+    score: Score, prompt_bytes: int, has_centroid: bool = True, has_words: bool = False
+) -> bool:
     """False for a claim no model can make: a non-finite loglik or one near certainty (under
     MIN_BITS_PER_BYTE), a confidence outside [0, 1], a similarity outside [-1, 1] (or any from
-    a node with no centroid), an offset outside its range, or a bits-per-byte that is not
+    a node with no centroid), a words loglik above 0 or below its least (or any from a node
+    with no word counts), an offset outside its range, or a bits-per-byte that is not
     -loglik / (bytes · ln 2)."""
     if not math.isfinite(score.loglik):
         return False
@@ -49,6 +57,11 @@ def plausible(score: Score, prompt_bytes: int, has_centroid: bool = True) -> boo
     if not has_centroid and (score.similarity or score.offset_similarity):
         return False  # a similarity to no centroid
     if not MIN_OFFSET_LOGLIK <= score.offset_loglik <= 0.0:
+        return False
+    if not has_words and (score.words_loglik or score.offset_words):
+        return False  # words under no counts
+    least = MIN_WORDS_PER_BYTE * (prompt_bytes + 1)
+    if not (least <= score.words_loglik <= 0.0 and MIN_WORDS_PER_BYTE <= score.offset_words <= 0.0):
         return False
     expected = -score.loglik / (prompt_bytes * math.log(2))
     return math.isclose(score.bits_per_byte, expected, rel_tol=REL_TOLERANCE, abs_tol=1e-12)

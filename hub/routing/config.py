@@ -32,6 +32,10 @@ class RouterConfig:
         1.35, "nats per prompt byte per unit of a node's similarity to the prompt (its "
         "centroid's), beside its loglik; 0: likelihood alone",
     )  # fmt: skip
+    words_weight: float = option(
+        2.0, "nats per nat of the loglik of a prompt's words under a node's word counts "
+        "(its training text's), beside its loglik; 0: no word counts",
+    )  # fmt: skip
     # With the default penalty a lie's expected fine exceeds the most an Ask can pay (rewards.py)
     audit_rate: float = option(0.05, "share of signed scores the hub re-scores; 0: none")
     max_asks: int = option(64, "Asks served at once; more are refused (RESOURCE_EXHAUSTED)")
@@ -61,9 +65,10 @@ class RouterConfig:
         if not 0.0 <= self.audit_rate <= 1.0:
             flag = flag_of(RouterConfig, "audit_rate")
             raise ConfigError(f"{flag} must be between 0 and 1, got {self.audit_rate}")
-        if not 0 <= self.similarity_weight < 1000:
-            flag = flag_of(RouterConfig, "similarity_weight")
-            raise ConfigError(f"{flag} must be between 0 and 1000, got {self.similarity_weight}")
+        for name in ("similarity_weight", "words_weight"):
+            if not 0 <= getattr(self, name) < 1000:
+                flag = flag_of(RouterConfig, name)
+                raise ConfigError(f"{flag} must be between 0 and 1000, got {getattr(self, name)}")
         for name in ("score_deadline_s", "stall_s", "posterior_temperature", "ask_deadline_s"):
             if not getattr(self, name) > 0:
                 flag = flag_of(RouterConfig, name)

@@ -38,6 +38,7 @@ class NodeConnection:
     def __init__(
         self, node_id: str, domain: str, public_key: str, model_version: str, capacity: int,
         role: str = "domain", refines: bool = False, centroid: tuple[float, ...] = (),
+        words_sha256: str = "",
     ) -> None:  # fmt: skip
         self.node_id = node_id
         self.domain = domain
@@ -48,6 +49,7 @@ class NodeConnection:
         self.refines = refines
         self.centroid = centroid  # what its similarity claims are to (the auditor checks them)
         self.centroid_sha256 = centroid_sha256(centroid)
+        self.words_sha256 = words_sha256  # of the counts its words claims are under (audited)
         self.in_flight = 0  # as the node last reported it
         self.last_heard = time.monotonic()
         self.closed: str | None = None  # why, once closed
@@ -108,14 +110,19 @@ class NodeConnection:
                 if not finished:
                     self._cancel(request_id)
 
-    async def fetch_model(self, request_id: str, version: str) -> AsyncIterator[pb.ModelPart]:
-        """The model folder that signed as `version`, in parts, for the auditor; raises what
-        the node reported (NodeFailed) or ConnectionError if it left. It takes no capacity
-        slot: it is file reading, not model compute."""
+    async def fetch_model(
+        self, request_id: str, version: str, words_sha256: str = ""
+    ) -> AsyncIterator[pb.ModelPart]:
+        """The model folder that signed as `version` (or with `words_sha256`, the word counts
+        of that digest), in parts, for the auditor; raises what the node reported (NodeFailed)
+        or ConnectionError if it left. It takes no capacity slot: it is file reading, not model
+        compute."""
         self._check_open()
         parts: asyncio.Queue[pb.ModelPart | Exception] = asyncio.Queue()
         self._fetches[request_id] = parts
-        self._send(pb.HubMessage(fetch=pb.FetchModel(request_id=request_id, model_version=version)))
+        fetch = pb.FetchModel(request_id=request_id, model_version=version,
+                              words_sha256=words_sha256)  # fmt: skip
+        self._send(pb.HubMessage(fetch=fetch))
         try:
             while True:
                 part = await parts.get()

@@ -59,6 +59,7 @@ class Network:
         conn = NodeConnection(
             applicant.node_id, applicant.domain, applicant.public_key, applicant.model_version,
             applicant.capacity, applicant.role, applicant.refines, applicant.centroid,
+            applicant.words_sha256,
         )  # fmt: skip
         if conn.node_id in self.revoked:  # revoked while its handshake was under way
             conn.close(self.revoked[conn.node_id], "PERMISSION_DENIED")

@@ -8,10 +8,12 @@ Bayesian posterior over domain experts; a larger T flattens it.
 The evidence for node j on a prompt of b bytes is its loglik, less what it gives any text of
 that length (b times its offset, its mean loglik per byte on the calibration pool,
 slm/offsets.py), plus w nats per byte for each unit by which the prompt's similarity to the
-node's centroid exceeds its mean similarity on the pool. Raw logliks favour nodes whose model
+node's centroid exceeds its mean similarity on the pool, plus w' times the loglik of the
+prompt's words under the node's word counts (slm/word_counts.py), less b times their mean per
+byte on the pool. Raw logliks favour nodes whose model
 likes all text (an adapter of code or computing text raises every prompt's likelihood); raw
 similarities favour centroids near the middle of all text. Centred, only what is particular to
-this prompt counts. w is chosen on half of the evaluation's prompts and judged on the other
+this prompt counts. w and w' are chosen on half of the evaluation's prompts and judged on the other
 half (docs/evaluation.md).
 """
 
@@ -42,10 +44,12 @@ def posterior(
 
 def evidence(
     loglik: float, size: int, similarity: float, offset_loglik: float, offset_similarity: float,
-    weight: float,
+    weight: float, words_loglik: float = 0.0, offset_words: float = 0.0,
+    words_weight: float = 0.0,
 ) -> float:  # fmt: skip
     """Nats for a node's fit to a prompt of `size` bytes, its offsets taken out."""
-    return loglik - size * offset_loglik + weight * size * (similarity - offset_similarity)
+    return (loglik - size * offset_loglik + weight * size * (similarity - offset_similarity)
+            + words_weight * (words_loglik - size * offset_words))  # fmt: skip
 
 
 def ranked(probabilities: Mapping[str, float]) -> list[tuple[str, float]]:

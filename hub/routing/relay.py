@@ -28,6 +28,7 @@ class NodeLink(Protocol):
     role: str  # "domain" or "generalist"
     refines: bool  # it can refine a draft
     centroid_sha256: str  # of the centroid its similarity claims are to ("": it has none)
+    words_sha256: str  # of the word counts its words claims are under ("": it has none)
     in_flight: int
     capacity: int
 

@@ -77,7 +77,8 @@ class Candidate:
     declined: bool
     node_ms: float = 0.0  # the node's own time on the score
     claimed_similarity: float = 0.0  # the node's signed similarity of the prompt to its centroid
-    evidence: float = 0.0  # nats: the loglik and similarity, less the node's offsets
+    evidence: float = 0.0  # nats: the loglik, similarity and words, less the node's offsets
+    words_loglik: float = 0.0  # the node's signed loglik of the prompt's words
 
 
 @dataclass
@@ -194,7 +195,8 @@ class Router:
         size = len(prompt.encode("utf-8"))
         given = {n: s for n, s in zip(chosen, scores, strict=True) if s is not None}
         valid = {n: s for n, s in given.items()  # an impossible claim
-                 if plausible(s, size, bool(links[n].centroid_sha256))}  # fmt: skip
+                 if plausible(s, size, bool(links[n].centroid_sha256),
+                              bool(links[n].words_sha256))}  # fmt: skip
         if self.observe is not None:  # is no claim, and, if signed, its own proof of a lie
             self.observe(request_id, prompt, valid, {n: given[n] for n in given.keys() - valid})
         # Lazily verified: only the winner's signature decides the route, so only the winner's
@@ -211,7 +213,7 @@ class Router:
         out = [
             Candidate(n, links[n].domain, similarity.get(n, 0.0), valid[n].loglik,
                       post.get(n, 0.0), valid[n].declined, valid[n].node_ms,
-                      valid[n].similarity, fit[n])
+                      valid[n].similarity, fit[n], valid[n].words_loglik)
             for n in valid
         ]  # fmt: skip
         order = {n: i for i, (n, _) in enumerate(ranked(post))}
@@ -219,7 +221,8 @@ class Router:
 
     def _evidence(self, s: Score, size: int) -> float:
         return evidence(s.loglik, size, s.similarity, s.offset_loglik, s.offset_similarity,
-                        self.config.similarity_weight)  # fmt: skip
+                        self.config.similarity_weight, s.words_loglik, s.offset_words,
+                        self.config.words_weight)  # fmt: skip
 
     async def _score(self, link: NodeLink, request_id: str, prompt: str) -> Score | None:
         try:
@@ -238,7 +241,8 @@ class Router:
     def _verified(self, link: NodeLink, request_id: str, prompt: str, s: Score) -> bool:
         statement = score_bytes(
             link.node_id, request_id, prompt, s.loglik, s.bits_per_byte, s.confidence,
-            s.declined, s.model_version or link.model_version, s.centred(link.centroid_sha256),
+            s.declined, s.model_version or link.model_version,
+            s.centred(link.centroid_sha256, link.words_sha256),
         )  # fmt: skip
         return verify(link.public_key, s.signature, statement)
 

@@ -93,14 +93,14 @@ def test_little_data_prompts_skip_shipped_text_and_still_number_n() -> None:
 
 
 def test_the_offline_word_counts_route_by_words_and_the_hubs_offsets_are_recovered() -> None:
-    from evaluation.lexical import WordCounts, loglik_offsets, route
+    from evaluation.lexical import Counts, loglik_offsets, route
     from hub.routing.posterior import evidence
 
     training = {"law": "licence licensee warranty liability copyright " * 20,
                 "medicine": "otitis media fracture chronic acute ear " * 20}  # fmt: skip
     prompts = [("law", "the licensee disclaims warranty"), ("medicine", "acute otitis of the ear")]
-    assert route(prompts, training, 1.0) == ["law", "medicine"]
-    counts = WordCounts(training, 1.0)
+    assert route(prompts, training) == ["law", "medicine"]
+    counts = Counts(training)
     assert counts.scores("warranty")["law"] > counts.scores("warranty")["medicine"]
     # the evidence the hub records for each candidate, from offsets the nodes signed
     truth_ll, truth_sim = {"law": -0.9, "medicine": -1.2}, {"law": 0.1, "medicine": 0.3}

@@ -38,6 +38,8 @@ def _hello(**changes) -> pb.Hello:  # type: ignore[no-untyped-def]
         ({"centroid": [1.0] + [0.0] * 10}, "hello.centroid"),
         ({"centroid": [2.0] + [0.0] * (CENTROID_DIM - 1)}, "hello.centroid"),
         ({"centroid": [float("nan")] * CENTROID_DIM}, "hello.centroid"),
+        ({"words_sha256": "../../etc/passwd"}, "hello.words_sha256"),
+        ({"words_sha256": "A" * 64}, "hello.words_sha256"),
     ],
 )
 def test_a_malformed_hello_is_invalid_argument(changes, words) -> None:

@@ -111,11 +111,12 @@ def _prompts(n: int) -> list[str]:
 
 
 def _audited(
-    worker: Worker, folder: Path, prompts: list[str], centroid: tuple[float, ...] = ()
-) -> list[Audited]:
+    worker: Worker, folder: Path, prompts: list[str], centroid: tuple[float, ...] = (),
+    words: Path | None = None,
+) -> list[Audited]:  # fmt: skip
     async def run() -> list[Audited]:
         try:
-            return [await worker.score(folder, p, centroid) for p in prompts]
+            return [await worker.score(folder, p, centroid, words) for p in prompts]
         finally:
             await worker.close()
 
@@ -131,14 +132,17 @@ def test_the_auditor_process_reproduces_an_fp32_node_exactly(trained, tmp_path) 
     service = NodeService(load_model_folder(folder, serving="fp32"), generate_key())
     assert service.centroid is not None  # training wrote the folder's centroid.npy
     prompts = _prompts(12)
+    assert service.words is not None  # and its words.json
     audited = _audited(Worker(tmp_path / "auditor.log"), folder, prompts,
-                       tuple(service.centroid.tolist()))  # fmt: skip
+                       tuple(service.centroid.tolist()), folder / "words.json")  # fmt: skip
     claimed = [service.score("r", p) for p in prompts]
     assert [a.loglik for a in audited] == pytest.approx([c.loglik for c in claimed], rel=1e-6)
     assert [a.similarity for a in audited] == pytest.approx(
         [c.similarity for c in claimed], abs=1e-5)  # fmt: skip
     assert audited[0].offset_loglik == pytest.approx(claimed[0].offset_loglik, rel=1e-6)
     assert audited[0].offset_similarity == pytest.approx(claimed[0].offset_similarity, abs=1e-5)
+    assert [a.words_loglik for a in audited] == [c.words_loglik for c in claimed]  # exactly
+    assert audited[0].offset_words == claimed[0].offset_words < 0
     assert all(not misclaims(c, a) for c, a in zip(claimed, audited, strict=True))
 
 

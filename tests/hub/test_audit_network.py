@@ -19,7 +19,9 @@ from node.identity import generate_key
 from node.service import NodeService
 from protos.signing import verify
 from slm.model_folder import load_model_folder
+from slm.offsets import words_offset
 from slm.scoring import score
+from slm.word_counts import WordCounts
 
 pytestmark = pytest.mark.slow  # real hub and node processes
 
@@ -45,7 +47,8 @@ def network(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
         loglik=better_by_a_fifth, model=trained["law"].folder, version=law.version,
         similarity=honest.similarity, centroid=tuple(honest.centroid.tolist()),
         offset_loglik=honest.offsets.loglik_per_byte,
-        offset_similarity=honest.offsets.similarity,
+        offset_similarity=honest.offsets.similarity, words=honest.words.to_bytes(),
+        words_loglik=honest.words.loglik, offset_words=honest.offsets.words_per_byte,
     ), profile=law.profile.tolist()).start()  # fmt: skip
     yield hub, nodes, liar
     liar.stop()
@@ -102,5 +105,48 @@ def test_honest_nodes_audited_on_every_claim_are_never_found_false(network, trai
     assert db.execute(f"SELECT COUNT(*) FROM fraud_proofs WHERE node_id IN ({marks})",
                       honest_ids).fetchone() == (0,)  # fmt: skip
     for domain in DOMAINS:  # their claims were audited: the auditor fetched each one's model
-        version = load_model_folder(trained[domain].folder).version
-        assert (hub.home / "audit" / "models" / version / "model.safetensors").is_file()
+        loaded = load_model_folder(trained[domain].folder)  # and word counts
+        assert (hub.home / "audit" / "models" / loaded.version / "model.safetensors").is_file()
+        assert (hub.home / "audit" / "models" / "words" / f"{loaded.words.sha256}.json").is_file()
+
+
+def test_a_node_that_claims_likelier_words_than_its_counts_give_is_caught(network, trained
+                                                                          ) -> None:  # fmt: skip
+    """The word counts are a claim like the loglik: one a fifth likelier than the counts the
+    node committed to is a fraud proof, and counts it will not show are no evidence."""
+    hub, nodes, _ = network
+    medicine = load_model_folder(trained["medicine"].folder, serving="fp32")
+    honest = NodeService(medicine, generate_key())
+
+    def behaviour(**lie) -> Behaviour:  # type: ignore[no-untyped-def]
+        said = {"words": honest.words.to_bytes(), "words_loglik": honest.words.loglik,
+                "offset_words": honest.offsets.words_per_byte, **lie}  # fmt: skip
+        return Behaviour(
+            loglik=lambda p: honest.score("r", p).loglik, model=trained["medicine"].folder,
+            version=medicine.version, similarity=honest.similarity,
+            centroid=tuple(honest.centroid.tolist()), offset_loglik=honest.offsets.loglik_per_byte,
+            offset_similarity=honest.offsets.similarity, **said,
+        )  # fmt: skip
+
+    likelier = Rogue(hub.address, hub.ca.read_bytes(), hub.token("medicine"), "medicine",
+                     behaviour(words_loglik=lambda p: 0.8 * honest.words.loglik(p)),
+                     profile=medicine.profile.tolist()).start()  # fmt: skip
+    # counts of its own (the hub has none of that digest), which it will not show
+    own = WordCounts.of_text(trained["medicine"].held_out)
+    hidden = Rogue(hub.address, hub.ca.read_bytes(), hub.token("medicine"), "medicine",
+                   behaviour(words=own.to_bytes(), words_loglik=own.loglik,
+                             offset_words=words_offset(own), sends_words=b"{}"),
+                   profile=medicine.profile.tolist()).start()  # fmt: skip
+    try:
+        ask(hub, trained["medicine"].held_out[:300], max_tokens=2)
+        hub.wait_for(r"audit: node " + likelier.node_id[:12] + r" false-score", timeout=120)
+        hub.wait_for(r"audit: node " + hidden.node_id[:12] + r" unavailable", timeout=120)
+    finally:
+        likelier.stop()
+        hidden.stop()
+    db = sqlite3.connect(hub.home / "hub.db")
+    details = [d for (d,) in db.execute("SELECT detail FROM fraud_proofs WHERE node_id = ?",
+                                        (likelier.node_id,))]  # fmt: skip
+    assert details and all("words_loglik" in d and "claimed loglik" not in d for d in details)
+    assert db.execute("SELECT COUNT(*) FROM fraud_proofs WHERE node_id = ?",
+                      (nodes["medicine"].node_id,)).fetchone() == (0,)  # fmt: skip

@@ -16,11 +16,14 @@ from protos.wire import Piece, SamplingParams, Score
 def _score(loglik: float, size: int, **changes: float) -> Score:
     values = {
         "bits_per_byte": -loglik / (size * math.log(2)), "confidence": 0.5, "similarity": 0.0,
-        "offset_loglik": -1.0, "offset_similarity": 0.0, **changes,
+        "offset_loglik": -1.0, "offset_similarity": 0.0, "words_loglik": 0.0,
+        "offset_words": 0.0, **changes,
     }  # fmt: skip
     return Score("r", loglik, values["bits_per_byte"], values["confidence"], False, b"", "v",
                  similarity=values["similarity"], offset_loglik=values["offset_loglik"],
-                 offset_similarity=values["offset_similarity"])  # fmt: skip
+                 offset_similarity=values["offset_similarity"],
+                 words_loglik=values["words_loglik"],
+                 offset_words=values["offset_words"])  # fmt: skip
 
 
 def test_a_similarity_and_offsets_no_model_can_give_are_implausible() -> None:
@@ -38,6 +41,28 @@ def test_a_similarity_and_offsets_no_model_can_give_are_implausible() -> None:
     # a similarity from a node that committed to no centroid is a similarity to nothing
     assert not plausible(_score(-300.0, 120, similarity=0.3), 120, has_centroid=False)
     assert plausible(_score(-300.0, 120), 120, has_centroid=False)
+
+
+def test_word_claims_no_counts_can_give_are_implausible() -> None:
+    honest = {"words_loglik": -150.0, "offset_words": -1.1}
+    assert plausible(_score(-300.0, 120, **honest), 120, has_words=True)
+    assert plausible(_score(-300.0, 120, words_loglik=0.0), 120, has_words=True)  # no words
+    # the least any counts give: -20.7 nats a word, a word and its separator 2 bytes
+    assert plausible(_score(-300.0, 1, words_loglik=-20.7), 1, has_words=True)
+    lies = (
+        {"words_loglik": 1.0},  # a word likelier than certain
+        {"words_loglik": -10.5 * 121 - 1},  # below what any counts give
+        {"words_loglik": math.nan},
+        {"words_loglik": -math.inf},
+        {"offset_words": 0.1},
+        {"offset_words": -11.0},  # an offset that buys every prompt evidence
+        {"offset_words": math.nan},
+    )
+    for lie in lies:
+        assert not plausible(_score(-300.0, 120, **{**honest, **lie}), 120, has_words=True), lie
+    # words under counts the node never committed to are words under nothing
+    assert not plausible(_score(-300.0, 120, **honest), 120, has_words=False)
+    assert not plausible(_score(-300.0, 120, offset_words=-1.0), 120, has_words=False)
 
 
 def test_impossible_scores_are_implausible_and_consistent_ones_are_not() -> None:

@@ -40,6 +40,10 @@ class LocalLink:
         return self.service.centroid_sha256
 
     @property
+    def words_sha256(self) -> str:
+        return self.service.words_sha256
+
+    @property
     def node_id(self) -> str:
         return self.service.node_id
 

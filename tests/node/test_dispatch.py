@@ -74,7 +74,7 @@ def test_scores_and_completions_come_back_signed_by_the_node(trained) -> None:
 
     got = asyncio.run(test())
     score = got[0].score
-    centred = Score.from_proto(score).centred(service.centroid_sha256)
+    centred = Score.from_proto(score).centred(service.centroid_sha256, service.words_sha256)
     statement = score_bytes(service.node_id, "s1", "Otitis media", score.loglik,
                             score.bits_per_byte, score.confidence, score.declined,
                             score.model_version, centred)  # fmt: skip

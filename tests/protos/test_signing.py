@@ -30,7 +30,7 @@ def test_statements_are_canonical() -> None:
     a = score_bytes("n", "r", "prompt", -1.5, 0.25, 0.5, False, "v1")
     b = score_bytes("n", "r", "prompt", -1.5, 0.25, 0.5, False, "v1")
     assert a == b
-    assert a.startswith(b"swarmllm/score/2\n")
+    assert a.startswith(b"swarmllm/score/3\n")
     assert b'"loglik":-1.5' in a and b"prompt" not in a.split(b"\n", 1)[1].replace(
         b"prompt_sha256", b""
     )
