@@ -5,7 +5,8 @@ asks it, one JSON line per claim on stdin, to score a prompt with a model folder
 fetched from the node that signed the claim, the centroid the node's Hello committed to and the
 word counts the hub fetched by the digest it committed to; it answers one JSON line per claim on
 stdout: {"id", "loglik", "similarity", "offset_loglik", "offset_similarity", "words_loglik",
-"offset_words"} or {"id", "error"}. It scores in fp32, the reference every serving
+"offset_words"}, {"id", "invalid_words"} for counts that are not a valid words.json (the node's
+doing: it committed to them), or {"id", "error"}. It scores in fp32, the reference every serving
 precision is judged against, with one torch thread, and keeps the last few models loaded with
 their offsets (slm/offsets.py: seconds each, once per model and centroid).
 """
@@ -28,13 +29,27 @@ def main() -> None:
     from slm.model_folder import LoadedModel, load_model_folder
     from slm.offsets import Offsets, offsets, pool_vectors, words_offset
     from slm.scoring import score
-    from slm.word_counts import WordCounts
+    from slm.word_counts import WordCounts, WordCountsError
 
     torch.set_num_threads(1)
     loaded: OrderedDict[tuple[str, bytes], tuple[LoadedModel, Offsets]] = OrderedDict()
     counted: OrderedDict[str, tuple[WordCounts, float]] = OrderedDict()  # with their offset
     for line in sys.stdin:
         request = json.loads(line)
+        words = str(request.get("words") or "")
+        if words and words not in counted:
+            try:
+                counts = WordCounts.from_bytes(Path(words).read_bytes())
+            except (WordCountsError, OSError) as exc:  # the node's counts; our disk
+                kind = "invalid_words" if isinstance(exc, WordCountsError) else "error"
+                sys.stdout.write(json.dumps({"id": request.get("id"), kind: str(exc)}) + "\n")
+                sys.stdout.flush()
+                continue
+            counted[words] = (counts, words_offset(counts))
+            if len(counted) > KEEP_MODELS:
+                counted.popitem(last=False)
+        if words:
+            counted.move_to_end(words)
         try:
             folder, prompt = str(request["folder"]), str(request["prompt"])
             centroid = np.asarray(request.get("centroid") or [], dtype=np.float32)
@@ -52,12 +67,6 @@ def main() -> None:
             s = score(model.model, model.tokenizer, model.quantiles, prompt)
             similarity = (float(shared_encoder().embed([prompt])[0] @ centroid)
                           if len(centroid) else 0.0)  # fmt: skip
-            words = str(request.get("words") or "")
-            if words and words not in counted:
-                counts = WordCounts.from_bytes(Path(words).read_bytes())
-                counted[words] = (counts, words_offset(counts))
-                if len(counted) > KEEP_MODELS:
-                    counted.popitem(last=False)
             counts, offset_words = counted[words] if words else (None, 0.0)
             reply = {"id": request["id"], "loglik": s.loglik, "similarity": similarity,
                      "offset_loglik": found.loglik_per_byte,

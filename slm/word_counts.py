@@ -7,11 +7,17 @@ routes 79% of the prompts, these counts alone 87%, the two together 90%: a code 
 archaic word or a statute's term is in one node's counts and no other's.
 
 A node's claim is the prompt's words (`slm.retrieval.terms`) under a unigram model of its
-counts with add-one smoothing over a fixed vocabulary size, the same for every node, so that
-no node can buy likelihood for unseen words by the size it declares; the total is bounded for
-the same reason. The counts travel as canonical JSON (`words.json` in the model folder): the
-node commits to their sha256 when it joins and signs it with every score, and the hub's auditor
-fetches them by that digest and re-scores the claim (hub/routing/audit.py). No torch here.
+counts interpolated with a uniform one over a fixed vocabulary size, with fixed weights (half
+each), the same for every node: p(w) = SEEN x count(w) / total + (1 - SEEN) / VOCABULARY.
+Only the counts' proportions matter, so no node buys likelihood by the size it declares (under
+add-one smoothing the unseen words' share shrinks as the total grows: counts multiplied up
+would have claimed more for every word they hold), and no word is less likely than
+(1 - SEEN) / VOCABULARY under any counts, which bounds every claim (hub/routing/claims.py).
+On the large-data run (docs/evaluation.md) SEEN from 0.1 to 0.5 and add-one smoothing route
+within a point of each other. The counts travel as canonical JSON (`words.json` in the model
+folder): the node commits to their sha256 when it joins and signs it with every score, and
+the hub's auditor fetches them by that digest and re-scores the claim (hub/routing/audit.py).
+No torch here.
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ from slm.retrieval import terms
 
 FILE = "words.json"  # in the model folder
 FORMAT = "swarmllm-words/1"
-ALPHA = 1.0  # add-one smoothing: measured beside 0.1, the same within a point (large data)
-VOCABULARY = 1_000_000  # the smoothing's vocabulary: one size for every node
+SEEN = 0.5  # the counts' share of each word's probability; the rest is uniform
+VOCABULARY = 1_000_000  # the uniform part's vocabulary: one size for every node
+LEAST = math.log((1 - SEEN) / VOCABULARY)  # nats: the least likely a word can be, -14.5
 MAX_TOTAL = 10**9  # words counted: far more than any node's text (3 MB of text is 0.3 M)
 MAX_WORD_CHARS = 64  # longer "words" (hashes, runs of digits) are not counted
-MAX_BYTES = 64 << 20  # a counts file larger than this is refused (3 MB of text: about 1 MB)
+MAX_BYTES = 16 << 20  # a counts file larger than this is refused (3 MB of text: under 0.4 MB)
 
 
 class WordCountsError(ValueError):
@@ -53,9 +60,9 @@ class WordCounts:
 
     def loglik(self, text: str) -> float:
         """Nats of the text's words under these counts (<= 0; 0 for a text of no words)."""
-        denominator = math.log(self.total + ALPHA * VOCABULARY)
-        return math.fsum(math.log(self.counts.get(w, 0) + ALPHA) - denominator
-                         for w in terms(text))  # fmt: skip
+        share = SEEN / self.total if self.total else 0.0
+        uniform = (1 - SEEN) / VOCABULARY
+        return math.fsum(math.log(share * self.counts.get(w, 0) + uniform) for w in terms(text))
 
     def to_bytes(self) -> bytes:
         """Canonical JSON: the same counts are the same bytes, so one digest names them."""
@@ -73,7 +80,7 @@ class WordCounts:
             raise WordCountsError(f"it is over {MAX_BYTES >> 20} MiB")
         try:
             facts = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # a 5,000-digit count too
             raise WordCountsError(f"it is not JSON: {exc}") from None
         if not isinstance(facts, dict) or facts.get("format") != FORMAT:
             raise WordCountsError(f"it is not a {FORMAT} file")

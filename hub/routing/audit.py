@@ -65,13 +65,18 @@ MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "calibratio
                "profile.npy")  # fmt: skip
 MAX_MODEL_BYTES = 4 << 30
 # the node's word counts (slm.word_counts, which the hub cannot import: it imports numpy)
-WORDS_FOLDER, WORDS_FILE, MAX_WORDS_BYTES = "words", "words.json", 64 << 20
+WORDS_FOLDER, WORDS_FILE, MAX_WORDS_BYTES = "words", "words.json", 16 << 20
 FETCH_TIMEOUT_S = 300.0
 WORKER_TIMEOUT_S = 120.0
 
 
 class AuditError(Exception):
     """The audit could not run: the model is unavailable, or the auditor failed."""
+
+
+class InvalidWords(AuditError):
+    """The word counts the node committed to are not a valid counts file: no claim under them
+    can be true, and the node signed their digest."""
 
 
 def honest(claimed: float, audited: float) -> bool:
@@ -281,6 +286,8 @@ class Worker:
             except (TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
                 await self.close()
                 raise AuditError(f"the auditor process failed: {exc!r}") from None
+            if "invalid_words" in reply:
+                raise InvalidWords(str(reply["invalid_words"]))
             if "error" in reply:
                 raise AuditError(f"the auditor could not score: {reply['error']}")
             names = ("loglik", "similarity", "offset_loglik", "offset_similarity",
@@ -391,6 +398,9 @@ class Auditor:
             return Verdict(claim, "unavailable", None, str(exc))
         try:
             audited = await self.worker.score(folder, claim.prompt, claim.centroid, words)
+        except InvalidWords as exc:  # the node's: it signed under counts that cannot be
+            detail = f"its word counts {claim.words_sha256[:16]} are not valid: {exc}"
+            return Verdict(claim, "false-score", None, detail)
         except AuditError as exc:  # ours, not the node's: no verdict
             log.error("audit of %s skipped: %s", claim.node_id[:12], exc)
             return None

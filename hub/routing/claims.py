@@ -31,11 +31,12 @@ MAX_TOKEN_BYTES = 128
 # A model's mean log-likelihood of ordinary text is far above this (an untrained byte-level
 # model gives about -5.5 nats per byte): a lower offset would buy a node evidence it has not got.
 MIN_OFFSET_LOGLIK = -8.0
-# The least a word can get under any valid word counts is -ln(1e9 + 1e6) = -20.7 nats
-# (slm/word_counts.py bounds the total), and n words take at least 2n - 1 bytes with their
-# separators: no prompt of b bytes has words below this times b + 1 nats, nor the pool a mean
-# below it per byte.
-MIN_WORDS_PER_BYTE = -10.5
+# The least a word can get under any word counts is ln(0.5 / 1e6) = -14.51 nats
+# (slm/word_counts.py LEAST), and n words take at least 2n - 1 bytes with their separators: no
+# prompt of b bytes has words below this times b + 1 nats. The calibration pool has 0.091 words
+# a byte, so no counts give it a mean below -1.33 nats a byte (tests/hub/test_claims.py checks
+# both against slm): a lower offset would buy a node evidence on every prompt.
+MIN_WORDS_PER_BYTE, MIN_OFFSET_WORDS = -7.3, -1.4
 
 
 def plausible(
@@ -61,7 +62,7 @@ def plausible(
     if not has_words and (score.words_loglik or score.offset_words):
         return False  # words under no counts
     least = MIN_WORDS_PER_BYTE * (prompt_bytes + 1)
-    if not (least <= score.words_loglik <= 0.0 and MIN_WORDS_PER_BYTE <= score.offset_words <= 0.0):
+    if not (least <= score.words_loglik <= 0.0 and MIN_OFFSET_WORDS <= score.offset_words <= 0.0):
         return False
     expected = -score.loglik / (prompt_bytes * math.log(2))
     return math.isclose(score.bits_per_byte, expected, rel_tol=REL_TOLERANCE, abs_tol=1e-12)

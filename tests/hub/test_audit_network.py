@@ -113,7 +113,8 @@ def test_honest_nodes_audited_on_every_claim_are_never_found_false(network, trai
 def test_a_node_that_claims_likelier_words_than_its_counts_give_is_caught(network, trained
                                                                           ) -> None:  # fmt: skip
     """The word counts are a claim like the loglik: one a fifth likelier than the counts the
-    node committed to is a fraud proof, and counts it will not show are no evidence."""
+    node committed to is a fraud proof, so are claims under counts that are no counts file (they
+    would otherwise stop every audit of the node), and counts it will not show are no evidence."""
     hub, nodes, _ = network
     medicine = load_model_folder(trained["medicine"].folder, serving="fp32")
     honest = NodeService(medicine, generate_key())
@@ -137,13 +138,18 @@ def test_a_node_that_claims_likelier_words_than_its_counts_give_is_caught(networ
                    behaviour(words=own.to_bytes(), words_loglik=own.loglik,
                              offset_words=words_offset(own), sends_words=b"{}"),
                    profile=medicine.profile.tolist()).start()  # fmt: skip
+    broken = Rogue(hub.address, hub.ca.read_bytes(), hub.token("medicine"), "medicine",
+                   behaviour(words=b"{}", words_loglik=lambda p: 0.0, offset_words=-1.3),
+                   profile=medicine.profile.tolist()).start()  # fmt: skip
     try:
         ask(hub, trained["medicine"].held_out[:300], max_tokens=2)
         hub.wait_for(r"audit: node " + likelier.node_id[:12] + r" false-score", timeout=120)
         hub.wait_for(r"audit: node " + hidden.node_id[:12] + r" unavailable", timeout=120)
+        hub.wait_for(r"audit: node " + broken.node_id[:12] + r" false-score \(its word counts "
+                     r"\w+ are not valid", timeout=120)  # fmt: skip
     finally:
-        likelier.stop()
-        hidden.stop()
+        for rogue in (likelier, hidden, broken):
+            rogue.stop()
     db = sqlite3.connect(hub.home / "hub.db")
     details = [d for (d,) in db.execute("SELECT detail FROM fraud_proofs WHERE node_id = ?",
                                         (likelier.node_id,))]  # fmt: skip

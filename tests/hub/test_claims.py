@@ -7,10 +7,20 @@ import math
 
 import pytest
 
-from hub.routing.claims import MAX_TOKEN_BYTES, ClaimError, Relayed, plausible
+from hub.routing.claims import (
+    MAX_TOKEN_BYTES,
+    MIN_OFFSET_WORDS,
+    MIN_WORDS_PER_BYTE,
+    ClaimError,
+    Relayed,
+    plausible,
+)
 from node.identity import generate_key
 from node.service import NodeService
 from protos.wire import Piece, SamplingParams, Score
+from slm.offsets import pool
+from slm.retrieval import terms
+from slm.word_counts import LEAST
 
 
 def _score(loglik: float, size: int, **changes: float) -> Score:
@@ -47,15 +57,16 @@ def test_word_claims_no_counts_can_give_are_implausible() -> None:
     honest = {"words_loglik": -150.0, "offset_words": -1.1}
     assert plausible(_score(-300.0, 120, **honest), 120, has_words=True)
     assert plausible(_score(-300.0, 120, words_loglik=0.0), 120, has_words=True)  # no words
-    # the least any counts give: -20.7 nats a word, a word and its separator 2 bytes
-    assert plausible(_score(-300.0, 1, words_loglik=-20.7), 1, has_words=True)
+    # the least any counts give: -14.51 nats a word, a word and its separator 2 bytes
+    assert plausible(_score(-300.0, 1, words_loglik=LEAST), 1, has_words=True)
+    assert plausible(_score(-300.0, 3, words_loglik=2 * LEAST), 3, has_words=True)  # "a b"
     lies = (
         {"words_loglik": 1.0},  # a word likelier than certain
-        {"words_loglik": -10.5 * 121 - 1},  # below what any counts give
+        {"words_loglik": -7.3 * 121 - 1},  # below what any counts give
         {"words_loglik": math.nan},
         {"words_loglik": -math.inf},
         {"offset_words": 0.1},
-        {"offset_words": -11.0},  # an offset that buys every prompt evidence
+        {"offset_words": -1.5},  # an offset that buys every prompt evidence
         {"offset_words": math.nan},
     )
     for lie in lies:
@@ -63,6 +74,13 @@ def test_word_claims_no_counts_can_give_are_implausible() -> None:
     # words under counts the node never committed to are words under nothing
     assert not plausible(_score(-300.0, 120, **honest), 120, has_words=False)
     assert not plausible(_score(-300.0, 120, offset_words=-1.0), 120, has_words=False)
+
+
+def test_the_words_bounds_hold_for_any_counts_on_the_shipped_pool() -> None:
+    """The hub cannot import slm's word counts; its bounds are checked against them here."""
+    assert MIN_WORDS_PER_BYTE * 2 <= LEAST  # a word of one byte and one byte of separator
+    least_offset = LEAST * sum(len(terms(p)) / len(p.encode("utf-8")) for p in pool()) / len(pool())
+    assert MIN_OFFSET_WORDS <= least_offset < MIN_OFFSET_WORDS + 0.1
 
 
 def test_impossible_scores_are_implausible_and_consistent_ones_are_not() -> None:

@@ -10,16 +10,26 @@ import pytest
 
 from slm.errors import ModelFolderError
 from slm.model_folder import read_words
-from slm.word_counts import ALPHA, MAX_TOTAL, VOCABULARY, WordCounts, WordCountsError
+from slm.word_counts import LEAST, MAX_TOTAL, SEEN, VOCABULARY, WordCounts, WordCountsError
 
 
 def test_the_loglik_is_each_words_smoothed_share_of_the_count() -> None:
     counts = WordCounts.of_text("Otitis media of the middle ear. Otitis externa.")
     assert dict(counts.counts) == {"otitis": 2, "media": 1, "middle": 1, "ear": 1, "externa": 1}
-    denominator = counts.total + ALPHA * VOCABULARY
-    expected = math.log(3 / denominator) + math.log(1 / denominator)  # otitis, then unseen
+    uniform = (1 - SEEN) / VOCABULARY
+    expected = math.log(SEEN * 2 / 6 + uniform) + math.log(uniform)  # otitis, then unseen
     assert counts.loglik("The otitis of a walrus") == pytest.approx(expected, rel=1e-12)
     assert counts.loglik("the of a") == 0.0  # no words that tell texts apart
+    assert WordCounts({}).loglik("walrus") == LEAST  # no counts: every word at the least
+
+
+def test_counts_scaled_up_claim_no_more_than_the_counts_themselves() -> None:
+    """Only proportions count: a node cannot buy likelihood by declaring a larger total."""
+    honest = WordCounts.of_text("licence licensee warranty liability copyright licence")
+    inflated = WordCounts({w: n * 100_000 for w, n in honest.counts.items()})
+    for prompt in ("the licensee disclaims warranty", "an unseen walrus", "licence licence"):
+        assert inflated.loglik(prompt) == pytest.approx(honest.loglik(prompt), rel=1e-12)
+    assert honest.loglik("walrus walrus") == 2 * LEAST  # and no word is below the least
 
 
 def test_the_same_counts_are_the_same_bytes_whatever_the_order_they_were_counted_in() -> None:
@@ -37,6 +47,8 @@ def test_the_same_counts_are_the_same_bytes_whatever_the_order_they_were_counted
         (json.dumps({"format": "swarmllm-words/1", "counts": [1]}).encode(), "not an object"),
         (json.dumps({"format": "swarmllm-words/1", "counts": {"ear": 0}}).encode(), "positive"),
         (json.dumps({"format": "swarmllm-words/1", "counts": {"ear": 1.5}}).encode(), "positive"),
+        (b'{"format": "swarmllm-words/1", "counts": {"ear": 1' + b"0" * 5000 + b"}}", "not JSON"),
+        (b"[" * 100_000, "not JSON"),
         (json.dumps({"format": "swarmllm-words/1", "counts": {"ear": True}}).encode(), "positive"),
         (json.dumps({"format": "swarmllm-words/1", "counts": {"": 3}}).encode(), "positive"),
         (json.dumps({"format": "swarmllm-words/1", "counts": {"x" * 65: 3}}).encode(), "positive"),
