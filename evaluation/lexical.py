@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.run import PRESETS, setting
-from hub.routing.config import RouterConfig
 from slm.word_counts import WordCounts
 
-HUB_SIMILARITY_WEIGHT = RouterConfig().similarity_weight  # what the run's hub weighed with
+# what a run's hub weighed by when runs did not yet keep it in hub.json (before word counts)
+BEFORE_WORDS = {"similarity_weight": 1.35, "words_weight": 0.0}
 WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 
@@ -63,7 +63,7 @@ def chosen(truth: Sequence[str], domains: Sequence[str],
 
 def loglik_offsets(
     cands: list[dict[str, dict]], sizes: list[int], offset_sim: dict[str, float],
-    weight: float = HUB_SIMILARITY_WEIGHT, offset_words: dict[str, float] | None = None,
+    weight: float, offset_words: dict[str, float] | None = None,
     words_weight: float = 0.0,
 ) -> dict[str, float]:  # fmt: skip
     """Each node's loglik offset (nats per byte) as the hub used it, recovered from the evidence
@@ -104,7 +104,7 @@ def beside_the_run(run: Path, training: dict[str, str]) -> None:
         d: similarity_offset(np.load(run / "models" / f"adapter-{d}" / "centroid.npy"), vectors)
         for d in domains
     }
-    weights = {"similarity_weight": HUB_SIMILARITY_WEIGHT, "words_weight": 0.0}  # before words
+    weights = BEFORE_WORDS
     if (run / "hub.json").exists():
         weights = json.loads((run / "hub.json").read_text(encoding="utf-8"))
     if weights["words_weight"]:  # what the nodes signed, under the counts in their folders

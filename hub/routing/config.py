@@ -27,13 +27,14 @@ class RouterConfig:
     # the routing evaluation's held-out prompts (docs/evaluation.md). Logliks are sums over a
     # prompt's tokens, so T = 1 is near 0/1.
     posterior_temperature: float = option(32.0, "T in p(node|prompt) ∝ prior·exp(evidence/T)")
-    # Chosen on half of the evaluation's prompts, judged on the other (docs/evaluation.md)
+    # Both chosen together on the even prompts of the routing evaluation's two settings (large
+    # and little data, adapter nodes), judged on the odd ones (docs/evaluation.md)
     similarity_weight: float = option(
-        1.35, "nats per prompt byte per unit of a node's similarity to the prompt (its "
+        0.35, "nats per prompt byte per unit of a node's similarity to the prompt (its "
         "centroid's), beside its loglik; 0: likelihood alone",
     )  # fmt: skip
     words_weight: float = option(
-        2.0, "nats per nat of the loglik of a prompt's words under a node's word counts "
+        0.5, "nats per nat of the loglik of a prompt's words under a node's word counts "
         "(its training text's), beside its loglik; 0: no word counts",
     )  # fmt: skip
     # With the default penalty a lie's expected fine exceeds the most an Ask can pay (rewards.py)
