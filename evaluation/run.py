@@ -209,23 +209,26 @@ def train_models(
 
 def reusable(folder: Path, text: str, steps: int) -> bool:
     """Whether the model in `folder` (from an earlier run's --work) was trained on exactly this
-    text for this many steps: a corpus or preset edit since must not be reported on old models.
-    One trained before models kept their word counts gets them now (training would write the
-    same)."""
+    text for this many steps: a corpus or preset edit since must not be reported on old models."""
     try:
         training = json.loads((folder / "config.json").read_text())["training"]
     except (OSError, ValueError, KeyError):
         return False
-    same = (training.get("corpus_sha256"), training.get("train_config", {}).get("max_steps")) == (
+    return (training.get("corpus_sha256"), training.get("train_config", {}).get("max_steps")) == (
         hashlib.sha256(text.encode("utf-8")).hexdigest(), steps)  # fmt: skip
-    if same and not (folder / WORDS).exists():
+
+
+def give_words(folder: Path, text: str) -> None:
+    """A reused model trained before models kept their word counts gets them now: training on
+    `text` would have written the same."""
+    if not (folder / WORDS).exists():
         atomic_write_bytes(folder / WORDS, WordCounts.of_text(text).to_bytes())
-    return same
 
 
 def _trained(folder: Path, text: str, domain: str, steps: int, what: str, preset: EvalPreset
              ) -> Path:  # fmt: skip
     if reusable(folder, text, steps):
+        give_words(folder, text)
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     began = time.monotonic()

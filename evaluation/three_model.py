@@ -333,7 +333,7 @@ def summary(answers: list[Answered], bpb: dict[str, list[float]]) -> dict:
 def adapters(work: Path, corpora: dict[str, str], steps: int) -> dict[str, Path]:
     """A rank-16 adapter of the base per domain, `steps` steps on the training split of its
     corpus; one already in `work` from the same text and steps is reused."""
-    from evaluation.run import reusable
+    from evaluation.run import give_words, reusable
 
     base = pretrained.load(DEFAULT_BASE)
     cfg = replace(ADAPTER_TRAIN, max_steps=steps, max_epochs=None, patience=10**6,
@@ -342,7 +342,9 @@ def adapters(work: Path, corpora: dict[str, str], steps: int) -> dict[str, Path]
     for i, (domain, text) in enumerate(corpora.items(), 1):
         train_text, _ = split_corpus(text, 0.1)
         folder = work / "models" / f"adapter-{domain}"
-        if not reusable(folder, train_text, steps):
+        if reusable(folder, train_text, steps):
+            give_words(folder, train_text)
+        else:
             shutil.rmtree(folder, ignore_errors=True)
             began = time.monotonic()
             print(f"[{i}/{len(corpora)}] the {domain} adapter ({steps} steps) ...", flush=True)

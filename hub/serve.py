@@ -36,7 +36,7 @@ from hub.ledger.keys import load_public_key, load_signing_key
 from hub.ledger.ledger import Ledger
 from hub.ledger.rewards import InferenceRecord
 from hub.ledger.writer import LedgerWriter
-from hub.routing import audit
+from hub.routing import audit, audit_store
 from hub.routing.endpoint import ENDPOINT, EndpointConfig, EndpointDrafter
 from hub.routing.network import Network
 from hub.routing.router import Result
@@ -74,7 +74,7 @@ class Hub:
             on_join=self.register_for_training,
         )  # fmt: skip
         self.auditor = audit.Auditor(
-            options.router.audit_rate, audit.ModelStore(cfg.home / "audit" / "models"),
+            options.router.audit_rate, audit_store.ModelStore(cfg.home / "audit" / "models"),
             audit.Worker(cfg.home / "logs" / "auditor.log"), self.network.connections, self.punish,
         )  # fmt: skip
         self.network.router.observe = self.auditor.observe  # rate 0 still judges impossible claims

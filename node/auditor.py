@@ -5,10 +5,12 @@ asks it, one JSON line per claim on stdin, to score a prompt with a model folder
 fetched from the node that signed the claim, the centroid the node's Hello committed to and the
 word counts the hub fetched by the digest it committed to; it answers one JSON line per claim on
 stdout: {"id", "loglik", "similarity", "offset_loglik", "offset_similarity", "words_loglik",
-"offset_words"}, {"id", "invalid_words"} for counts that are not a valid words.json (the node's
-doing: it committed to them), or {"id", "error"}. It scores in fp32, the reference every serving
-precision is judged against, with one torch thread, and keeps the last few models loaded with
-their offsets (slm/offsets.py: seconds each, once per model and centroid).
+"offset_words"}; {"id", "invalid_words"} for counts that are not a valid words.json and
+{"id", "invalid_model"} for a folder that does not load (the node's doing: it committed to the
+counts and sent the folder); or {"id", "error"} for a failure of ours (a file the hub's store
+lost, memory). It scores in fp32, the reference every serving precision is judged against, with
+one torch thread, and keeps the last few models loaded with their offsets (slm/offsets.py:
+seconds each, once per model and centroid).
 """
 
 from __future__ import annotations
@@ -17,8 +19,41 @@ import json
 import sys
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from slm.model_folder import LoadedModel
+    from slm.offsets import Offsets
 
 KEEP_MODELS = 4  # model folders kept loaded: audits come in runs of one node's claims
+
+
+class Unloadable(Exception):
+    """The folder the node sent does not load."""
+
+
+def load(folder: Path, centroid: np.ndarray) -> tuple[LoadedModel, Offsets]:
+    """The folder's model in fp32 and its offsets on the calibration pool. A file missing is
+    ours (the hub's store checked that the node sent each one); anything else the folder's
+    content does is the node's: Unloadable."""
+    from slm.model_folder import REQUIRED, load_model_folder
+    from slm.offsets import offsets, pool_vectors
+
+    missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}")
+    vectors = pool_vectors() if len(centroid) else None
+    try:
+        model = load_model_folder(folder, serving="fp32", base_paths=False)
+        found = offsets(model.model, model.tokenizer, centroid if len(centroid) else None,
+                        vectors)  # fmt: skip
+    except (OSError, MemoryError):
+        raise
+    except Exception as exc:
+        raise Unloadable(f"{type(exc).__name__}: {exc}") from None
+    return model, found
 
 
 def main() -> None:
@@ -26,8 +61,7 @@ def main() -> None:
     import torch
 
     from slm.encoder import shared_encoder
-    from slm.model_folder import LoadedModel, load_model_folder
-    from slm.offsets import Offsets, offsets, pool_vectors, words_offset
+    from slm.offsets import words_offset
     from slm.scoring import score
     from slm.word_counts import WordCounts, WordCountsError
 
@@ -55,11 +89,7 @@ def main() -> None:
             centroid = np.asarray(request.get("centroid") or [], dtype=np.float32)
             key = (folder, centroid.tobytes())
             if key not in loaded:
-                model = load_model_folder(Path(folder), serving="fp32", base_paths=False)
-                vectors = pool_vectors() if len(centroid) else None
-                found = offsets(model.model, model.tokenizer, centroid if len(centroid) else None,
-                                vectors)  # fmt: skip
-                loaded[key] = (model, found)
+                loaded[key] = load(Path(folder), centroid)
                 if len(loaded) > KEEP_MODELS:
                     loaded.popitem(last=False)
             loaded.move_to_end(key)
@@ -73,7 +103,9 @@ def main() -> None:
                      "offset_similarity": found.similarity,
                      "words_loglik": 0.0 if counts is None else counts.loglik(prompt),
                      "offset_words": offset_words}  # fmt: skip
-        except Exception as exc:  # a broken folder or prompt: the hub decides what it means
+        except Unloadable as exc:
+            reply = {"id": request.get("id"), "invalid_model": str(exc)}
+        except Exception as exc:  # ours: a lost file, memory, a prompt we cannot read
             reply = {"id": request.get("id"), "error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()

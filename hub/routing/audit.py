@@ -5,11 +5,14 @@ The router routes by claims; the bounds in `claims` stop only impossible ones. A
 claims a likelier prompt than its model gives wins prompts it should not and the rewards with
 them. So every signed score is, with probability `audit_rate`, queued here: its signature is
 checked (only a signed statement is evidence), the model folder of the version it names is
-fetched from the node once (content-addressed: the first 16 hex digits of its weights' sha256
-must be that version) and kept under the hub home, and so are the node's word counts
-(content-addressed by the sha256 its Hello committed to and its statement signs); the prompt is
-re-scored in fp32, and a claim further from the truth than the tolerance is a fraud proof. A
-node that will not send the model or the counts it signed with gets no weight instead. What
+fetched from the node once (its weights must give that version: slm.version) and kept under the
+hub home, and so are the node's word counts (content-addressed by the sha256 its Hello committed
+to and its statement signs); the prompt is re-scored in fp32, and a claim further from the truth
+than the tolerance is a fraud proof. A node that will not send the model or the counts it signed
+with, or sends a model that will not load, gets no weight instead. The version does not bind
+every file of a folder (a tokenizer or a norm epsilon can differ under the same weights), so a
+node is audited with the folder it sent itself: another node that signs the same version cannot
+make an honest node's claims look false by sending its version first with other files. What
 a verdict costs (evidence kept, a penalty, the reputation that is its prior in the posterior) is
 the serving process's to decide: it passes `on_verdict` in.
 
@@ -22,23 +25,17 @@ times that; a claim 20% better than the truth is twenty times beyond it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-import os
 import random
-import shutil
 import sys
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-from protos import swarm_pb2 as pb
+from hub.routing.audit_store import AuditError, ModelSource, ModelStore
 from protos.signing import centroid_sha256, score_bytes, verify
 from protos.wire import Score
-from slm.version import model_version
 
 log = logging.getLogger("slm-hub")
 
@@ -60,18 +57,12 @@ def reputation_after(kind: str, reputation: float) -> float:
 
 
 QUEUE_LIMIT = 256  # claims waiting for the auditor; more are not sampled (counted as skipped)
-# the files of a model folder (slm.model_folder.REQUIRED, which the hub cannot import)
-MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "calibration.json",
-               "profile.npy")  # fmt: skip
-MAX_MODEL_BYTES = 4 << 30
-# the node's word counts (slm.word_counts, which the hub cannot import: it imports numpy)
-WORDS_FOLDER, WORDS_FILE, MAX_WORDS_BYTES = "words", "words.json", 16 << 20
-FETCH_TIMEOUT_S = 300.0
 WORKER_TIMEOUT_S = 120.0
 
 
-class AuditError(Exception):
-    """The audit could not run: the model is unavailable, or the auditor failed."""
+class InvalidModel(AuditError):
+    """The model folder the node sent does not load; the version does not bind all of it, so
+    this is no proof the node lied, but it showed nothing its claims can be checked against."""
 
 
 class InvalidWords(AuditError):
@@ -116,18 +107,6 @@ class Audited:
     offset_words: float = 0.0
 
 
-class ModelSource(Protocol):
-    """A connected node, as the auditor needs it (hub.routing.connection.NodeConnection)."""
-
-    public_key: str
-    centroid: tuple[float, ...]
-    words_sha256: str
-
-    def fetch_model(
-        self, request_id: str, version: str, words_sha256: str = ""
-    ) -> AsyncIterator[pb.ModelPart]: ...
-
-
 @dataclass(frozen=True)
 class Claim:
     node_id: str
@@ -152,111 +131,6 @@ class Verdict:
     kind: str  # "honest", "false-score" or "unavailable"
     audited: float | None
     detail: str = ""
-
-
-class ModelStore:
-    """Model folders by version, fetched from the nodes that signed with them."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def words(self, sha256: str) -> Path | None:
-        path = self.root / WORDS_FOLDER / f"{sha256}.json"
-        return path if path.is_file() else None
-
-    async def fetch_words(self, source: ModelSource, sha256: str) -> Path:
-        """The word counts of `sha256`, fetched unless kept already; AuditError if the node will
-        not send them, or sends other bytes."""
-        if (kept := self.words(sha256)) is not None:
-            return kept
-        folder = self.root / WORDS_FOLDER
-        folder.mkdir(parents=True, exist_ok=True)
-        part = folder / f".{sha256}.{uuid.uuid4().hex[:8]}"
-        part.mkdir()
-        try:
-            async with asyncio.timeout(FETCH_TIMEOUT_S):
-                parts = source.fetch_model(uuid.uuid4().hex, "", sha256)
-                await self._receive(parts, part, (WORDS_FILE,), MAX_WORDS_BYTES)
-            if await asyncio.to_thread(_sha256_of, part / WORDS_FILE) != sha256:
-                raise AuditError(f"the word counts sent are not {sha256[:16]}")
-            target = folder / f"{sha256}.json"
-            os.replace(part / WORDS_FILE, target)
-            return target
-        except Exception as exc:  # refused, timed out, left, sent junk: all the node's doing
-            raise AuditError(f"word counts {sha256[:16]} unavailable: {exc}") from None
-        finally:
-            shutil.rmtree(part, ignore_errors=True)
-
-    def folder(self, version: str) -> Path | None:
-        path = self.root / version
-        return path if (path / MODEL_FILES[1]).is_file() else None
-
-    async def fetch(self, source: ModelSource, version: str) -> Path:
-        """The folder of `version`, fetched unless kept already; AuditError if the node will
-        not send it, or sends other files or other weights."""
-        if not (len(version) == 16 and all(c in "0123456789abcdef" for c in version)):
-            raise AuditError(f"{version!r} is not a model version")
-        if (kept := self.folder(version)) is not None:
-            return kept
-        self.root.mkdir(parents=True, exist_ok=True)
-        part = self.root / f".{version}.{uuid.uuid4().hex[:8]}"
-        part.mkdir()
-        try:
-            async with asyncio.timeout(FETCH_TIMEOUT_S):
-                await self._receive(source.fetch_model(uuid.uuid4().hex, version), part)
-            if await asyncio.to_thread(_version_of, part) != version:
-                raise AuditError(f"the weights sent are not model {version}")
-            target = self.root / version
-            if not target.exists():
-                part.rename(target)
-            return target
-        except Exception as exc:  # refused, timed out, left, sent junk: all the node's doing
-            raise AuditError(f"model {version} unavailable: {exc}") from None
-        finally:
-            shutil.rmtree(part, ignore_errors=True)
-
-    @staticmethod
-    async def _receive(parts: AsyncIterator[pb.ModelPart], into: Path,
-                       files: tuple[str, ...] = MODEL_FILES, most: int = MAX_MODEL_BYTES,
-                       ) -> None:  # fmt: skip
-        total, seen = 0, set()
-        async for p in parts:
-            if p.name not in files:
-                raise AuditError(f"the node sent {p.name!r}, not one of {', '.join(files)}")
-            total += len(p.data)
-            if total > most:
-                raise AuditError(f"what it sent is over {most >> 20} MiB")
-            await asyncio.to_thread(_append, into / p.name, p.data)  # off the event loop
-            seen.add(p.name)
-        missing = set(files) - seen
-        if missing:
-            raise AuditError(f"the node sent no {', '.join(sorted(missing))}")
-
-
-def _append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _version_of(folder: Path) -> str:
-    """What a node signs as its model version (slm.version), from the folder it sent."""
-    digest = hashlib.sha256()
-    with open(folder / MODEL_FILES[1], "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    try:
-        meta = json.loads((folder / MODEL_FILES[0]).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise AuditError(f"the node sent a config.json that is not JSON: {exc}") from None
-    return model_version(digest.hexdigest(), meta)
 
 
 class Worker:
@@ -288,6 +162,8 @@ class Worker:
                 raise AuditError(f"the auditor process failed: {exc!r}") from None
             if "invalid_words" in reply:
                 raise InvalidWords(str(reply["invalid_words"]))
+            if "invalid_model" in reply:
+                raise InvalidModel(str(reply["invalid_model"]))
             if "error" in reply:
                 raise AuditError(f"the auditor could not score: {reply['error']}")
             names = ("loglik", "similarity", "offset_loglik", "offset_similarity",
@@ -387,7 +263,7 @@ class Auditor:
             return Verdict(claim, "false-score", None, detail)
         version = claim.score.model_version
         try:
-            folder = self.store.folder(version)
+            folder = self.store.folder(claim.public_key, version)
             if folder is None:
                 source = self.sources.get(claim.node_id)
                 if source is None:
@@ -401,6 +277,9 @@ class Auditor:
         except InvalidWords as exc:  # the node's: it signed under counts that cannot be
             detail = f"its word counts {claim.words_sha256[:16]} are not valid: {exc}"
             return Verdict(claim, "false-score", None, detail)
+        except InvalidModel as exc:  # the node's: it sent them; asked again next time
+            self.store.forget(claim.public_key, version)
+            return Verdict(claim, "unavailable", None, f"its model {version} does not load: {exc}")
         except AuditError as exc:  # ours, not the node's: no verdict
             log.error("audit of %s skipped: %s", claim.node_id[:12], exc)
             return None

@@ -46,6 +46,17 @@ def test_a_kept_model_is_reused_only_for_the_same_text_and_steps(tmp_path: Path)
     assert reusable(tmp_path, "text", 800)
     assert not reusable(tmp_path, "other text", 800)  # a corpus edit since
     assert not reusable(tmp_path, "text", 600)  # a preset edit since
+    assert [f.name for f in tmp_path.iterdir()] == ["config.json"]  # asking writes nothing
+
+
+def test_a_reused_model_without_word_counts_gets_those_of_its_text(tmp_path: Path) -> None:
+    from evaluation.run import give_words
+    from slm.word_counts import FILE, WordCounts
+
+    give_words(tmp_path, "the law of the land")
+    assert (tmp_path / FILE).read_bytes() == WordCounts.of_text("the law of the land").to_bytes()
+    give_words(tmp_path, "other text")  # kept counts are never rewritten
+    assert (tmp_path / FILE).read_bytes() == WordCounts.of_text("the law of the land").to_bytes()
 
 
 def test_rewriting_the_routing_report_keeps_the_other_evaluations(tmp_path) -> None:

@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from hub.routing.audit import (
-    MODEL_FILES,
     Audited,
-    AuditError,
-    ModelStore,
+    Auditor,
+    Claim,
+    Verdict,
     Worker,
     honest,
     misclaims,
     reputation_after,
 )
+from hub.routing.audit_store import MODEL_FILES, AuditError, ModelStore
 from hub.routing.connection import NodeFailed
 from node.identity import generate_key
 from node.service import NodeService
@@ -41,6 +43,13 @@ def test_the_tolerance_takes_serving_noise_and_not_a_lie() -> None:
 
 def test_the_hub_knows_every_file_of_a_model_folder() -> None:
     assert MODEL_FILES == REQUIRED  # the hub cannot import slm (torch); the lists must agree
+
+
+def test_the_hub_fetches_any_word_counts_slm_accepts_and_no_more() -> None:
+    from hub.routing.audit_store import MAX_WORDS_BYTES, WORDS_FILE
+    from slm import word_counts
+
+    assert (WORDS_FILE, MAX_WORDS_BYTES) == (word_counts.FILE, word_counts.MAX_BYTES)
 
 
 class Source:
@@ -77,11 +86,12 @@ def test_the_store_keeps_exactly_the_model_that_signed(trained, tmp_path) -> Non
     for why, source in cases.items():
         with pytest.raises(AuditError, match="unavailable"):
             asyncio.run(store.fetch(source, version))
-        assert store.folder(version) is None, why
+        assert store.folder("", version) is None, why
     with pytest.raises(AuditError, match="not a model version"):
         asyncio.run(store.fetch(Source(_parts(folder)), "../../etc"))
     kept = asyncio.run(store.fetch(Source(_parts(folder)), version))
-    assert kept == store.folder(version) == tmp_path / "models" / version
+    assert kept == store.folder("", version) and kept.parent == tmp_path / "models"
+    assert kept.name.startswith(f"{version}-")  # and the digest of every file
     weights = (kept / "model.safetensors").read_bytes()
     assert hashlib.sha256(weights).hexdigest()[:16] == version
     assert not (tmp_path / "evil.py").exists() and sorted(p.name for p in kept.iterdir()) == sorted(
@@ -98,6 +108,94 @@ def test_the_node_sends_its_model_in_parts_the_store_accepts(trained, tmp_path) 
     assert load_model_folder(kept).version == version
     with pytest.raises(Exception, match="serves model"):
         list(service.model_files("0" * 16))
+
+
+class Sender:
+    """A node as the auditor reaches it: `service` signs its claims and sends its word counts;
+    `files`, if given, is the model folder it sends instead of its own."""
+
+    def __init__(self, service: NodeService, files: dict[str, bytes] | None = None) -> None:
+        self.service, self.files, self.fetched = service, files, 0
+        self.public_key, self.words_sha256 = service.public_key, service.words_sha256
+        assert service.centroid is not None
+        self.centroid = tuple(service.centroid.tolist())
+
+    async def fetch_model(self, request_id: str, version: str, words_sha256: str = ""
+                          ) -> AsyncIterator[pb.ModelPart]:  # fmt: skip
+        self.fetched += not words_sha256
+        if self.files is None or words_sha256:
+            for name, data, last in self.service.model_files(version, words_sha256):
+                yield pb.ModelPart(name=name, data=data, last=last)
+            return
+        for part in _parts_of(self.files):
+            yield part
+
+    def claim(self, prompt: str) -> Claim:
+        s = self.service.score("r", prompt)
+        return Claim(self.service.node_id, self.public_key, "r", prompt, s,
+                     centroid=self.centroid, words_sha256=self.words_sha256)  # fmt: skip
+
+
+def _parts_of(files: dict[str, bytes]) -> list[pb.ModelPart]:
+    names = list(files)
+    return [pb.ModelPart(name=n, data=files[n], last=n == names[-1]) for n in names]
+
+
+def _verdicts(senders: list[Sender], claims: list[Claim], tmp_path: Path
+              ) -> tuple[list[Verdict | None], ModelStore]:  # fmt: skip
+    """Each claim through a real Auditor and auditor process, in order."""
+    store = ModelStore(tmp_path / "models")
+
+    async def run() -> list[Verdict | None]:
+        async def recorded(verdict: Verdict) -> None:
+            return None
+
+        sources = {s.service.node_id: s for s in senders}
+        auditor = Auditor(1.0, store, Worker(tmp_path / "auditor.log"), sources, recorded)
+        try:
+            return [await auditor.audit(c) for c in claims]
+        finally:
+            await auditor.worker.close()
+
+    return asyncio.run(run()), store
+
+
+def test_a_node_is_audited_with_the_folder_it_sent_not_another_under_its_version(
+    trained, tmp_path
+) -> None:  # fmt: skip
+    """A version binds a model's weights, not every file: a node with the same weights and
+    another norm epsilon signs the same version. Sent first, its folder must not be the one
+    an honest node's claims are judged by."""
+    folder = trained["law"].folder
+    law = load_model_folder(folder, serving="fp32")
+    meta = json.loads((folder / "config.json").read_text())
+    meta["model"]["norm_eps"] = 0.5
+    files = {n: (folder / n).read_bytes() for n in MODEL_FILES}
+    poisoner = Sender(
+        NodeService(law, generate_key()), files | {"config.json": json.dumps(meta).encode()}
+    )
+    honest = Sender(NodeService(law, generate_key()))
+    prompt = trained["law"].held_out[:300]
+    first, then = _verdicts([poisoner, honest], [poisoner.claim(prompt), honest.claim(prompt)],
+                            tmp_path)[0]  # fmt: skip
+    assert first is not None and first.kind == "false-score"  # that folder gives other scores
+    assert then is not None and then.kind == "honest", then.detail
+    assert (poisoner.fetched, honest.fetched) == (1, 1)
+
+
+def test_a_node_whose_folder_does_not_load_is_unavailable_and_asked_again(trained, tmp_path
+                                                                          ) -> None:  # fmt: skip
+    folder = trained["medicine"].folder
+    medicine = load_model_folder(folder, serving="fp32")
+    files = {n: (folder / n).read_bytes() for n in MODEL_FILES} | {"tokenizer.json": b"{}"}
+    sender = Sender(NodeService(medicine, generate_key()), files)
+    prompt = trained["medicine"].held_out[:300]
+    verdicts, store = _verdicts([sender], [sender.claim(prompt), sender.claim(prompt)], tmp_path)
+    for verdict in verdicts:  # no proof it lied (a tokenizer is not in its version), no weight
+        assert verdict is not None and verdict.kind == "unavailable"
+        assert "does not load" in verdict.detail and "tokenizer.json" in verdict.detail
+    assert sender.fetched == 2 and store.folder(sender.public_key, medicine.version) is None
+    assert not list((tmp_path / "models").glob(f"{medicine.version}-*"))  # nothing kept
 
 
 def _prompts(n: int) -> list[str]:

@@ -166,7 +166,7 @@ def test_an_adapter_round_trips_through_its_folder(tmp_path, base) -> None:
     assert lora.has_adapters(trainable.model) and not lora.has_adapters(served.model)
     assert served.version == again.version
     # The hub's auditor computes the version the node signs from the folder it fetches.
-    from hub.routing.audit import _version_of
+    from hub.routing.audit_store import _version_of
 
     assert _version_of(folder) == served.version
     prompt = "Acute serous otitis media, recurrent, right ear"
