@@ -24,6 +24,9 @@ MAX_MODEL_BYTES = 4 << 30
 # the node's word counts (slm.word_counts, which the hub cannot import: it imports numpy)
 WORDS_FOLDER, WORDS_FILE, MAX_WORDS_BYTES = "words", "words.json", 16 << 20
 FETCH_TIMEOUT_S = 300.0
+# A node signs whatever version it likes, and each new one sampled is a folder fetched: kept
+# are its latest two (its model and the one before a swap), so it cannot fill the hub's disk.
+KEEP_PER_NODE = 2
 
 
 class AuditError(Exception):
@@ -43,14 +46,18 @@ class ModelSource(Protocol):
 
 
 class ModelStore:
-    """Model folders by version, fetched from the nodes that signed with them."""
+    """Model folders by version, fetched from the nodes that signed with them; at most
+    KEEP_PER_NODE folders and one counts file kept for each node."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         # (node's public key, version): the folder that node sent, under the version and the
-        # digest of all its files (nodes that sent the same files share it). Kept in memory:
-        # after a restart each node is asked again.
+        # digest of all its files (nodes that sent the same files share it), oldest first;
+        # and the counts each node sent last. Kept in memory: after a restart each node is
+        # asked again, so what an earlier run kept is nobody's and is dropped.
         self._sent: dict[tuple[str, str], Path] = {}
+        self._words: dict[str, Path] = {}
+        shutil.rmtree(root, ignore_errors=True)
 
     def words(self, sha256: str) -> Path | None:
         path = self.root / WORDS_FOLDER / f"{sha256}.json"
@@ -73,6 +80,10 @@ class ModelStore:
                 raise AuditError(f"the word counts sent are not {sha256[:16]}")
             target = folder / f"{sha256}.json"
             os.replace(part / WORDS_FILE, target)
+            before = self._words.get(source.public_key)
+            self._words[source.public_key] = target
+            if before is not None and before not in self._words.values():
+                before.unlink(missing_ok=True)
             return target
         except Exception as exc:  # refused, timed out, left, sent junk: all the node's doing
             raise AuditError(f"word counts {sha256[:16]} unavailable: {exc}") from None
@@ -85,7 +96,8 @@ class ModelStore:
         return path if path is not None and (path / MODEL_FILES[1]).is_file() else None
 
     def forget(self, public_key: str, version: str) -> None:
-        """A folder that would not load: dropped, unless another node sent the same files."""
+        """A folder that would not load, or one too old: dropped, unless another node sent the
+        same files."""
         path = self._sent.pop((public_key, version), None)
         if path is not None and path not in self._sent.values():
             shutil.rmtree(path, ignore_errors=True)
@@ -109,6 +121,9 @@ class ModelStore:
             if not target.exists():
                 part.rename(target)
             self._sent[(source.public_key, version)] = target
+            mine = [v for key, v in self._sent if key == source.public_key]
+            for old in mine[:-KEEP_PER_NODE]:
+                self.forget(source.public_key, old)
             return target
         except Exception as exc:  # refused, timed out, left, sent junk: all the node's doing
             raise AuditError(f"model {version} unavailable: {exc}") from None

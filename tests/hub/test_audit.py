@@ -22,7 +22,7 @@ from hub.routing.audit import (
     misclaims,
     reputation_after,
 )
-from hub.routing.audit_store import MODEL_FILES, AuditError, ModelStore
+from hub.routing.audit_store import KEEP_PER_NODE, MODEL_FILES, WORDS_FILE, AuditError, ModelStore
 from hub.routing.connection import NodeFailed
 from node.identity import generate_key
 from node.service import NodeService
@@ -46,7 +46,7 @@ def test_the_hub_knows_every_file_of_a_model_folder() -> None:
 
 
 def test_the_hub_fetches_any_word_counts_slm_accepts_and_no_more() -> None:
-    from hub.routing.audit_store import MAX_WORDS_BYTES, WORDS_FILE
+    from hub.routing.audit_store import MAX_WORDS_BYTES
     from slm import word_counts
 
     assert (WORDS_FILE, MAX_WORDS_BYTES) == (word_counts.FILE, word_counts.MAX_BYTES)
@@ -60,7 +60,9 @@ class Source:
     def __init__(self, parts: list[pb.ModelPart] | None) -> None:
         self.parts = parts
 
-    async def fetch_model(self, request_id: str, version: str) -> AsyncIterator[pb.ModelPart]:
+    async def fetch_model(
+        self, request_id: str, version: str, words_sha256: str = ""
+    ) -> AsyncIterator[pb.ModelPart]:
         if self.parts is None:
             raise NodeFailed("this node keeps its model to itself")
         for part in self.parts:
@@ -97,6 +99,28 @@ def test_the_store_keeps_exactly_the_model_that_signed(trained, tmp_path) -> Non
     assert not (tmp_path / "evil.py").exists() and sorted(p.name for p in kept.iterdir()) == sorted(
         MODEL_FILES
     )
+
+
+def test_a_node_signing_ever_new_versions_cannot_fill_the_hubs_disk(trained, tmp_path) -> None:
+    folder = trained["law"].folder
+    (tmp_path / "models" / "0123456789abcdef").mkdir(parents=True)  # an earlier run's: nobody's
+    store = ModelStore(tmp_path / "models")
+    assert not (tmp_path / "models").exists()
+    versions = []
+    for i in range(5):  # weights the store does not load: their digest is the version
+        weights = f"weights {i}".encode()
+        versions.append(hashlib.sha256(weights).hexdigest()[:16])
+        asyncio.run(
+            store.fetch(Source(_parts(folder, {"model.safetensors": weights})), versions[-1])
+        )
+    kept = sorted(p.name.split("-")[0] for p in (tmp_path / "models").iterdir())
+    assert kept == sorted(versions[-KEEP_PER_NODE:])
+    assert store.folder("", versions[0]) is None and store.folder("", versions[-1]) is not None
+    counts = [f"{{{i}}}".encode() for i in range(3)]  # the store checks digests, not contents
+    for data in counts:
+        source = Source([pb.ModelPart(name=WORDS_FILE, data=data, last=True)])
+        asyncio.run(store.fetch_words(source, hashlib.sha256(data).hexdigest()))
+    assert [p.read_bytes() for p in (tmp_path / "models" / "words").iterdir()] == counts[-1:]
 
 
 def test_the_node_sends_its_model_in_parts_the_store_accepts(trained, tmp_path) -> None:
