@@ -28,17 +28,26 @@ if TYPE_CHECKING:
     from slm.offsets import Offsets
 
 KEEP_MODELS = 4  # model folders kept loaded: audits come in runs of one node's claims
+MESSAGE_CHARS = 500  # of an error: they quote the folder's content, and a reply is one line
 
 
 class Unloadable(Exception):
-    """The folder the node sent does not load."""
+    """The folder the node sent does not load or score."""
+
+
+def ours(exc: BaseException) -> bool:
+    """Whether a failure is the auditor's (its disk, its memory), not the folder's."""
+    return isinstance(exc, OSError | MemoryError) or (
+        isinstance(exc, RuntimeError) and "allocate" in str(exc)
+    )
 
 
 def load(folder: Path, centroid: np.ndarray) -> tuple[LoadedModel, Offsets]:
     """The folder's model in fp32 and its offsets on the calibration pool. A file missing is
-    ours (the hub's store checked that the node sent each one); anything else the folder's
-    content does is the node's: Unloadable."""
-    from slm.model_folder import REQUIRED, load_model_folder
+    ours (the hub's store checked that the node sent each one), and so is an embedded base
+    that will not load here; anything else the folder's content does is the node's."""
+    from slm import pretrained
+    from slm.model_folder import REQUIRED, load_model_folder, read_meta
     from slm.offsets import offsets, pool_vectors
 
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
@@ -46,14 +55,24 @@ def load(folder: Path, centroid: np.ndarray) -> tuple[LoadedModel, Offsets]:
         raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}")
     vectors = pool_vectors() if len(centroid) else None
     try:
+        base = read_meta(folder).get("base")
+        name = str(base.get("name", "")) if isinstance(base, dict) else ""
+        if name in pretrained.EMBEDDED:
+            pretrained.load(name)  # outside the next try: failing here is ours
+    except Exception as exc:
+        raise exc if ours(exc) else Unloadable(_message(exc)) from None
+    try:
         model = load_model_folder(folder, serving="fp32", base_paths=False)
         found = offsets(model.model, model.tokenizer, centroid if len(centroid) else None,
                         vectors)  # fmt: skip
-    except (OSError, MemoryError):
-        raise
     except Exception as exc:
-        raise Unloadable(f"{type(exc).__name__}: {exc}") from None
+        raise exc if ours(exc) else Unloadable(_message(exc)) from None
     return model, found
+
+
+def _message(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + " ..."
 
 
 def main() -> None:
@@ -76,7 +95,8 @@ def main() -> None:
                 counts = WordCounts.from_bytes(Path(words).read_bytes())
             except (WordCountsError, OSError) as exc:  # the node's counts; our disk
                 kind = "invalid_words" if isinstance(exc, WordCountsError) else "error"
-                sys.stdout.write(json.dumps({"id": request.get("id"), kind: str(exc)}) + "\n")
+                reply = {"id": request.get("id"), kind: _message(exc)}
+                sys.stdout.write(json.dumps(reply) + "\n")
                 sys.stdout.flush()
                 continue
             counted[words] = (counts, words_offset(counts))
@@ -94,7 +114,10 @@ def main() -> None:
                     loaded.popitem(last=False)
             loaded.move_to_end(key)
             model, found = loaded[key]
-            s = score(model.model, model.tokenizer, model.quantiles, prompt)
+            try:  # the hub's prompt, which every honest node scores: a failure is the folder's
+                s = score(model.model, model.tokenizer, model.quantiles, prompt)
+            except Exception as exc:
+                raise exc if ours(exc) else Unloadable(_message(exc)) from None
             similarity = (float(shared_encoder().embed([prompt])[0] @ centroid)
                           if len(centroid) else 0.0)  # fmt: skip
             counts, offset_words = counted[words] if words else (None, 0.0)
@@ -106,7 +129,7 @@ def main() -> None:
         except Unloadable as exc:
             reply = {"id": request.get("id"), "invalid_model": str(exc)}
         except Exception as exc:  # ours: a lost file, memory, a prompt we cannot read
-            reply = {"id": request.get("id"), "error": f"{type(exc).__name__}: {exc}"}
+            reply = {"id": request.get("id"), "error": _message(exc)}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
 

@@ -215,11 +215,15 @@ def load_model_folder(
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise ModelFolderError(f"{folder / WEIGHTS} is truncated or corrupted: {exc}") from None
     base = meta.get("base")
+    adapted = isinstance(base, dict) and "adapter" in base
+    if adapted:  # the config is the base's, checked before a model of it is built
+        source = _base_source(folder, base, base_paths)
+        check_base(folder, base, config, source)
+    else:
+        check_shape(folder, config, state)
     model = SLM.for_loading(config)
     try:
-        if isinstance(base, dict) and "adapter" in base:
-            source = _base_source(folder, base, base_paths)
-            check_base(folder, base, config, source)
+        if adapted:
             model.load_state_dict(pretrained.load(source).state, strict=True, assign=True)
             lora.add_adapters(model, lora.AdapterConfig.from_dict(base["adapter"]))
             lora.load_adapter(model, state)
@@ -231,10 +235,10 @@ def load_model_folder(
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise ModelFolderError(f"{folder / WEIGHTS} does not match config.json: {first}") from None
     tokenizer = SLMTokenizer.load(folder / TOKENIZER)
-    if tokenizer.vocab_size > config.vocab_size:
+    if tokenizer.largest_id >= config.vocab_size:
         raise ModelFolderError(
-            f"{folder / TOKENIZER} has {tokenizer.vocab_size} tokens, more than the model's "
-            f"vocab_size {config.vocab_size}"
+            f"{folder / TOKENIZER} has token ids up to {tokenizer.largest_id}, beyond the "
+            f"model's vocab_size {config.vocab_size}"
         )
     quantiles = _read_calibration(folder / CALIBRATION)
     profile = _read_profile(folder / PROFILE)
@@ -261,6 +265,21 @@ def load_model_folder(
         centroid=centroid,
         words=words,
     )
+
+
+def check_shape(folder: Path, config: ModelConfig, state: dict[str, Any]) -> None:
+    """The weights must be what the config describes before a model of it is built: a config of
+    a billion layers would otherwise be allocated first, and the hub's auditor loads folders
+    that nodes send."""
+    held = sum(t.numel() for t in state.values())
+    blocks = config.n_layer * max(1, config.n_experts)  # each at least one tensor of its own
+    positions = config.block_size * config.head_dim  # rotary tables are built, not loaded
+    if config.num_parameters() != held or blocks > len(state) or positions > held:
+        raise ModelFolderError(
+            f"{folder / CONFIG} describes {config.num_parameters():,} parameters in {blocks} "
+            f"blocks ({positions:,} position values); {folder / WEIGHTS} holds {held:,} in "
+            f"{len(state)} tensors"
+        )
 
 
 def _base_source(folder: Path, base: dict[str, Any], paths: bool) -> str:

@@ -104,6 +104,12 @@ class SLMTokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
+    @property
+    def largest_id(self) -> int:
+        """The largest id it can give: a file may number its tokens with gaps, so not always
+        vocab_size - 1, and a model indexes its embedding by it."""
+        return max(self._tok.get_vocab(with_added_tokens=True).values(), default=-1)
+
     def encode(self, text: str) -> list[int]:
         """Token ids of text, special tokens' spellings included as plain text."""
         return self._plain.encode(text, add_special_tokens=False).ids

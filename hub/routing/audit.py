@@ -157,7 +157,9 @@ class Worker:
                 await process.stdin.drain()
                 reply = json.loads(await asyncio.wait_for(process.stdout.readline(),
                                                           WORKER_TIMEOUT_S))  # fmt: skip
-            except (TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
+                if not isinstance(reply, dict) or reply.get("id") != self._ids:
+                    raise ValueError(f"a reply to another request: {str(reply)[:200]}")
+            except (TimeoutError, ConnectionError, ValueError) as exc:  # a line over the limit too
                 await self.close()
                 raise AuditError(f"the auditor process failed: {exc!r}") from None
             if "invalid_words" in reply:
@@ -268,6 +270,7 @@ class Auditor:
                 source = self.sources.get(claim.node_id)
                 if source is None:
                     raise AuditError("the node left before it sent its model")
+                self.store.keep_only({s.public_key for s in self.sources.values()})
                 folder = await self.store.fetch(source, version)
             words = await self._words(claim)
         except AuditError as exc:
@@ -298,6 +301,7 @@ class Auditor:
         source = self.sources.get(claim.node_id)
         if source is None:
             raise AuditError("the node left before it sent its word counts")
+        self.store.keep_only({s.public_key for s in self.sources.values()})
         return await self.store.fetch_words(source, claim.words_sha256)
 
     def _count(self, kind: str) -> None:

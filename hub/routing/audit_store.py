@@ -21,6 +21,9 @@ from slm.version import model_version
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "calibration.json",
                "profile.npy")  # fmt: skip
 MAX_MODEL_BYTES = 4 << 30
+# each file but the weights at most this: the hub itself parses config.json (slm.version)
+MAX_FILE_BYTES = {"config.json": 1 << 20, "tokenizer.json": 64 << 20,
+                  "calibration.json": 1 << 20, "profile.npy": 1 << 20}  # fmt: skip
 # the node's word counts (slm.word_counts, which the hub cannot import: it imports numpy)
 WORDS_FOLDER, WORDS_FILE, MAX_WORDS_BYTES = "words", "words.json", 16 << 20
 FETCH_TIMEOUT_S = 300.0
@@ -92,8 +95,21 @@ class ModelStore:
 
     def folder(self, public_key: str, version: str) -> Path | None:
         """The folder of `version` the node of `public_key` sent, if it is kept."""
-        path = self._sent.get((public_key, version))
-        return path if path is not None and (path / MODEL_FILES[1]).is_file() else None
+        path = self._sent.pop((public_key, version), None)
+        if path is None:
+            return None
+        self._sent[(public_key, version)] = path  # the last used, and the last evicted
+        return path if (path / MODEL_FILES[1]).is_file() else None
+
+    def keep_only(self, public_keys: set[str]) -> None:
+        """What nodes no longer connected sent is dropped: the store holds at most
+        KEEP_PER_NODE folders and one counts file for each node connected now."""
+        for key, version in [k for k in self._sent if k[0] not in public_keys]:
+            self.forget(key, version)
+        for key in [k for k in self._words if k not in public_keys]:
+            path = self._words.pop(key)
+            if path not in self._words.values():
+                path.unlink(missing_ok=True)
 
     def forget(self, public_key: str, version: str) -> None:
         """A folder that would not load, or one too old: dropped, unless another node sent the
@@ -134,13 +150,16 @@ class ModelStore:
     async def _receive(parts: AsyncIterator[pb.ModelPart], into: Path,
                        files: tuple[str, ...] = MODEL_FILES, most: int = MAX_MODEL_BYTES,
                        ) -> None:  # fmt: skip
-        total, seen = 0, set()
+        total, seen, sizes = 0, set(), dict.fromkeys(files, 0)
         async for p in parts:
             if p.name not in files:
                 raise AuditError(f"the node sent {p.name!r}, not one of {', '.join(files)}")
             total += len(p.data)
+            sizes[p.name] += len(p.data)
             if total > most:
                 raise AuditError(f"what it sent is over {most >> 20} MiB")
+            if sizes[p.name] > MAX_FILE_BYTES.get(p.name, most):
+                raise AuditError(f"its {p.name} is over {MAX_FILE_BYTES[p.name] >> 20} MiB")
             await asyncio.to_thread(_append, into / p.name, p.data)  # off the event loop
             seen.add(p.name)
         missing = set(files) - seen

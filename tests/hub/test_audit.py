@@ -22,7 +22,14 @@ from hub.routing.audit import (
     misclaims,
     reputation_after,
 )
-from hub.routing.audit_store import KEEP_PER_NODE, MODEL_FILES, WORDS_FILE, AuditError, ModelStore
+from hub.routing.audit_store import (
+    KEEP_PER_NODE,
+    MAX_FILE_BYTES,
+    MODEL_FILES,
+    WORDS_FILE,
+    AuditError,
+    ModelStore,
+)
 from hub.routing.connection import NodeFailed
 from node.identity import generate_key
 from node.service import NodeService
@@ -121,6 +128,27 @@ def test_a_node_signing_ever_new_versions_cannot_fill_the_hubs_disk(trained, tmp
         source = Source([pb.ModelPart(name=WORDS_FILE, data=data, last=True)])
         asyncio.run(store.fetch_words(source, hashlib.sha256(data).hexdigest()))
     assert [p.read_bytes() for p in (tmp_path / "models" / "words").iterdir()] == counts[-1:]
+    big = {"config.json": b" " * (MAX_FILE_BYTES["config.json"] + 1)}  # the hub parses it
+    with pytest.raises(AuditError, match=r"config\.json is over 1 MiB"):
+        asyncio.run(store.fetch(Source(_parts(folder, big)), versions[-1][::-1]))
+    store.keep_only({"another node"})  # this one left: nothing of it is kept
+    assert not any((tmp_path / "models").glob("*-*")) and not any(
+        (tmp_path / "models" / "words").iterdir()
+    )
+
+
+def test_the_store_keeps_the_folders_a_node_used_last(trained, tmp_path) -> None:
+    folder, store = trained["law"].folder, ModelStore(tmp_path / "models")
+    versions = []
+    for i in range(3):
+        weights = f"weights {i}".encode()
+        versions.append(hashlib.sha256(weights).hexdigest()[:16])
+        if i == 2:
+            assert store.folder("", versions[0]) is not None  # used again: kept, not the second
+        asyncio.run(
+            store.fetch(Source(_parts(folder, {"model.safetensors": weights})), versions[-1])
+        )
+    assert [store.folder("", v) is not None for v in versions] == [True, False, True]
 
 
 def test_the_node_sends_its_model_in_parts_the_store_accepts(trained, tmp_path) -> None:
@@ -205,6 +233,27 @@ def test_a_node_is_audited_with_the_folder_it_sent_not_another_under_its_version
     assert first is not None and first.kind == "false-score"  # that folder gives other scores
     assert then is not None and then.kind == "honest", then.detail
     assert (poisoner.fetched, honest.fetched) == (1, 1)
+
+
+@pytest.mark.parametrize("change", ["a billion layers", "an error of a megabyte"])
+def test_a_folder_made_to_stall_or_flood_the_auditor_gets_a_verdict(trained, tmp_path, change
+                                                                     ) -> None:  # fmt: skip
+    """A config that would be built before its weights are checked, or whose error quotes a
+    megabyte of it back (the hub reads the auditor's replies a line at a time), would otherwise
+    leave the node's claims unjudged."""
+    folder = trained["law"].folder
+    law = load_model_folder(folder, serving="fp32")
+    meta = json.loads((folder / "config.json").read_text())
+    if change == "a billion layers":
+        meta["model"]["n_layer"] = 10**9
+    else:
+        meta["model"]["x" * 1_000_000] = 1  # an unknown key, named in the error
+    files = {n: (folder / n).read_bytes() for n in MODEL_FILES}
+    sender = Sender(
+        NodeService(law, generate_key()), files | {"config.json": json.dumps(meta).encode()}
+    )
+    [verdict], _ = _verdicts([sender], [sender.claim(trained["law"].held_out[:300])], tmp_path)
+    assert verdict is not None and verdict.kind == "unavailable" and len(verdict.detail) < 1000
 
 
 def test_a_node_whose_folder_does_not_load_is_unavailable_and_asked_again(trained, tmp_path

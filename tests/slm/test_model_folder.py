@@ -39,6 +39,21 @@ def _drop_a_tensor(path: Path) -> None:
     save_file(tensors, path)
 
 
+def _reshape(folder: Path, **shape: int) -> None:
+    meta = json.loads((folder / "config.json").read_text())
+    meta["model"] |= shape
+    (folder / "config.json").write_text(json.dumps(meta))
+
+
+def _number_a_token(folder: Path, token_id: int) -> None:
+    """A tokenizer whose ids have a gap: as many tokens as the model's vocabulary, one of them
+    numbered past its embedding."""
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    vocab[max(vocab, key=vocab.get)] = token_id
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -49,7 +64,7 @@ def _truncate(path: Path) -> None:
         (lambda f: (f / "model.safetensors").unlink(), "missing model.safetensors"),
         (lambda f: _truncate(f / "model.safetensors"), "truncated or corrupted"),
         (lambda f: (f / "model.safetensors").write_bytes(b"\0" * 64), "truncated or corrupted"),
-        (lambda f: _drop_a_tensor(f / "model.safetensors"), "does not match config.json"),
+        (lambda f: _drop_a_tensor(f / "model.safetensors"), "describes .* parameters"),
         (lambda f: _truncate(f / "config.json"), "config.json is corrupted"),
         (lambda f: _truncate(f / "tokenizer.json"), "not a valid tokenizer"),
         (lambda f: _truncate(f / "profile.npy"), "profile.npy"),
@@ -66,8 +81,12 @@ def _truncate(path: Path) -> None:
                     }
                 )
             ),
-            "does not match config.json",
+            "describes .* parameters",
         ),
+        (lambda f: _reshape(f, n_layer=10**9), "describes .* parameters"),  # never built
+        (lambda f: _reshape(f, d_model=1 << 20, n_head=1), "describes .* parameters"),
+        (lambda f: _reshape(f, block_size=1 << 40), "describes .* parameters"),
+        (lambda f: _number_a_token(f, 10**6), "token ids up to 1000000"),
     ],
 )
 def test_damaged_folders_are_reported_by_file(folder: Path, damage, message: str) -> None:
