@@ -56,11 +56,11 @@ def load(folder: Path, centroid: np.ndarray) -> tuple[LoadedModel, Offsets]:
     vectors = pool_vectors() if len(centroid) else None
     try:
         base = read_meta(folder).get("base")
-        name = str(base.get("name", "")) if isinstance(base, dict) else ""
-        if name in pretrained.EMBEDDED:
-            pretrained.load(name)  # outside the next try: failing here is ours
     except Exception as exc:
         raise exc if ours(exc) else Unloadable(_message(exc)) from None
+    name = str(base.get("name", "")) if isinstance(base, dict) else ""
+    if name in pretrained.EMBEDDED:
+        pretrained.load(name)  # outside any try: an embedded base that fails here is ours
     try:
         model = load_model_folder(folder, serving="fp32", base_paths=False)
         found = offsets(model.model, model.tokenizer, centroid if len(centroid) else None,

@@ -28,7 +28,7 @@ MAX_FILE_BYTES = {"config.json": 1 << 20, "tokenizer.json": 64 << 20,
 WORDS_FOLDER, WORDS_FILE, MAX_WORDS_BYTES = "words", "words.json", 16 << 20
 FETCH_TIMEOUT_S = 300.0
 # A node signs whatever version it likes, and each new one sampled is a folder fetched: kept
-# are its latest two (its model and the one before a swap), so it cannot fill the hub's disk.
+# are the two it used last (its model and the one before a swap), so it cannot fill the disk.
 KEEP_PER_NODE = 2
 
 
@@ -55,7 +55,8 @@ class ModelStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         # (node's public key, version): the folder that node sent, under the version and the
-        # digest of all its files (nodes that sent the same files share it), oldest first;
+        # digest of all its files (nodes that sent the same files share it), least recently
+        # used first;
         # and the counts each node sent last. Kept in memory: after a restart each node is
         # asked again, so what an earlier run kept is nobody's and is dropped.
         self._sent: dict[tuple[str, str], Path] = {}
